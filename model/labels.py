@@ -1,0 +1,3 @@
+"""Class order everywhere: the FER2013 label numbers."""
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+NOFACE = "noface"

@@ -1,0 +1,15 @@
+"""Where things go when the user does not say: discoverable in --help and printed by scan."""
+import os
+from pathlib import Path
+
+
+def default_db():
+    if os.environ.get("STICKERSORT_DB"):
+        return Path(os.environ["STICKERSORT_DB"]).absolute()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "stickersort" / "stickersort.db"
+
+
+def default_out(root):
+    root = Path(root)
+    return root.parent / f"{root.name}-by-emotion"

@@ -1,0 +1,259 @@
+"""`stickersort scan`: file -> frames -> faces -> probabilities -> vote -> record -> link."""
+import hashlib
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model.labels import EMOTIONS
+from . import media
+from .links import Linker
+from .store import Store, now
+from .vote import face_weight, vote
+
+
+@dataclass
+class Options:
+    out: Path
+    db: Path
+    frames: int = 8
+    link_mode: str = "symlink"
+    dry_run: bool = False
+    rescan: bool = False
+    detector: str = "blazeface"
+    model: Path = None
+    follow_links: bool = False
+    margin: float = 0.2
+
+
+@dataclass
+class Summary:
+    root: str
+    out: str
+    db: str
+    files: int = 0
+    classified: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    vanished: int = 0
+    labels: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)
+    error_files: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files_per_s(self):
+        return round(self.files / self.seconds, 1) if self.seconds else 0.0
+
+    def as_dict(self):
+        return {**self.__dict__, "files_per_s": self.files_per_s, "seconds": round(self.seconds, 3)}
+
+
+def path_key(path):
+    """Text for a path that SQLite can store, even when the name is not valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def file_hash(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def walk(root, skip=(), follow_links=False):
+    """Media files under root, sorted, never entering `skip` (OUT) nor looping through symlinks."""
+    skip = {os.path.realpath(s) for s in skip}
+    seen_dirs = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop when following links
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames
+                             if os.path.realpath(os.path.join(dirpath, d)) not in skip)
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.realpath(path) in skip or not media.is_media(name):
+                continue
+            if os.path.islink(path) and not follow_links:
+                continue
+            yield Path(path)
+
+
+class Scanner:
+    def __init__(self, options, echo=None):
+        self.options = options
+        self.echo = echo or (lambda message: None)
+        self.store = Store(options.db)
+        self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
+                             report=self._report_link)
+        self._classifier = self._detector = None
+
+    def _report_link(self, action, link, source):
+        if self.options.dry_run:
+            self.echo(f"would {action}: {link} -> {source}")
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            from ..model.inference import Classifier
+            self._classifier = Classifier(self.options.model)
+        return self._classifier
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from ..model.faces import make_detector
+            self._detector = make_detector(self.options.detector)
+        return self._detector
+
+    @property
+    def model_id(self):
+        return f"{self.classifier.id}:{self.options.detector}"
+
+    def scan(self, root, progress=None):
+        root = Path(os.path.realpath(root))
+        summary = Summary(str(root), str(self.options.out), str(self.options.db))
+        started = time.monotonic()
+        skip = [self.options.out, self.options.db]
+        paths = list(walk(root, skip, self.options.follow_links))
+        seen = set()
+        for path in (progress(paths) if progress else paths):
+            seen.add(path_key(path))
+            self.scan_file(path, root, summary)
+        for key in set(self.store.paths_under(str(root))) - seen:
+            self.forget(key)
+            summary.vanished += 1
+        summary.seconds = time.monotonic() - started
+        summary.links = dict(self.linker.counts)
+        for key in seen:
+            row = self.store.get(key) if not self.options.dry_run else None
+            label = (row or {}).get("label") or ("error" if row else None)
+            if label:
+                summary.labels[label] = summary.labels.get(label, 0) + 1
+        return summary
+
+    def forget(self, key):
+        """A file that vanished: drop its links and record (never touching anything else)."""
+        if self.options.dry_run:
+            self.echo(f"would forget: {key}")
+            return
+        self.linker.unlink_all(key)
+        self.store.forget(key)
+
+    def scan_file(self, path, root, summary):
+        key = path_key(path)
+        summary.files += 1
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # deleted after the walk listed it
+            summary.files -= 1
+            summary.vanished += 1
+            self.echo(f"{key}: vanished during the scan")
+            if self.store.get(key):
+                self.forget(key)
+            return
+        except OSError as e:
+            return self._error(path, key, root, None, f"cannot stat: {e.strerror}", summary)
+        if not stat.S_ISREG(st.st_mode):
+            return self._error(path, key, root, st, "not a regular file", summary)
+        old = self.store.get(key)
+        if self._unchanged(path, old, st):
+            summary.unchanged += 1
+            if old["error"]:
+                summary.errors += 1
+                summary.error_files.append({"path": key, "error": old["error"]})
+            else:
+                self.linker.place(path, key, old["label"], old["hash"])
+            return
+        try:
+            digest = file_hash(path)
+            record, faces = self.classify(path, key, root, st, digest)
+        except media.MediaError as e:
+            return self._error(path, key, root, st, str(e), summary)
+        except FileNotFoundError:
+            summary.files -= 1
+            summary.vanished += 1
+            self.echo(f"{key}: vanished during the scan")
+            return
+        except PermissionError:
+            return self._error(path, key, root, st, "permission denied", summary)
+        except OSError as e:
+            return self._error(path, key, root, st, f"cannot read: {e.strerror or e}", summary)
+        summary.classified += 1
+        if self.options.dry_run:
+            self.echo(f"{key}: {record['label']} ({record['confidence']:.2f})")
+            self.linker.place(path, key, record["label"], digest)
+            return
+        self.store.save(record, faces)
+        self.linker.place(path, key, record["label"], digest)
+
+    def _unchanged(self, path, old, st):
+        if old is None or self.options.rescan:
+            return False
+        if old["size"] != st.st_size:
+            return False
+        if old["error"]:
+            return old["mtime_ns"] == st.st_mtime_ns
+        if old["model_id"] != self.model_id:
+            return False
+        if old["mtime_ns"] == st.st_mtime_ns:
+            return True
+        # Same size, new mtime: a touch or a copy-over. Trust the content hash.
+        if file_hash(path) == old["hash"]:
+            if not self.options.dry_run:
+                self.store.touch(old["path"], st.st_mtime_ns)
+            return True
+        return False
+
+    def _error(self, path, key, root, st, message, summary):
+        summary.errors += 1
+        summary.error_files.append({"path": key, "error": message})
+        self.echo(f"{key}: {message}")
+        if self.options.dry_run:
+            return
+        self.linker.unlink_all(key)
+        self.store.save(self._base(path, key, root, st, "") | {
+            "label": None, "error": message, "scanned_at": now()}, [])
+
+    def _base(self, path, key, root, st, digest):
+        return {"path": key, "root": str(root), "name": path_key(Path(path).name), "hash": digest,
+                "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
+
+    def classify(self, path, key, root, st, digest):
+        """Read, find faces, classify them in one batch and vote: the record and face rows."""
+        from ..model.faces import crop
+
+        clip = media.read(path, self.options.frames)
+        crops, faces = [], []
+        for frame in clip.frames:
+            h, w = frame.rgb.shape[:2]
+            for face in self.detector.detect(frame.rgb):
+                crops.append(crop(frame.rgb, face, self.options.margin))
+                scale = clip.width / w  # boxes in the original file's pixels
+                faces.append({"frame": frame.index, "time": round(frame.time, 3),
+                              "x": round(face.x * scale), "y": round(face.y * scale),
+                              "w": round(face.w * scale), "h": round(face.h * scale),
+                              "detector_score": round(face.score, 4),
+                              "_weight": face_weight(face.w * face.h / (w * h), face.score, frame.weight)})
+        probs = self.classifier.predict(np.stack(crops)) if crops else np.zeros((0, 7))
+        result = vote(probs, [f.pop("_weight") for f in faces])
+        for f, p in zip(faces, probs):
+            f["probs"] = json.dumps([round(float(v), 4) for v in p])
+            f["label"] = EMOTIONS[int(np.argmax(p))]
+        record = self._base(path, key, root, st, digest) | {
+            "kind": clip.kind, "width": clip.width, "height": clip.height,
+            "frames_total": clip.frames_total, "frames_sampled": len(clip.frames),
+            "frames_with_faces": len({f["frame"] for f in faces}), "faces": len(faces),
+            "label": result.label, "confidence": result.confidence, "margin": result.margin,
+            "scores": json.dumps(result.scores), "model_id": self.model_id,
+            "scanned_at": now(), "error": None}
+        return record, faces
+

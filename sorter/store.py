@@ -1,0 +1,131 @@
+"""The SQLite record of what was scanned and linked, through sqlite-utils.
+
+Tables (documented in README.md): files (one row per sticker), faces (one row per face found in
+a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
+WAL mode and a busy timeout let a `scan` and a `watch` share one database.
+"""
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+FILES = {
+    "path": str, "root": str, "name": str, "hash": str, "size": int, "mtime_ns": int,
+    "kind": str, "width": int, "height": int, "frames_total": int, "frames_sampled": int,
+    "frames_with_faces": int, "faces": int, "label": str, "confidence": float, "margin": float,
+    "scores": str, "model_id": str, "scanned_at": str, "error": str,
+}
+FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int, "w": int,
+         "h": int, "detector_score": float, "label": str, "probs": str}
+LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
+         "created_at": str}
+
+
+class StoreError(Exception):
+    pass
+
+
+def now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, path, create=True):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"no database at {self.path} (run `stickersort scan` first, or pass --db)")
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA busy_timeout = 60000")
+            if create:
+                self.db.enable_wal()
+                self._schema()
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from None
+
+    def _schema(self):
+        if "files" not in self.db.table_names():
+            self.db["files"].create(FILES, pk="path", if_not_exists=True)
+            self.db["faces"].create(FACES, pk="id", foreign_keys=[("file", "files", "path")],
+                                    if_not_exists=True)
+            self.db["links"].create(LINKS, pk="link", if_not_exists=True)
+            self.db["files"].create_index(["label"], if_not_exists=True)
+            self.db["files"].create_index(["hash"], if_not_exists=True)
+            self.db["files"].create_index(["root"], if_not_exists=True)
+            self.db["faces"].create_index(["file"], if_not_exists=True)
+            self.db["links"].create_index(["file"], if_not_exists=True)
+
+    def transaction(self):
+        return self.db.conn  # sqlite3 connection as context manager: commit or roll back
+
+    def get(self, path):
+        rows = list(self.db.query("select * from files where path = ?", [path]))
+        return rows[0] if rows else None
+
+    def paths_under(self, root):
+        return [r["path"] for r in self.db.query("select path from files where root = ?", [root])]
+
+    def save(self, record, faces):
+        """One file's record and its faces, replaced together or not at all."""
+        with self.db.conn:
+            self.db.execute("delete from faces where file = ?", [record["path"]])
+            self.db["files"].upsert(record, pk="path")
+            if faces:
+                self.db["faces"].insert_all([{**f, "file": record["path"]} for f in faces])
+
+    def touch(self, path, mtime_ns):
+        self.db["files"].update(path, {"mtime_ns": mtime_ns})
+
+    def move(self, old, new, root, name):
+        """A file renamed on disk keeps its record (watch)."""
+        with self.db.conn:
+            self.db.execute("update faces set file = ? where file = ?", [new, old])
+            self.db.execute("update files set path = ?, root = ?, name = ? where path = ?",
+                            [new, root, name, old])
+            self.db.execute("update links set file = ? where file = ?", [new, old])
+
+    def forget(self, path):
+        with self.db.conn:
+            self.db.execute("delete from faces where file = ?", [path])
+            self.db.execute("delete from files where path = ?", [path])
+
+    def links_of(self, path):
+        return list(self.db.query("select * from links where file = ?", [path]))
+
+    def link_at(self, link):
+        rows = list(self.db.query("select * from links where link = ?", [link]))
+        return rows[0] if rows else None
+
+    def add_link(self, row):
+        self.db["links"].upsert({**row, "created_at": now()}, pk="link")
+
+    def drop_link(self, link):
+        self.db.execute("delete from links where link = ?", [link])
+
+    def query(self, label=None, min_confidence=0.0, limit=None, root=None):
+        where, args = ["error is null"], []
+        if label:
+            where.append("label = ?"); args.append(label)
+        if min_confidence:
+            where.append("confidence >= ?"); args.append(min_confidence)
+        if root:
+            where.append("root = ?"); args.append(root)
+        sql = (f"select path, label, confidence, margin, faces, kind, scanned_at from files "
+               f"where {' and '.join(where)} order by confidence desc, path")
+        if limit:
+            sql += f" limit {int(limit)}"
+        return list(self.db.query(sql, args))
+
+    def stats(self):
+        rows = self.db.query("select coalesce(label, 'error') as label, count(*) as n from files "
+                             "group by 1 order by n desc, label")
+        return {r["label"]: r["n"] for r in rows}
+
+
+def scores_json(scores):
+    return json.dumps(scores, sort_keys=False)

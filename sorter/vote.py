@@ -1,0 +1,33 @@
+"""All faces of all sampled frames -> one label per file."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.labels import EMOTIONS, NOFACE
+
+
+@dataclass
+class Vote:
+    label: str
+    confidence: float  # the winning class's share of the weighted vote
+    margin: float  # winner minus runner-up
+    scores: dict  # class -> weighted mean probability
+
+
+def face_weight(area_share, detector_score, seconds):
+    """Bigger, surer faces shown for longer count more; sqrt keeps a big face from drowning a
+    cluster of small ones entirely."""
+    return float(np.sqrt(max(area_share, 1e-6)) * max(detector_score, 1e-3) * max(seconds, 1e-3))
+
+
+def vote(probs, weights):
+    """probs [N,7], weights [N] -> Vote; no faces -> noface."""
+    probs = np.asarray(probs, dtype="float64").reshape(-1, len(EMOTIONS))
+    if not len(probs):
+        return Vote(NOFACE, 0.0, 0.0, {})
+    weights = np.asarray(weights, dtype="float64")
+    mean = (probs * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
+    order = np.argsort(mean)[::-1]
+    return Vote(EMOTIONS[order[0]], round(float(mean[order[0]]), 4),
+                round(float(mean[order[0]] - mean[order[1]]), 4),
+                {e: round(float(p), 4) for e, p in zip(EMOTIONS, mean)})

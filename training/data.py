@@ -1,0 +1,145 @@
+"""FER2013 in its two public layouts (Kaggle csv, image folders) and FER+ votes, as numpy arrays.
+
+Every loader returns {split: (faces uint8 [N,48,48], targets float32 [N,7])}; targets are one-hot
+for FER2013 labels and normalized vote shares for FER+.
+"""
+import csv
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..model.labels import EMOTIONS
+
+SPLITS = ("Training", "PublicTest", "PrivateTest")
+FOLDER_SPLITS = {"train": "Training", "training": "Training", "validation": "PublicTest",
+                 "val": "PublicTest", "test": "PrivateTest"}
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class DataError(Exception):
+    """Bad training data; the message is meant for the user as it is."""
+
+
+def _open_text(path):
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def one_hot(labels):
+    return np.eye(len(EMOTIONS), dtype="float32")[np.asarray(labels, dtype=int)]
+
+
+def load_csv(path):
+    """The Kaggle fer2013.csv (or .csv.gz): header emotion,pixels,Usage."""
+    faces, labels, usage = [], [], []
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
+            raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {header!r}")
+        for line, row in enumerate(reader, start=2):
+            faces.append(_pixels(path, line, row[1]))
+            labels.append(_label(path, line, row[0]))
+            usage.append(row[2].strip())
+    if not faces:
+        raise DataError(f"{path}: no rows after the header")
+    return np.stack(faces), np.array(labels), np.array(usage)
+
+
+def _pixels(path, line, text):
+    values = text.split()
+    if len(values) != 48 * 48:
+        raise DataError(f"{path}:{line}: {len(values)} pixel values, expected 2304 (48x48)")
+    return np.array(values, dtype=np.uint8).reshape(48, 48)
+
+
+def _label(path, line, text):
+    if text.strip() not in {str(i) for i in range(len(EMOTIONS))}:
+        raise DataError(f"{path}:{line}: emotion {text!r} is not one of 0..6")
+    return int(text)
+
+
+def load_folder(root):
+    """train/<emotion>/*.jpg with validation/ or test/; Training_/PublicTest_/PrivateTest_ name
+    prefixes, when present, mark the official split instead of the folder."""
+    from PIL import Image
+
+    root = Path(root)
+    faces, labels, usage = [], [], []
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        folder_split = FOLDER_SPLITS.get(split_dir.name.lower())
+        if folder_split is None:
+            continue
+        for label, emotion in enumerate(EMOTIONS):
+            for img in sorted((split_dir / emotion).glob("*")):
+                if img.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                with Image.open(img) as im:
+                    faces.append(np.asarray(im.convert("L").resize((48, 48))))
+                labels.append(label)
+                prefix = img.name.split("_", 1)[0]
+                usage.append(prefix if prefix in SPLITS else folder_split)
+    if not faces:
+        raise DataError(f"{root}: no images under train/<emotion>/ (emotions: {', '.join(EMOTIONS)})")
+    return np.stack(faces), np.array(labels), np.array(usage)
+
+
+def load_ferplus(path, n_rows):
+    """FER+ votes (fer2013new.csv), row-aligned with FER2013: vote shares over our 7 classes.
+    Rows whose votes are all contempt/unknown/not-a-face get NaN targets."""
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        missing = set(FERPLUS_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path}: not a FER+ votes file (missing columns {sorted(missing)})")
+        votes = np.array([[float(row[c] or 0) for c in FERPLUS_COLUMNS] for row in reader], "float32")
+    if len(votes) != n_rows:
+        raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {n_rows}")
+    totals = votes.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, votes / totals, np.nan).astype("float32")
+
+
+def load(path, labels="fer2013", ferplus=None):
+    path = Path(path)
+    faces, hard, usage = load_folder(path) if path.is_dir() else load_csv(path)
+    targets = one_hot(hard)
+    if labels == "ferplus":
+        if ferplus is None:
+            raise DataError("--labels ferplus needs the FER+ votes file (--ferplus PATH)")
+        targets = load_ferplus(ferplus, len(faces))
+    keep = ~np.isnan(targets).any(axis=1)
+    splits = {}
+    for split in SPLITS:
+        mask = (usage == split) & keep
+        splits[split] = (faces[mask], targets[mask])
+    _check(path, splits)
+    return splits
+
+
+def _check(path, splits):
+    x, y = splits["Training"]
+    if not len(x):
+        raise DataError(f"{path}: no Training rows")
+    counts = y.sum(axis=0)
+    empty = [EMOTIONS[i] for i, c in enumerate(counts) if c == 0]
+    if empty:
+        raise DataError(f"{path}: no Training examples of {', '.join(empty)}")
+
+
+def limit(splits, n, seed=0):
+    """A quick subset: n training rows, and n // 4 of each evaluation split."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, (x, y) in splits.items():
+        k = n if split == "Training" else max(1, n // 4)
+        idx = rng.permutation(len(x))[:k]
+        out[split] = (x[idx], y[idx])
+    return out

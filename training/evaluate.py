@@ -1,0 +1,58 @@
+"""Accuracy, per-class precision/recall/F1 and confusion matrix of a model on one split."""
+from pathlib import Path
+
+import numpy as np
+
+from ..model.labels import EMOTIONS
+
+
+def predict(model_path, faces, tta=False):
+    """Probabilities from an .onnx (ONNX Runtime) or .keras (Keras) model; tta adds the mirror."""
+    if Path(model_path).suffix == ".keras":
+        import keras
+        model = keras.models.load_model(model_path, compile=False)
+        run = lambda x: np.asarray(model.predict(x.astype("float32")[..., None] / 255.0,
+                                                 batch_size=256, verbose=0))
+    else:
+        from ..model.inference import Classifier
+        run = Classifier(model_path).predict
+    probs = run(faces)
+    if tta:
+        probs = (probs + run(faces[:, :, ::-1].copy())) / 2
+    return probs
+
+
+def scores(probs, targets):
+    """Metrics against the arg-max of targets (one-hot labels or FER+ vote shares)."""
+    pred = probs.argmax(1)
+    true = targets.argmax(1)
+    k = len(EMOTIONS)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (true, pred), 1)
+    per_class = {}
+    for i, name in enumerate(EMOTIONS):
+        tp = confusion[i, i]
+        precision = tp / max(1, confusion[:, i].sum())
+        recall = tp / max(1, confusion[i].sum())
+        f1 = 2 * precision * recall / max(1e-12, precision + recall)
+        per_class[name] = {"precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                           "f1": round(float(f1), 4), "support": int(confusion[i].sum())}
+    return {"accuracy": round(float((pred == true).mean()), 4), "n": int(len(true)),
+            "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def majority_only(targets):
+    """FER+ rows whose most-voted class is unique (ties are ambiguous, so they are skipped)."""
+    top = targets.max(1, keepdims=True)
+    return (targets == top).sum(1) == 1
+
+
+def format_table(result):
+    lines = [f"accuracy {result['accuracy']:.4f} on {result['n']} faces",
+             f"{'class':<9} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>5}"]
+    for name, c in result["per_class"].items():
+        lines.append(f"{name:<9} {c['precision']:>6.3f} {c['recall']:>6.3f} {c['f1']:>6.3f} {c['support']:>5}")
+    lines.append("confusion (rows true, columns predicted): " + " ".join(e[:3] for e in EMOTIONS))
+    lines += ["  " + f"{EMOTIONS[i][:3]:<4}" + " ".join(f"{v:>4}" for v in row)
+              for i, row in enumerate(result["confusion"])]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""`stickersort train`: fit a network on FER2013, select on PublicTest, report PrivateTest once.
+
+Read top to bottom: load data -> build model -> fit with per-epoch checkpoints -> export -> report.
+An interrupted run continues from OUT/backup with `--resume` (weights, optimizer, epoch, LR step).
+"""
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as fer_data
+
+
+class KeepBest:
+    """Saves the model whenever PublicTest accuracy improves, remembering the best across resumes."""
+
+    def __new__(cls, path, history_csv):
+        import keras
+
+        class _KeepBest(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.best = _best_in_history(history_csv)
+
+            def on_epoch_end(self, epoch, logs=None):
+                acc = (logs or {}).get("val_accuracy", -1.0)
+                if acc > self.best:
+                    self.best = acc
+                    self.model.layers[-1].save(path)  # the net, without augmentation
+
+        return _KeepBest()
+
+
+def _best_in_history(history_csv):
+    if not Path(history_csv).exists():
+        return -1.0
+    with open(history_csv) as f:
+        return max((float(r["val_accuracy"]) for r in csv.DictReader(f)), default=-1.0)
+
+
+def _inputs(faces):
+    return (faces.astype("float32") / 255.0)[..., None]
+
+
+def fit(splits, out, arch="sticker", epochs=40, batch_size=64, lr=2e-3, seed=0,
+        label_smoothing=0.1, verbose=1):
+    """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
+    import keras
+
+    from ..model.network import build
+    from .augment import augmenter
+
+    keras.utils.set_random_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = splits["Training"]
+    xv, yv = splits["PublicTest"]
+    net = build(arch)
+    trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed), net])
+    steps = epochs * int(np.ceil(len(x) / batch_size))
+    warmup = min(steps // 10, int(np.ceil(len(x) / batch_size)) * 2)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr / 20, decay_steps=max(1, steps - warmup), warmup_target=lr, warmup_steps=warmup)
+    trainer.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=5e-4),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"])
+    history_csv = out / "history.csv"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        KeepBest(str(out / "best.keras"), history_csv),
+    ]
+    trainer.fit(_inputs(x), y, batch_size=batch_size, epochs=epochs, shuffle=True,
+                validation_data=(_inputs(xv), yv), callbacks=callbacks, verbose=verbose)
+    return _read_history(history_csv)
+
+
+def _read_history(history_csv):
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    # A resumed run appends; keep the last row of each epoch.
+    return list({int(r["epoch"]): r for r in rows}.values())
+
+
+def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=0,
+        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1):
+    """The whole `stickersort train` job; returns metrics.json's content."""
+    out = Path(out)
+    if (out / "history.csv").exists() and not resume:
+        raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
+    started = time.time()
+    splits = fer_data.load(data, labels=labels, ferplus=ferplus)
+    if limit:
+        splits = fer_data.limit(splits, limit, seed)
+    history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose)
+    train_seconds = time.time() - started
+    from . import report
+    return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
+                            command=" ".join(sys.argv), labels=labels)
