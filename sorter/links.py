@@ -9,6 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .paths import path_key
+
 MODES = ("symlink", "hardlink", "copy")
 
 
@@ -34,7 +36,8 @@ class Linker:
             if Path(row["link"]).parent == self.out / label and Path(row["link"]).exists():
                 self.counts["kept"] += 1
                 return row["link"]
-        link = self._free_name(self.out / label, Path(source).name, file_hash)
+        # The link's own name is always valid UTF-8, so the record of it names it exactly.
+        link = self._free_name(self.out / label, path_key(Path(source).name), file_hash)
         self._make(Path(source), link, key, label)
         for row in current:
             self._remove(row)
@@ -56,7 +59,7 @@ class Linker:
         if not os.path.lexists(candidate) and not self._claimed(candidate):
             return candidate
         stem, suffix = os.path.splitext(name)
-        tag = (file_hash or hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest())[:8]
+        tag = (file_hash or hashlib.sha256(name.encode()).hexdigest())[:8]
         for i in range(1000):
             candidate = folder / f"{stem}-{tag}{'-' + str(i) if i else ''}{suffix}"
             if not os.path.lexists(candidate) and not self._claimed(candidate):
@@ -76,6 +79,7 @@ class Linker:
         if self.mode == "symlink":
             target = os.path.relpath(source, link.parent)
             os.symlink(target, link)
+            target = path_key(target)
         elif self.mode == "hardlink":
             try:
                 os.link(source, link)
@@ -97,7 +101,7 @@ class Linker:
         except FileNotFoundError:
             return True  # gone already: only the record is left to drop
         if row["mode"] == "symlink":
-            return os.path.islink(link) and os.readlink(link) == row["target"]
+            return os.path.islink(link) and path_key(os.readlink(link)) == row["target"]
         return st.st_ino == row["inode"] and not os.path.islink(link)
 
     def _remove(self, row):

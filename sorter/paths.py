@@ -13,3 +13,9 @@ def default_db():
 def default_out(root):
     root = Path(root)
     return root.parent / f"{root.name}-by-emotion"
+
+
+def path_key(path):
+    """Text for a path that SQLite can store, even when the name is not valid UTF-8 (the bad
+    bytes become \\xNN); one path always gives the same key."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

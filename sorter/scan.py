@@ -12,6 +12,7 @@ import numpy as np
 from ..model.labels import EMOTIONS
 from . import media
 from .links import Linker
+from .paths import path_key
 from .store import Store, now
 from .vote import face_weight, vote
 
@@ -51,11 +52,6 @@ class Summary:
 
     def as_dict(self):
         return {**self.__dict__, "files_per_s": self.files_per_s, "seconds": round(self.seconds, 3)}
-
-
-def path_key(path):
-    """Text for a path that SQLite can store, even when the name is not valid UTF-8."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def file_hash(path):
@@ -120,7 +116,7 @@ class Scanner:
 
     def scan(self, root, progress=None):
         root = Path(os.path.realpath(root))
-        summary = Summary(str(root), str(self.options.out), str(self.options.db))
+        summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db))
         started = time.monotonic()
         skip = [self.options.out, self.options.db]
         paths = list(walk(root, skip, self.options.follow_links))
@@ -128,7 +124,7 @@ class Scanner:
         for path in (progress(paths) if progress else paths):
             seen.add(path_key(path))
             self.scan_file(path, root, summary)
-        for key in set(self.store.paths_under(str(root))) - seen:
+        for key in set(self.store.paths_under(path_key(root))) - seen:
             self.forget(key)
             summary.vanished += 1
         summary.seconds = time.monotonic() - started
@@ -224,7 +220,7 @@ class Scanner:
             "label": None, "error": message, "scanned_at": now()}, [])
 
     def _base(self, path, key, root, st, digest):
-        return {"path": key, "root": str(root), "name": path_key(Path(path).name), "hash": digest,
+        return {"path": key, "root": path_key(root), "name": path_key(Path(path).name), "hash": digest,
                 "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
 
     def classify(self, path, key, root, st, digest):

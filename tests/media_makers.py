@@ -1,0 +1,61 @@
+"""Real sticker-like files for tests, built from matplotlib's public-domain Grace Hopper photo."""
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from matplotlib import cbook
+from PIL import Image, ImageDraw
+
+
+def hopper(size=320):
+    """A sticker card: the real face, large, on a plain background with a caption bar."""
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
+        face = im.convert("RGB").crop((90, 20, 430, 360)).resize((size - 40, size - 40))
+    card = Image.new("RGB", (size, size), (240, 200, 80))
+    card.paste(face, (20, 0))
+    ImageDraw.Draw(card).rectangle((0, size - 40, size, size), fill=(20, 20, 20))
+    return card
+
+
+def blank(size=200, color=(90, 160, 200)):
+    card = Image.new("RGB", (size, size), color)
+    ImageDraw.Draw(card).rectangle((40, 70, 160, 130), outline=(255, 255, 255), width=6)
+    return card
+
+
+def save_gif(path, frames, durations):
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return Path(path)
+
+
+def face_gif(path, n=6):
+    base = hopper()
+    frames = [base.rotate(3 * (i - n // 2), fillcolor=(240, 200, 80)) for i in range(n)]
+    return save_gif(path, frames, [80] * n)
+
+
+def png_header_only(path, width, height):
+    """A PNG that declares width x height but holds almost no data: a decompression bomb's header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = zlib.compress(b"\x00" * 64)
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return Path(path)
+
+
+def bomb_png(path, side=10000):
+    """A real, valid PNG of side x side zeros: tiny on disk, huge once decoded."""
+    rows = zlib.compressobj(9)
+    data = b"".join(rows.compress(b"\x00" * (side + 1)) for _ in range(side)) + rows.flush()
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return Path(path)
+
+
+def shaped(path, width, height):
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+    return Path(path)

@@ -1,0 +1,248 @@
+"""`stickersort scan` on real files, real SQLite and the shipped model."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tree_hash
+from media_makers import blank, bomb_png, face_gif, hopper, png_header_only, shaped
+
+
+def scan(cli, src, tmp_path, *extra):
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--json", "-q", *extra)
+    summary = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, summary
+
+
+def rows(tmp_path, sql="select * from files"):
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.row_factory = sqlite3.Row
+    return [dict(r) for r in conn.execute(sql)]
+
+
+def links(out):
+    return sorted(str(p.relative_to(out)) for p in Path(out).rglob("*") if p.is_symlink() or p.is_file())
+
+
+@pytest.fixture
+def src(tmp_path):
+    d = tmp_path / "memes"
+    (d / "sub").mkdir(parents=True)
+    hopper().save(d / "hopper.png")
+    hopper().save(d / "sub" / "hopper.jpg", quality=90)
+    face_gif(d / "sub" / "wave.gif")
+    blank().save(d / "nothing.png")
+    (d / "notes.txt").write_text("not a sticker, not scanned")
+    return d
+
+
+def test_scan_records_votes_and_links(cli, src, tmp_path):
+    before = tree_hash(src)
+    result, summary = scan(cli, src, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert summary["files"] == 4 and summary["classified"] == 4 and summary["errors"] == 0
+    files = {Path(r["path"]).name: r for r in rows(tmp_path)}
+    assert set(files) == {"hopper.png", "hopper.jpg", "wave.gif", "nothing.png"}
+    assert files["nothing.png"]["label"] == "noface" and files["nothing.png"]["faces"] == 0
+    gif = files["wave.gif"]
+    assert gif["kind"] == "animation" and gif["frames_total"] == 6 and gif["frames_sampled"] == 6
+    assert gif["frames_with_faces"] >= 4
+    for r in (files["hopper.png"], gif):
+        scores = json.loads(r["scores"])
+        assert r["label"] in scores and abs(sum(scores.values()) - 1) < 0.01
+        assert r["confidence"] == max(scores.values()) and 0 <= r["margin"] <= r["confidence"]
+        assert len(r["hash"]) == 64 and r["model_id"] and r["error"] is None
+    faces = rows(tmp_path, "select * from faces")
+    assert len(faces) == sum(r["faces"] for r in files.values())
+    assert all(len(json.loads(f["probs"])) == 7 and f["w"] > 50 for f in faces)
+    out = tmp_path / "out"
+    made = links(out)
+    assert len(made) == 4 and "noface/nothing.png" in made
+    for link in out.rglob("*"):
+        if link.is_symlink():
+            assert not os.path.isabs(os.readlink(link)) and link.resolve().exists()
+    assert tree_hash(src) == before
+
+
+def test_rescan_is_incremental_and_follows_changes(cli, src, tmp_path):
+    scan(cli, src, tmp_path)
+    _, again = scan(cli, src, tmp_path)
+    assert again["classified"] == 0 and again["unchanged"] == 4
+    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 4}
+    os.utime(src / "hopper.png")  # new mtime, same bytes: hashed, not decoded
+    _, touched = scan(cli, src, tmp_path)
+    assert touched["classified"] == 0
+    blank().save(src / "hopper.png")  # the content changes: reclassified, link moves
+    (src / "nothing.png").unlink()  # vanished: record and link go
+    _, changed = scan(cli, src, tmp_path)
+    assert changed["classified"] == 1 and changed["vanished"] == 1
+    assert changed["links"]["moved"] == 1 and changed["links"]["removed"] == 1
+    assert "noface/hopper.png" in links(tmp_path / "out")
+    assert "noface/nothing.png" not in links(tmp_path / "out")
+    _, forced = scan(cli, src, tmp_path, "--rescan")
+    assert forced["classified"] == 3
+
+
+def test_dry_run_writes_nothing(cli, src, tmp_path):
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--dry-run")
+    assert result.exit_code == 0
+    assert "would link" in result.stderr and "noface" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "s.db").exists() or rows(tmp_path) == []
+
+
+def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):
+    src = tmp_path / "memes"
+    for sub in ("a", "b"):
+        (src / sub).mkdir(parents=True)
+        blank(color=(10, 20, 30) if sub == "a" else (200, 10, 10)).save(src / sub / "same.png")
+    mine = tmp_path / "out" / "noface" / "mine.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own file")
+    scan(cli, src, tmp_path)
+    names = links(tmp_path / "out")
+    assert "noface/same.png" in names and len([n for n in names if n.startswith("noface/same")]) == 2
+    shutil.rmtree(src / "b")
+    scan(cli, src, tmp_path, "--rescan")
+    assert mine.read_bytes() == b"the user's own file"
+    # An entry we made but the user replaced is theirs now: never removed.
+    ours = tmp_path / "out" / "noface" / "same.png"
+    ours.unlink()
+    ours.write_bytes(b"replaced by the user")
+    shutil.rmtree(src / "a")
+    scan(cli, src, tmp_path)
+    assert ours.read_bytes() == b"replaced by the user" and mine.exists()
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "copy"])
+def test_link_modes(cli, src, tmp_path, mode):
+    result, summary = scan(cli, src, tmp_path, "--link-mode", mode)
+    assert result.exit_code == 0 and summary["links"]["created"] == 4
+    made = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(made) == 4 and not any(p.is_symlink() for p in made)
+    copy = next(p for p in made if p.name == "nothing.png")
+    assert copy.read_bytes() == (src / "nothing.png").read_bytes()
+    assert (copy.stat().st_ino == (src / "nothing.png").stat().st_ino) == (mode == "hardlink")
+
+
+def test_bad_files_get_error_records_and_the_scan_goes_on(cli, tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    hopper().save(src / "good.png")
+    (src / "empty.gif").write_bytes(b"")
+    data = face_gif(tmp_path / "full.gif").read_bytes()
+    (src / "truncated.gif").write_bytes(data[: len(data) // 3])
+    (src / "text.gif").write_text("GIF89a? no, just text\n")
+    png_header_only(src / "huge-header.png", 100_000, 100_000)
+    bomb_png(src / "bomb.png")
+    shaped(src / "dot.png", 1, 1)
+    shaped(src / "strip.png", 20000, 20)
+    (src / "with space é.png").write_bytes((src / "good.png").read_bytes())
+    weird = os.fsencode(src) + b"/caf\xe9 \xff.png"
+    with open(weird, "wb") as f:
+        f.write((src / "good.png").read_bytes())
+    os.symlink(".", src / "loop")
+    before = tree_hash(src)
+    result, summary = scan(cli, src, tmp_path)
+    assert result.exit_code == 1  # done, with some files unreadable
+    errors = {Path(e["path"]).name: e["error"] for e in summary["error_files"]}
+    assert set(errors) == {"empty.gif", "truncated.gif", "text.gif", "huge-header.png", "bomb.png"}
+    assert "empty" in errors["empty.gif"] and "not an image" in errors["text.gif"]
+    assert "too large" in errors["huge-header.png"] and "too large" in errors["bomb.png"]
+    labels = {Path(r["path"]).name: r["label"] for r in rows(tmp_path)}
+    assert labels["dot.png"] == labels["strip.png"] == "noface"
+    assert labels["good.png"] == labels["with space é.png"] == labels["caf\\xe9 \\xff.png"] != "noface"
+    assert summary["files"] == 10  # the loop was not followed
+    assert all("\n" not in e for e in errors.values())
+    assert tree_hash(src) == before
+    _, again = scan(cli, src, tmp_path, "--follow-links")  # following links: the loop ends
+    assert again["files"] == 10 and again["classified"] == 0
+
+
+def test_file_deleted_mid_scan(tmp_path):
+    from stickersort.sorter.scan import Options, Scanner
+    src = tmp_path / "memes"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        blank().save(src / name)
+
+    def delete_b_while_scanning(paths):
+        for path in paths:
+            if path.name == "a.png":
+                (src / "b.png").unlink()
+            yield path
+
+    scanner = Scanner(Options(out=tmp_path / "out", db=tmp_path / "s.db"))
+    summary = scanner.scan(src, progress=delete_b_while_scanning)
+    assert summary.files == 2 and summary.vanished == 1 and summary.errors == 0
+    assert sorted(Path(r["path"]).name for r in rows(tmp_path)) == ["a.png", "c.png"]
+
+
+def _without_root_file_access():
+    """In the child: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so even root obeys modes."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_unreadable_file(tmp_path):
+    src = tmp_path / "memes"
+    src.mkdir()
+    blank().save(src / "ok.png")
+    blank().save(src / "secret.png")
+    os.chmod(src / "secret.png", 0)
+    if os.geteuid() == 0 and not sys.platform.startswith("linux"):
+        pytest.skip("root reads any file; dropping that needs Linux capabilities")
+    before = tree_hash(src)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stickersort.sorter", "scan", str(src), "--out", str(tmp_path / "out"),
+         "--db", str(tmp_path / "s.db"), "-q"], capture_output=True, text=True,
+        preexec_fn=_without_root_file_access if os.geteuid() == 0 else None)
+    assert proc.returncode == 1, proc.stderr
+    assert "secret.png: permission denied" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "out" / "noface" / "ok.png").is_symlink()
+    os.chmod(src / "secret.png", 0o644)
+    assert tree_hash(src) == before
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "out-contains-dir", "db-unwritable", "db-dir"])
+def test_bad_arguments_fail_in_one_line(cli, src, tmp_path, case):
+    args = {
+        "missing": ["scan", tmp_path / "nope"],
+        "file": ["scan", src / "hopper.png"],
+        "out-contains-dir": ["scan", src, "--out", src.parent],
+        "db-unwritable": ["scan", src, "--out", tmp_path / "o", "--db", src / "hopper.png" / "x.db"],
+        "db-dir": ["scan", src, "--out", tmp_path / "o", "--db", tmp_path],
+    }[case]
+    before = tree_hash(src)
+    result = cli(*args)
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message and "Traceback" not in message
+    assert tree_hash(src) == before
+
+
+def test_out_inside_dir_is_skipped(cli, src, tmp_path):
+    result = cli("scan", src, "--out", src / "sorted", "--db", tmp_path / "s.db")
+    assert result.exit_code == 0 and "is inside" in result.stderr
+    result = cli("scan", src, "--out", src / "sorted", "--db", tmp_path / "s.db", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["files"] == 4 and summary["classified"] == 0
+
+
+def test_default_out_and_db_are_discoverable(cli, src, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    result = cli("scan", src, "-q")
+    assert result.exit_code == 0
+    assert (src.parent / "memes-by-emotion" / "noface" / "nothing.png").is_symlink()
+    assert (tmp_path / "xdg" / "stickersort" / "stickersort.db").is_file()
+    assert "memes-by-emotion" in result.stdout and "stickersort.db" in result.stdout
+    help_text = cli("scan", "--help").stdout
+    assert "DIR-by-emotion" in help_text and "STICKERSORT_DB" in help_text

@@ -1,0 +1,80 @@
+"""`stickersort train` and `evaluate` on small real data, end to end through the CLI."""
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FER2013
+
+OUTPUTS = {"best.keras", "stickernet.onnx", "history.csv", "curves.png", "confusion.png",
+           "samples.png", "metrics.json"}
+
+
+def write_csv(path, per_class=(12, 3, 3), header="emotion,pixels,Usage", pixels=2304, classes=7):
+    rng = np.random.default_rng(0)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", newline="") as f:
+        f.write(header + "\n")
+        for split, n in zip(("Training", "PublicTest", "PrivateTest"), per_class):
+            for label in range(classes):
+                for _ in range(n):
+                    # Class-dependent brightness gives the net something real to learn.
+                    face = np.clip(rng.normal(30 + 30 * label, 20, pixels), 0, 255).astype(int)
+                    f.write(f'{label},"{" ".join(map(str, face))}",{split}\n')
+    return path
+
+
+def test_train_writes_every_output_then_resumes(cli, tmp_path):
+    data = write_csv(tmp_path / "mini.csv.gz")
+    out = tmp_path / "run"
+    result = cli("train", data, "--epochs", "1", "--batch-size", "16", "--out", out, "--limit", "60")
+    assert result.exit_code == 0, result.output
+    assert OUTPUTS <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("publictest_accuracy", "privatetest_accuracy", "privatetest_accuracy_tta_flip",
+                "params", "macs", "onnx_bytes", "train_seconds", "command", "versions"):
+        assert key in metrics
+    assert set(metrics["privatetest"]["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    again = cli("train", data, "--epochs", "1", "--out", out)
+    assert again.exit_code == 2 and "--resume" in again.stderr
+    resumed = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
+    assert epochs == [0, 1]  # epoch 0 was not trained again
+    evaluated = cli("evaluate", data, "--model", out / "stickernet.onnx", "--split", "PrivateTest", "--json")
+    assert json.loads(evaluated.stdout)["n"] == 21
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("missing", "no such file"),
+    ("header", "expected the header"),
+    ("pixels", "2303 pixel values"),
+    ("empty-class", "no Training examples of disgust"),
+])
+def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
+    path = tmp_path / "data.csv"
+    if problem == "header":
+        write_csv(path, header="label,pixels,split")
+    elif problem == "pixels":
+        write_csv(path, pixels=2303)
+    elif problem == "empty-class":
+        write_csv(path, classes=1)
+        with open(path, "a") as f:  # every class but disgust
+            for label in (0, 2, 3, 4, 5, 6):
+                f.write(f'{label},"{" ".join(["9"] * 2304)}",Training\n')
+    result = cli("train", path, "--epochs", "1", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_shipped_model_matches_the_model_card(cli):
+    """The figure in model/metrics.json is what `evaluate` measures on the same split."""
+    from stickersort.model.inference import SHIPPED_MODEL
+    card = json.loads(SHIPPED_MODEL.with_name("metrics.json").read_text())
+    if not FER2013.exists():
+        pytest.skip(f"needs {FER2013}")
+    result = json.loads(cli("evaluate", FER2013, "--split", "PrivateTest", "--json").stdout)
+    assert result["n"] == 3589
+    assert result["accuracy"] == pytest.approx(card["privatetest_accuracy"], abs=0.002)
