@@ -58,7 +58,8 @@ def sample_times(durations, n):
     starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
     total = float(np.sum(durations))
     moments = (np.arange(n) + 0.5) * total / n
-    picks = np.searchsorted(starts, moments, side="right") - 1
+    # The epsilon keeps float sums from moving a moment that falls on a boundary a frame early.
+    picks = np.searchsorted(starts, moments + 1e-9, side="right") - 1
     weights = {}
     for i in picks:
         weights[int(i)] = weights.get(int(i), 0.0) + total / n

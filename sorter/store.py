@@ -44,6 +44,9 @@ class Store:
             self.db.execute("PRAGMA busy_timeout = 60000")
             if create:
                 self.db.enable_wal()
+                # WAL + NORMAL cannot corrupt the database; a power cut may only lose the last
+                # commits, which the next scan redoes. FULL would fsync every row.
+                self.db.execute("PRAGMA synchronous = NORMAL")
                 self._schema()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from None

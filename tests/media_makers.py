@@ -59,3 +59,17 @@ def bomb_png(path, side=10000):
 def shaped(path, width, height):
     Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
     return Path(path)
+
+
+def face_mp4(path, seconds=2, fps=10):
+    """A short clip (OpenCV's mp4v encoder) of the face card drifting across the frame."""
+    import cv2
+    card = cv2.cvtColor(np.asarray(hopper()), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (480, 360))
+    for i in range(seconds * fps):
+        frame = np.full((360, 480, 3), 60, np.uint8)
+        x = 20 + i * 6
+        frame[20:340, x:x + 320] = card
+        writer.write(frame)
+    writer.release()
+    return Path(path)

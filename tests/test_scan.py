@@ -246,3 +246,17 @@ def test_default_out_and_db_are_discoverable(cli, src, tmp_path, monkeypatch):
     assert "memes-by-emotion" in result.stdout and "stickersort.db" in result.stdout
     help_text = cli("scan", "--help").stdout
     assert "DIR-by-emotion" in help_text and "STICKERSORT_DB" in help_text
+
+
+def test_video_clip_is_sampled_by_time(cli, tmp_path):
+    from media_makers import face_mp4
+    src = tmp_path / "clips"
+    src.mkdir()
+    face_mp4(src / "drift.mp4")
+    result, summary = scan(cli, src, tmp_path, "--frames", "5")
+    assert result.exit_code == 0 and summary["classified"] == 1
+    (row,) = rows(tmp_path)
+    assert row["kind"] == "video" and row["frames_total"] == 20 and row["frames_sampled"] == 5
+    assert row["frames_with_faces"] == 5 and row["label"] != "noface"
+    times = [f["time"] for f in rows(tmp_path, "select time from faces order by time")]
+    assert times == pytest.approx([0.2, 0.6, 1.0, 1.4, 1.8], abs=0.051)
