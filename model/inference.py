@@ -1,6 +1,6 @@
 """Expression probabilities for 48x48 gray faces through ONNX Runtime: no TensorFlow import.
 
-ONNX Runtime was picked by benchmark (bench/classifier_runtimes.py): see model/MODEL_CARD.md.
+ONNX Runtime was picked by benchmark (bench/classifier_runtimes.py): see docs/runtimes.md.
 """
 import hashlib
 import os
