@@ -32,6 +32,9 @@ class Classifier:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Scans interleave decoding, detection and classification: threads that spin waiting
+        # for the next batch only steal the core the decoder needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     @cached_property

@@ -84,13 +84,14 @@ def walk(root, skip=(), follow_links=False):
 
 
 class Scanner:
-    def __init__(self, options, echo=None):
+    def __init__(self, options, echo=None, classifier=None, detector=None):
+        """classifier/detector: already loaded models to share (watch, live, benchmarks)."""
         self.options = options
         self.echo = echo or (lambda message: None)
         self.store = Store(options.db)
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
                              report=self._report_link)
-        self._classifier = self._detector = None
+        self._classifier, self._detector = classifier, detector
 
     def _report_link(self, action, link, source):
         if self.options.dry_run:
