@@ -16,6 +16,7 @@ SPLITS = ("Training", "PublicTest", "PrivateTest")
 FOLDER_SPLITS = {"train": "Training", "training": "Training", "validation": "PublicTest",
                  "val": "PublicTest", "test": "PrivateTest"}
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+FERPLUS_OTHER = ("contempt", "unknown", "NF")  # FER+ votes outside our seven classes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
@@ -93,13 +94,17 @@ def load_folder(root):
 
 def load_ferplus(path, n_rows):
     """FER+ votes (fer2013new.csv), row-aligned with FER2013: vote shares over our 7 classes.
-    Rows whose votes are all contempt/unknown/not-a-face get NaN targets."""
+    Rows whose majority is contempt, unknown or not-a-face get NaN targets."""
     with _open_text(path) as f:
         reader = csv.DictReader(f)
         missing = set(FERPLUS_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise DataError(f"{path}: not a FER+ votes file (missing columns {sorted(missing)})")
-        votes = np.array([[float(row[c] or 0) for c in FERPLUS_COLUMNS] for row in reader], "float32")
+        columns = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER if c in reader.fieldnames)
+        every = np.array([[float(row[c] or 0) for c in columns] for row in reader], "float32")
+    votes = every[:, :len(FERPLUS_COLUMNS)]
+    outside = every[:, len(FERPLUS_COLUMNS):].max(axis=1, initial=0) >= votes.max(axis=1)
+    votes[outside] = 0
     if len(votes) != n_rows:
         raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {n_rows}")
     totals = votes.sum(axis=1, keepdims=True)
@@ -107,7 +112,7 @@ def load_ferplus(path, n_rows):
         return np.where(totals > 0, votes / totals, np.nan).astype("float32")
 
 
-def load(path, labels="fer2013", ferplus=None):
+def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True):
     path = Path(path)
     faces, hard, usage = load_folder(path) if path.is_dir() else load_csv(path)
     targets = one_hot(hard)
@@ -115,7 +120,7 @@ def load(path, labels="fer2013", ferplus=None):
         if ferplus is None:
             raise DataError("--labels ferplus needs the FER+ votes file (--ferplus PATH)")
         targets = load_ferplus(ferplus, len(faces))
-    keep = ~np.isnan(targets).any(axis=1)
+    keep = ~np.isnan(targets).any(axis=1) if drop_unlabelled else np.ones(len(targets), bool)
     splits = {}
     for split in SPLITS:
         mask = (usage == split) & keep

@@ -42,9 +42,11 @@ def scores(probs, targets):
 
 
 def majority_only(targets):
-    """FER+ rows whose most-voted class is unique (ties are ambiguous, so they are skipped)."""
-    top = targets.max(1, keepdims=True)
-    return (targets == top).sum(1) == 1
+    """FER+ rows with a unique most-voted class among ours: rows whose majority is contempt,
+    unknown or not-a-face (NaN targets) and ties are skipped."""
+    labelled = ~np.isnan(targets).any(axis=1)
+    top = np.nanmax(np.where(labelled[:, None], targets, 0), axis=1, keepdims=True)
+    return labelled & ((targets == top).sum(1) == 1)
 
 
 def format_table(result):

@@ -47,7 +47,7 @@ def _inputs(faces):
 
 
 def fit(splits, out, arch="sticker", epochs=40, batch_size=64, lr=2e-3, seed=0,
-        label_smoothing=0.1, verbose=1):
+        label_smoothing=0.1, verbose=1, init=None):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
 
@@ -59,7 +59,8 @@ def fit(splits, out, arch="sticker", epochs=40, batch_size=64, lr=2e-3, seed=0,
     out.mkdir(parents=True, exist_ok=True)
     x, y = splits["Training"]
     xv, yv = splits["PublicTest"]
-    net = build(arch)
+    # --init starts a new learning-rate cycle from a trained model (a warm restart).
+    net = keras.models.load_model(init, compile=False) if init else build(arch)
     trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed), net])
     steps = epochs * int(np.ceil(len(x) / batch_size))
     warmup = min(steps // 10, int(np.ceil(len(x) / batch_size)) * 2)
@@ -88,7 +89,7 @@ def _read_history(history_csv):
 
 
 def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=0,
-        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1):
+        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -97,7 +98,7 @@ def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
-    history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose)
+    history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init)
     train_seconds = time.time() - started
     from . import report
     return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
