@@ -168,13 +168,15 @@ def stats(db, as_json):
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True)
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file fer2013new.csv(.gz)")
 @click.option("--limit", type=click.IntRange(1), help="Train on N images only (a quick check)")
-def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit):
+@click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Start from this .keras model (a new learning-rate cycle) instead of random weights")
+def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
-                      seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2)
+                      seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
@@ -202,7 +204,7 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, as_json):
     if labels == "ferplus" and ferplus is None:
         ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
     try:
-        faces, targets = load(data, labels=labels, ferplus=ferplus)[split]
+        faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False)[split]
     except DataError as e:
         raise Fail(str(e))
     skipped = 0
@@ -220,6 +222,164 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, as_json):
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(ev.format_table(result))
+
+
+WEB_DEFAULT = "127.0.0.1:8765"
+
+
+def _preview_options(f):
+    f = click.option("--loop", is_flag=True, help="Start a file source again when it ends")(f)
+    f = click.option("--web", metavar="[HOST:PORT]", is_flag=False, flag_value=WEB_DEFAULT, default=None,
+                     help=f"Serve the preview as a web page instead of a window [{WEB_DEFAULT}]")(f)
+    return click.option("--source", default="0", show_default=True,
+                        help="Camera index, video or GIF file, or stream URL")(f)
+
+
+@cli.command()
+@_preview_options
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="A database from `scan`: show the library's stickers with the expression on screen")
+@click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames")
+@click.option("--json", "as_json", is_flag=True, help="No window; print the run's frames, faces, FPS and latency as JSON")
+def live(source, web, db, loop, max_frames, detector, model, as_json):
+    """Box each face in a camera, video or stream with its expression, as it plays.
+
+    Without --web it opens a window (needs a display); with --json alone it runs without one.
+    Ctrl-C, q in the window, or the end of a file source (unless --loop) ends it.
+    """
+    if db is not None:
+        _open_store(db)  # a one-line error now rather than in the middle of the preview
+    stats = _run_live(source, web, db, detector, model, loop, max_frames, window=not as_json)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+
+
+def _run_live(source, web, db, detector, model, loop=False, max_frames=None, window=True, stop=None):
+    """The preview, in this thread, until it ends; returns the run's stats."""
+    from .live import Annotator, Live, LiveError, Matches, Window, open_source, window_problem
+    from .web import parse_address, serve
+
+    try:
+        address = parse_address(web) if web else None
+    except ValueError as e:
+        raise Fail(str(e))
+    if window and not web and (problem := window_problem()):
+        raise Fail(problem)
+    if model is not None and not model.is_file():
+        raise Fail(f"model file not found: {model}")
+    try:
+        capture = open_source(source)
+    except LiveError as e:
+        raise Fail(str(e))
+    matches = Matches(db) if db else None
+    showing = bool(web) or window
+    live = Live(capture, Annotator(detector, model), source, loop, max_frames,
+                realtime=showing and os.path.isfile(source), encode=bool(web),
+                lines=matches.lines if matches and not web else None, stop=stop)
+    show = Window(live) if window and not web else None
+    echo = lambda m: click.echo(m, err=True)
+    if address and address[0] not in ("127.0.0.1", "localhost", "::1"):
+        echo(f"note: serving on {address[0]}: other machines can see the camera and the stickers")
+    try:
+        serve(live, *address, matches, echo=echo) if address else live.run(show)
+    except LiveError as e:
+        raise Fail(str(e))
+    except KeyboardInterrupt:  # how a camera preview normally ends
+        pass
+    finally:
+        if show:
+            show.close()
+    return live.stats.as_dict()
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05),
+              help="Seconds a new or changed file must stay the same size before it is read")
+@click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
+@_preview_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
+def watch(directory, out, db, frames, link_mode, rescan, detector, model, follow_links, settle, with_live,
+          source, web, loop, quiet):
+    """Scan DIRECTORY like `scan`, then keep following it: new and changed files are classified,
+    moved ones keep their record, deleted ones lose record and link. Ctrl-C stops."""
+    import signal
+    import threading
+
+    from .scan import Options
+    from .store import Store, StoreError
+    from .watch import Watcher
+
+    root, out, db = _check_scan_paths(directory, out, db)
+    if model is not None and not model.is_file():
+        raise Fail(f"model file not found: {model}")
+    try:
+        Store(db)  # a one-line error now for an unusable database
+    except StoreError as e:
+        raise Fail(str(e))
+    echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    options = Options(out=out, db=db, frames=frames, link_mode=link_mode, rescan=rescan,
+                      detector=detector, model=model, follow_links=follow_links)
+    watcher = Watcher(options, root, settle, echo)
+    stop = threading.Event()
+
+    def interrupted(signum, frame):
+        stop.set()  # the watch ends between two files
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    def scanned(summary):
+        echo(f"scanned {root}: {summary.files} files, {summary.classified} classified, "
+             f"{summary.errors} errors; watching (Ctrl-C stops)")
+
+    handlers = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if with_live:
+            _watch_beside_preview(watcher, stop, scanned, lambda: _run_live(
+                source, web, db, detector, model, loop, stop=stop), echo)
+        else:
+            watcher.run(stop, None if quiet else _progress, scanned)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    summary = watcher.summary
+    echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")
+
+
+def _watch_beside_preview(watcher, stop, scanned, preview, echo):
+    """The watch in a thread, the preview here (windows want the main thread); ends on Ctrl-C."""
+    import threading
+    failed = []
+
+    def run():
+        try:
+            watcher.run(stop, on_scanned=scanned)
+        except BaseException as e:  # handed to the main thread, which reports it
+            failed.append(e)
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=run, name="watch")
+    thread.start()
+    try:
+        preview()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if not stop.is_set():
+            echo("the preview has ended; still watching (Ctrl-C stops)")
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _scan_params(*names):
+    """scan's own option objects, given to watch and live so the commands never drift apart."""
+    return [p for p in scan.params if p.name in names]
+
+
+watch.params[1:1] = _scan_params("out", "db", "frames", "link_mode", "rescan", "detector", "model", "follow_links")
+live.params[-1:-1] = _scan_params("detector", "model")
 
 
 def main():

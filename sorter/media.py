@@ -4,6 +4,7 @@ Bounds that keep hostile files cheap: MAX_PIXELS per frame (checked from the hea
 decoding), MAX_FRAMES frames walked per file, MAX_SECONDS of decoding per file, and frames
 downscaled to MAX_SIDE before anything else sees them.
 """
+import struct
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10
 IMAGE_SUFFIXES = {".gif", ".webp", ".png", ".apng", ".jpg", ".jpeg", ".jfif", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+# Content decides the decoder, not the name, but only among sticker formats: Pillow would
+# otherwise hand a renamed EPS to Ghostscript, or a TIFF or PSD to decoders nobody needs here.
+PILLOW_FORMATS = ("GIF", "WEBP", "PNG", "JPEG", "BMP")
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -76,13 +80,19 @@ def _fit(rgb):
 
 
 def _rgb(im):
-    """RGB array; transparent parts shown over white, as chat apps show stickers."""
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return np.asarray(canvas.convert("RGB"))
-    return np.asarray(im.convert("RGB"))
+    """RGB array; transparent parts shown over white, as chat apps show stickers. A frame many
+    times MAX_SIDE shrinks by a whole factor first, so at most two full-size copies ever exist."""
+    transparent = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    mode = "RGBA" if transparent else "RGB"
+    im = im if im.mode == mode else im.convert(mode)
+    factor = max(im.size) // MAX_SIDE
+    if factor > 1:
+        im = im.reduce(factor)  # premultiplied for RGBA: no dark fringes from transparent pixels
+    if transparent:
+        canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        canvas.alpha_composite(im)
+        im = canvas.convert("RGB")
+    return np.asarray(im)
 
 
 def _check_size(w, h):
@@ -101,7 +111,7 @@ def read(path, max_frames=8):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=PILLOW_FORMATS) as im:
                 return _read_image(im, max_frames)
     except MediaError:
         raise
@@ -109,7 +119,8 @@ def read(path, max_frames=8):
         raise MediaError(f"image too large: {e}") from None
     except Image.UnidentifiedImageError:
         raise MediaError("not an image file (unknown format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
+            struct.error) as e:
         raise MediaError(f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
@@ -125,21 +136,31 @@ def _read_image(im, max_frames):
     n = min(n, MAX_FRAMES)
     durations = []
     for i in range(n):  # first pass: durations only
-        _seek(im, i, started)
+        _step(im, i, started)
         d = im.info.get("duration") or 0
         durations.append((d if d > 10 else DEFAULT_FRAME_MS) / 1000)
     picks, starts = sample_times(durations, max_frames)
+    wanted = dict(picks)
     frames = []
-    for i, weight in picks:
-        _seek(im, i, started)
-        frames.append(Frame(i, float(starts[i]), weight, _fit(_rgb(im))))
+    for i in range(max(wanted) + 1):
+        _step(im, i, started)
+        if i in wanted:
+            frames.append(Frame(i, float(starts[i]), wanted[i], _fit(_rgb(im))))
     return Media("animation", w, h, n, float(sum(durations)), frames)
 
 
-def _seek(im, i, started):
+def _step(im, i, started):
+    """Frame i, right after frame i - 1: every format here decodes frames in order anyway, and one
+    step at a time keeps a single frame's work between two looks at the clock (a seek far ahead
+    is one long call). load() because WebP reads a frame's duration only when decoding it."""
+    _check_clock(started)
+    im.seek(i)
+    im.load()
+
+
+def _check_clock(started):
     if time.monotonic() - started > MAX_SECONDS:
         raise MediaError(f"decoding took over {MAX_SECONDS:.0f} s; gave up")
-    im.seek(i)
 
 
 def _read_video(path, max_frames):
@@ -155,15 +176,19 @@ def _read_video(path, max_frames):
             raise MediaError("video has no frames")
         n = min(n, MAX_FRAMES)
         picks, starts = sample_times([1 / fps] * n, max_frames)
+        wanted = dict(picks)
         frames = []
         started = time.monotonic()
-        for i, weight in picks:
-            if time.monotonic() - started > MAX_SECONDS:
-                raise MediaError(f"decoding took over {MAX_SECONDS:.0f} s; gave up")
-            cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-            ok, bgr = cap.read()
-            if ok:
-                frames.append(Frame(i, float(starts[i]), weight, _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))
+        # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
+        # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
+        for i in range(max(wanted) + 1):
+            _check_clock(started)
+            if not cap.grab():
+                break
+            if i in wanted:
+                ok, bgr = cap.retrieve()
+                if ok:
+                    frames.append(Frame(i, float(starts[i]), wanted[i], _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))
         if not frames:
             raise MediaError("no frame of the video could be decoded")
         return Media("video", w, h, n, n / fps, frames)

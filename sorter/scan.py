@@ -120,12 +120,15 @@ class Scanner:
         summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db))
         started = time.monotonic()
         skip = [self.options.out, self.options.db]
+        # Taken before the walk: a file recorded later (by another scan or a watch, after this
+        # walk passed) is not one that vanished.
+        known = set(self.store.paths_under(path_key(root)))
         paths = list(walk(root, skip, self.options.follow_links))
         seen = set()
         for path in (progress(paths) if progress else paths):
             seen.add(path_key(path))
             self.scan_file(path, root, summary)
-        for key in set(self.store.paths_under(path_key(root))) - seen:
+        for key in known - seen:
             self.forget(key)
             summary.vanished += 1
         summary.seconds = time.monotonic() - started

@@ -2,10 +2,12 @@
 
 Tables (documented in README.md): files (one row per sticker), faces (one row per face found in
 a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
-WAL mode and a busy timeout let a `scan` and a `watch` share one database.
+WAL mode, a busy timeout and write transactions that take the lock first let scans and a
+`watch` share one database.
 """
 import json
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +54,9 @@ class Store:
             raise StoreError(f"cannot open database {self.path}: {e}") from None
 
     def _schema(self):
-        if "files" not in self.db.table_names():
+        with self._writing():  # all or nothing, and one process at a time for a new database
+            if "files" in self.db.table_names():
+                return
             self.db["files"].create(FILES, pk="path", if_not_exists=True)
             self.db["faces"].create(FACES, pk="id", foreign_keys=[("file", "files", "path")],
                                     if_not_exists=True)
@@ -63,8 +67,20 @@ class Store:
             self.db["faces"].create_index(["file"], if_not_exists=True)
             self.db["links"].create_index(["file"], if_not_exists=True)
 
-    def transaction(self):
-        return self.db.conn  # sqlite3 connection as context manager: commit or roll back
+    @contextmanager
+    def _writing(self):
+        """One transaction that holds the write lock from its start. A plain BEGIN (sqlite-utils'
+        atomic()) reads first, and in WAL mode a reader that another process wrote past cannot
+        upgrade: it fails at once with "database is locked", busy timeout or not. Statements
+        inside that use atomic() become savepoints."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def get(self, path):
         rows = list(self.db.query("select * from files where path = ?", [path]))
@@ -75,7 +91,9 @@ class Store:
 
     def save(self, record, faces):
         """One file's record and its faces, replaced together or not at all."""
-        with self.db.conn:
+        # Not `with conn:`: the connection autocommits (isolation_level=None), so that opens no
+        # transaction, and a kill or a second writer could split these statements.
+        with self._writing():
             self.db.execute("delete from faces where file = ?", [record["path"]])
             self.db["files"].upsert(record, pk="path")
             if faces:
@@ -86,14 +104,14 @@ class Store:
 
     def move(self, old, new, root, name):
         """A file renamed on disk keeps its record (watch)."""
-        with self.db.conn:
+        with self._writing():
             self.db.execute("update faces set file = ? where file = ?", [new, old])
             self.db.execute("update files set path = ?, root = ?, name = ? where path = ?",
                             [new, root, name, old])
             self.db.execute("update links set file = ? where file = ?", [new, old])
 
     def forget(self, path):
-        with self.db.conn:
+        with self._writing():
             self.db.execute("delete from faces where file = ?", [path])
             self.db.execute("delete from files where path = ?", [path])
 
@@ -105,7 +123,8 @@ class Store:
         return rows[0] if rows else None
 
     def add_link(self, row):
-        self.db["links"].upsert({**row, "created_at": now()}, pk="link")
+        with self._writing():
+            self.db["links"].upsert({**row, "created_at": now()}, pk="link")
 
     def drop_link(self, link):
         self.db.execute("delete from links where link = ?", [link])
@@ -128,6 +147,17 @@ class Store:
         rows = self.db.query("select coalesce(label, 'error') as label, count(*) as n from files "
                              "group by 1 order by n desc, label")
         return {r["label"]: r["n"] for r in rows}
+
+    def top(self, label, limit):
+        """The best stickers with a label, for `live`; their content hash is their id there."""
+        return list(self.db.query("select hash, path, name, kind, label, confidence from files "
+                                  "where label = ? and error is null order by confidence desc, path "
+                                  "limit ?", [label, int(limit)]))
+
+    def by_hash(self, digest):
+        rows = list(self.db.query("select path, kind from files where hash = ? and error is null "
+                                  "limit 1", [digest]))
+        return rows[0] if rows else None
 
 
 def scores_json(scores):

@@ -1,0 +1,270 @@
+"""`stickersort live`: frames from a camera, a video/GIF file or a stream -> faces -> expressions,
+drawn with an FPS figure. One capture loop feeds every viewer: a window or the web page's stream.
+
+Detection runs on every frame: at 640x480 BlazeFace takes a few ms, so skipping frames and
+tracking between them would save little (bench/live_fps.py prints the stages).
+"""
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..model.faces import Face, _quiet_stderr, crop, make_detector
+from ..model.inference import Classifier
+from ..model.labels import EMOTIONS
+
+BOX = (60, 220, 60)  # BGR
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+STAGES = ("decode", "detect", "classify", "draw", "encode")
+
+
+class LiveError(Exception):
+    """A one-line message for the user."""
+
+
+def open_source(source):
+    """A camera index ("0"), a video or GIF file, or a stream URL -> an opened capture."""
+    target = int(source) if source.isdigit() else source
+    if isinstance(target, str) and "://" not in target and not os.path.exists(target):
+        raise LiveError(f"--source {source}: no such file (give a camera index, a video or GIF file, or a stream URL)")
+    with _quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
+        capture = cv2.VideoCapture(target)
+    if not capture.isOpened():
+        what = f"no camera at index {target}" if isinstance(target, int) else "cannot open it as a video or stream"
+        raise LiveError(f"--source {source}: {what}")
+    return capture
+
+
+def window_problem():
+    """Why an OpenCV window cannot open here, or None. Checked before cv2.imshow, which aborts
+    the whole process on some builds when there is no display."""
+    gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
+    if not hasattr(cv2, "imshow") or (gui and gui.group(1) == "NONE"):
+        return "this OpenCV build has no window support (opencv-python-headless); use --web to watch in a browser"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display to open a window on; use --web to watch in a browser"
+    return None
+
+
+@dataclass
+class Seen:
+    box: tuple
+    label: str
+    confidence: float
+    probs: np.ndarray = field(repr=False)
+
+
+class Annotator:
+    """The same detector, crop and model as `scan`, one frame at a time."""
+
+    def __init__(self, detector="blazeface", model=None, margin=0.2):
+        self.detector = make_detector(detector)
+        self.classifier = Classifier(model)
+        self.margin = margin
+        # Load both models now, so the first frame's latency is the pipeline's, not the loading.
+        blank = np.zeros((96, 96, 3), np.uint8)
+        self.detect(blank)
+        self.classify(blank, [Face(0, 0, 48, 48, 1.0)])
+
+    def detect(self, rgb):
+        return self.detector.detect(rgb)
+
+    def classify(self, rgb, faces):
+        if not faces:
+            return []
+        probs = self.classifier.predict(np.stack([crop(rgb, f, self.margin) for f in faces]))
+        return [Seen(f.box, EMOTIONS[int(np.argmax(p))], float(np.max(p)), p) for f, p in zip(faces, probs)]
+
+
+class Mood:
+    """The expression on screen, averaged over the last `seconds` so it does not flicker."""
+
+    def __init__(self, seconds=1.0):
+        self.seconds = seconds
+        self.recent = deque()  # (time, summed probabilities of that frame's faces)
+
+    def add(self, t, seen):
+        if seen:
+            self.recent.append((t, np.sum([s.probs for s in seen], 0)))
+        while self.recent and self.recent[0][0] < t - self.seconds:
+            self.recent.popleft()
+
+    @property
+    def label(self):
+        if not self.recent:
+            return None
+        return EMOTIONS[int(np.argmax(np.sum([p for _, p in self.recent], 0)))]
+
+
+def _text(bgr, text, origin, color=(255, 255, 255), scale=0.6):
+    cv2.putText(bgr, text, origin, FONT, scale, (0, 0, 0), 4, cv2.LINE_AA)  # outline: readable on any background
+    cv2.putText(bgr, text, origin, FONT, scale, color, 1, cv2.LINE_AA)
+
+
+def draw(bgr, seen, fps, lines=()):
+    for s in seen:
+        x, y, w, h = s.box
+        cv2.rectangle(bgr, (x, y), (x + w, y + h), BOX, 2)
+        _text(bgr, f"{s.label} {s.confidence:.2f}", (x, max(18, y - 8)), BOX)
+    _text(bgr, f"{fps:.1f} FPS", (8, 24))
+    for i, line in enumerate(lines):
+        _text(bgr, line, (8, 48 + 22 * i), scale=0.5)
+
+
+@dataclass
+class Stats:
+    source: str
+    frames: int = 0
+    faces: int = 0
+    frames_with_faces: int = 0
+    seconds: float = 0.0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))  # bounded: a camera runs for hours
+    stages: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def as_dict(self):
+        ms = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        n = max(self.frames, 1)
+        return {"source": self.source, "frames": self.frames, "faces": self.faces,
+                "frames_with_faces": self.frames_with_faces, "seconds": round(self.seconds, 3),
+                "fps": round(self.frames / self.seconds, 1) if self.seconds else 0.0,
+                "latency_ms": {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 90, 99)}
+                | {"max": round(float(ms.max()), 2)},
+                "stages_ms": {k: round(v / n * 1000, 2) for k, v in self.stages.items()}}
+
+
+class Live:
+    """The capture loop. Viewers take the latest JPEG through `next_jpeg`; `stop` ends the run."""
+
+    def __init__(self, capture, annotator, source="", loop=False, max_frames=None, realtime=False,
+                 encode=False, lines=None, stop=None):
+        self.capture, self.annotator = capture, annotator
+        self.loop, self.max_frames, self.encode = loop, max_frames, encode
+        self.lines = lines or (lambda mood: [])
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        # A file decodes faster than real time; a viewer wants it at its own pace.
+        self.period = 1 / fps if realtime and fps < 1000 else 0.0
+        self.stats = Stats(source)
+        self.mood = Mood()
+        self.now = {"mood": None, "faces": 0, "fps": 0.0}  # replaced whole: safe to read from any thread
+        self.stop = stop or threading.Event()
+        self._changed = threading.Condition()
+        self._jpeg, self._seq, self._done = None, 0, False
+        self._fps = 0.0
+
+    def next_jpeg(self, after):
+        """The newest frame later than sequence number `after`, waiting for it: (jpeg, seq), or
+        (None, after) once the run is over."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._seq > after or self._done)
+            return (self._jpeg, self._seq) if self._seq > after else (None, after)
+
+    def run(self, show=None):
+        """Read, annotate and publish frames until the source ends, max_frames, or stop."""
+        started = last = tick = time.perf_counter()
+        try:
+            while not self.stop.is_set() and self.stats.frames != self.max_frames:
+                if self.period:  # a frame period from the last read, its processing included
+                    time.sleep(max(0.0, tick + self.period - time.perf_counter()))
+                tick = time.perf_counter()
+                bgr = self._read()
+                if bgr is None:
+                    break
+                self.stats.stages["decode"] += time.perf_counter() - tick
+                self._step(bgr, show)
+                now = time.perf_counter()
+                interval, last = max(now - last, 1e-6), now
+                self._fps = 0.9 * self._fps + 0.1 / interval if self._fps else 1 / interval
+        finally:
+            self.stats.seconds = time.perf_counter() - started
+            self.capture.release()
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+        return self.stats.as_dict()
+
+    def _read(self):
+        ok, bgr = self.capture.read()
+        if not ok and self.loop and self.stats.frames:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.capture.read()
+        return bgr if ok else None
+
+    def _step(self, bgr, show):
+        times = [time.perf_counter()]
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        faces = self.annotator.detect(rgb)
+        times.append(time.perf_counter())
+        seen = self.annotator.classify(rgb, faces)
+        times.append(time.perf_counter())
+        self.mood.add(times[0], seen)
+        mood = self.mood.label
+        draw(bgr, seen, self._fps, self.lines(mood))
+        times.append(time.perf_counter())
+        if self.encode:
+            jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+            with self._changed:
+                self._jpeg, self._seq = jpeg, self._seq + 1
+                self._changed.notify_all()
+        times.append(time.perf_counter())
+        if show:
+            show(bgr)
+        for stage, a, b in zip(STAGES[1:], times, times[1:]):
+            self.stats.stages[stage] += b - a
+        self.stats.latencies.append(times[-1] - times[0])
+        self.stats.frames += 1
+        self.stats.faces += len(seen)
+        self.stats.frames_with_faces += bool(seen)
+        self.now = {"mood": mood, "faces": len(seen), "fps": round(self._fps, 1)}
+
+
+class Window:
+    """The preview in an OpenCV window; q, Esc or closing the window ends the run."""
+    TITLE = "stickersort live"
+
+    def __init__(self, live):
+        self.live = live
+
+    def __call__(self, bgr):
+        cv2.imshow(self.TITLE, bgr)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) or cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) < 1:
+            self.live.stop.set()
+
+    def close(self):
+        cv2.destroyAllWindows()
+
+
+class Matches:
+    """The library's best stickers for an expression (from a `scan` database), best first."""
+
+    def __init__(self, db, limit=6, fresh_for=2.0):
+        self.db, self.limit, self.fresh_for = db, limit, fresh_for
+        self._cache = (None, [])
+
+    def __call__(self, label):
+        from .store import Store
+        if not label:
+            return []
+        # The window asks every frame; a `watch` in the same process may add stickers meanwhile.
+        key = (label, int(time.monotonic() / self.fresh_for))
+        if self._cache[0] != key:
+            # A fresh connection each time: viewers ask from their own threads.
+            self._cache = (key, Store(self.db, create=False).top(label, self.limit))
+        return self._cache[1]
+
+    def lines(self, label):
+        """Text for the window: the matching stickers' names."""
+        rows = self(label)
+        return [f"{label}: {len(rows)} stickers"] + [f"  {r['name']}" for r in rows] if label else []
+
+    def file(self, digest):
+        """The path of the sticker with this content hash, found in the database or None."""
+        from .store import Store
+        row = Store(self.db, create=False).by_hash(digest)
+        return row["path"] if row else None

@@ -1,0 +1,105 @@
+"""`stickersort live` without a screen: real clips of real faces, the shipped model."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import STICKERS_DEV, need
+from media_makers import face_gif, hopper
+
+
+def face_clip(path, cards, frames=60, size=(640, 480)):
+    """An mp4 (OpenCV's mp4v) of face cards drifting across a gray frame, one card after another."""
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for i in range(frames):
+        card = cards[i * len(cards) // frames].convert("RGB").resize((h // 2, h // 2))
+        frame = np.full((h, w, 3), 60, np.uint8)
+        x = 20 + i * (w - h // 2 - 40) // frames
+        frame[h // 4:h // 4 + h // 2, x:x + h // 2] = cv2.cvtColor(np.asarray(card), cv2.COLOR_RGB2BGR)
+        writer.write(frame)
+    writer.release()
+    return Path(path)
+
+
+def stickers_dev_cards():
+    faces = [p for p in sorted(need(STICKERS_DEV).glob("*.png")) if not p.name.startswith("noface")]
+    return [Image.open(p) for p in faces[:3]]
+
+
+def live_json(cli, *args):
+    result = cli("live", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("cards", [lambda: [hopper()], stickers_dev_cards], ids=["grace-hopper", "stickers-dev"])
+def test_json_reports_faces_in_a_face_clip(cli, tmp_path, cards):
+    clip = face_clip(tmp_path / "clip.mp4", cards())
+    stats = live_json(cli, "--source", clip, "--max-frames", 50)
+    assert stats["frames"] == 50
+    assert stats["faces"] >= stats["frames_with_faces"] >= 25  # most frames: the detector may miss a few
+    assert stats["fps"] > 0 and stats["seconds"] > 0
+    latency = stats["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert set(stats["stages_ms"]) == {"decode", "detect", "classify", "draw", "encode"}
+
+
+def test_a_file_source_ends_cleanly_or_loops(cli, tmp_path):
+    clip = face_clip(tmp_path / "short.mp4", [hopper()], frames=20)
+    assert live_json(cli, "--source", clip, "--max-frames", 50)["frames"] == 20
+    assert live_json(cli, "--source", clip, "--loop", "--max-frames", 45)["frames"] == 45
+
+
+def test_a_gif_is_a_source_too(cli, tmp_path):
+    stats = live_json(cli, "--source", face_gif(tmp_path / "wave.gif"))
+    assert stats["frames"] == 6 and stats["faces"] >= 4
+
+
+@pytest.mark.parametrize("source, says", [("99", "no camera at index 99"), ("missing.mp4", "no such file"),
+                                          ("notes.txt", "cannot open it as a video")])
+def test_an_unusable_source_is_one_line_naming_source(cli, tmp_path, monkeypatch, source, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a video")
+    result = cli("live", "--source", source, "--json")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "--source" in result.output and says in result.output
+
+
+def test_no_display_says_so_and_suggests_web(cli, tmp_path, monkeypatch):
+    # The check happens before any cv2.imshow, which can abort the whole process (pytest's too).
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = cli("live", "--source", face_clip(tmp_path / "clip.mp4", [hopper()], frames=5))
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "--web" in result.output
+
+
+def test_a_bad_web_address_is_refused(cli, tmp_path):
+    result = cli("live", "--source", face_gif(tmp_path / "wave.gif"), "--web", "localhost:port")
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+def test_mood_is_the_last_second_of_faces():
+    from stickersort.model.labels import EMOTIONS
+    from stickersort.sorter.live import Mood, Seen
+
+    def seen(label, p=0.6):
+        probs = np.full(7, (1 - p) / 6)
+        probs[EMOTIONS.index(label)] = p
+        return [Seen((0, 0, 10, 10), label, p, probs)]
+
+    mood = Mood(seconds=1.0)
+    assert mood.label is None
+    for i in range(10):
+        mood.add(i * 0.1, seen("happy"))
+    mood.add(0.95, seen("sad"))  # one odd frame does not flip it
+    assert mood.label == "happy"
+    for i in range(10):
+        mood.add(1.0 + i * 0.1, seen("sad"))
+    assert mood.label == "sad"
+    mood.add(3.5, [])  # a second without faces: nothing on screen
+    assert mood.label is None
