@@ -50,6 +50,7 @@ def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model
     Exit status: 0 all files filed; 1 done, but some files could not be read (each recorded
     with its error); 2 nothing done (bad arguments, unusable DB or OUT).
     """
+    from .links import LinkError
     from .scan import Options, Scanner
     from .store import StoreError
 
@@ -64,7 +65,7 @@ def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model
     try:
         scanner = Scanner(options, echo=echo)
         summary = scanner.scan(root, progress=None if quiet else _progress)
-    except StoreError as e:
+    except (StoreError, LinkError) as e:  # a link that cannot be made fails for every file
         raise Fail(str(e))
     if verbose and not as_json:
         for row in scanner.store.query(root=str(root)):

@@ -180,7 +180,8 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
     try:
         url = w.wait_line("http://").split("http://", 1)[1].split()[0]
         hopper().save(w.dir / "new.png")
-        wait_for(lambda: "new.png" in w.rows(), "the watch to file new.png")
+        # The record is saved a moment before its link is made: wait for both.
+        wait_for(lambda: "new.png" in w.rows() and w.links(), "the watch to file and link new.png")
         label = w.rows()["new.png"]["label"]
         assert w.links() == {f"{label}/new.png": "new.png"}
         # The preview matches against the library the watch keeps: new.png shows the same face.
