@@ -1,6 +1,7 @@
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,14 @@ def cli():
     def run(*args):
         return CliRunner().invoke(group, [str(a) for a in args], catch_exceptions=False)
     return run
+
+
+def wait_for(check, what, seconds=60):
+    """Poll check() until it returns something truthy; a deadline, not a fixed sleep."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

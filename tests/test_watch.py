@@ -14,19 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from media_makers import blank, face_gif, hopper
 
 SETTLE = 1.5  # seconds a file must stand still; the slow writer below pauses 0.1 s
-
-
-def wait_for(check, what, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Watch:

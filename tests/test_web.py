@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import wait_for
 from media_makers import blank, face_gif, hopper
 
 STARTUP = 60  # seconds; the box may be busy
@@ -120,16 +121,6 @@ def stream(url):
     response = HTTP.open(f"{url}/stream.mjpg", timeout=30)
     assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
     return response
-
-
-def wait_for(check, what, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stream_delivers_jpeg_frames_with_boxes(server):

@@ -102,4 +102,4 @@ def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=
     train_seconds = time.time() - started
     from . import report
     return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
-                            command=" ".join(sys.argv), labels=labels)
+                            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels)
