@@ -154,12 +154,7 @@ class Scanner:
         try:
             st = os.stat(path)
         except FileNotFoundError:  # deleted after the walk listed it
-            summary.files -= 1
-            summary.vanished += 1
-            self.echo(f"{key}: vanished during the scan")
-            if self.store.get(key):
-                self.forget(key)
-            return
+            return self._vanished(key, summary)
         except OSError as e:
             return self._error(path, key, root, None, f"cannot stat: {e.strerror}", summary)
         if not stat.S_ISREG(st.st_mode):
@@ -179,10 +174,7 @@ class Scanner:
         except media.MediaError as e:
             return self._error(path, key, root, st, str(e), summary)
         except FileNotFoundError:
-            summary.files -= 1
-            summary.vanished += 1
-            self.echo(f"{key}: vanished during the scan")
-            return
+            return self._vanished(key, summary)
         except PermissionError:
             return self._error(path, key, root, st, "permission denied", summary)
         except OSError as e:
@@ -190,10 +182,17 @@ class Scanner:
         summary.classified += 1
         if self.options.dry_run:
             self.echo(f"{key}: {record['label']} ({record['confidence']:.2f})")
-            self.linker.place(path, key, record["label"], digest)
-            return
-        self.store.save(record, faces)
+        else:
+            self.store.save(record, faces)
         self.linker.place(path, key, record["label"], digest)
+
+    def _vanished(self, key, summary):
+        """Deleted between the walk and the read: not counted, and no record or link left."""
+        summary.files -= 1
+        summary.vanished += 1
+        self.echo(f"{key}: vanished during the scan")
+        if self.store.get(key):
+            self.forget(key)
 
     def _unchanged(self, path, old, st):
         if old is None or self.options.rescan:
