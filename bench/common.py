@@ -111,8 +111,21 @@ def score_stickers(predicted, labels):
     }
 
 
-def worker_main(run):
-    """`python WORKER job.json result.json`: run(job) -> dict, written as JSON."""
+def measure(job, end_to_end, model_figures, packages):
+    """One tool's figures. Stickers first, in a fresh process, so the first peak reading is the
+    scan's alone: what sorting stickers costs."""
+    import importlib.metadata as md
+
+    result = end_to_end(job)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result.update(model_figures(job))
+    result["peak_rss_mb_with_model_bench"] = peak_rss_mb()
+    result["versions"] = {name: md.version(name) for name in packages}
+    return result
+
+
+def worker_main(end_to_end, model_figures, packages):
+    """`python WORKER job.json result.json`: measure(job), written as JSON."""
     job_path, out_path = sys.argv[1:3]
-    result = run(json.loads(Path(job_path).read_text()))
+    result = measure(json.loads(Path(job_path).read_text()), end_to_end, model_figures, packages)
     Path(out_path).write_text(json.dumps(result, indent=1))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Stages, accuracy, best_run, faces_per_s, peak_rss_mb, read_labels, score_stickers, worker_main
+from common import Stages, accuracy, best_run, faces_per_s, read_labels, score_stickers, worker_main
 
 
 def load_ours(repo):
@@ -113,21 +113,7 @@ def model_figures(job):
     }
 
 
-def versions():
-    import importlib.metadata as md
-
-    return {name: md.version(name) for name in ("fer", "tensorflow-cpu", "opencv-contrib-python",
-                                                  "numpy", "pillow", "setuptools")}
-
-
-def run(job):
-    result = end_to_end(job)
-    result["peak_rss_mb"] = peak_rss_mb()  # the scan's peak: what sorting stickers costs
-    result.update(model_figures(job))
-    result["peak_rss_mb_with_model_bench"] = peak_rss_mb()
-    result["versions"] = versions()
-    return result
-
 
 if __name__ == "__main__":
-    worker_main(run)
+    worker_main(end_to_end, model_figures,
+                ("fer", "tensorflow-cpu", "opencv-contrib-python", "numpy", "pillow", "setuptools"))

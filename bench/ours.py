@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Stages, accuracy, best_run, faces_per_s, peak_rss_mb, read_labels, score_stickers, worker_main
+from common import Stages, accuracy, best_run, faces_per_s, read_labels, score_stickers, worker_main
 
 
 def end_to_end(job):
@@ -78,22 +78,7 @@ def model_figures(job):
     }
 
 
-def versions():
-    import importlib.metadata as md
-
-    return {name: md.version(name) for name in ("stickersort", "onnxruntime", "ai-edge-litert",
-                                                  "opencv-python-headless", "numpy", "pillow")}
-
-
-def run(job):
-    # Stickers first, in a fresh process, so the first peak reading is the scan's alone.
-    result = end_to_end(job)
-    result["peak_rss_mb"] = peak_rss_mb()  # the scan's peak: what sorting stickers costs
-    result.update(model_figures(job))
-    result["peak_rss_mb_with_model_bench"] = peak_rss_mb()
-    result["versions"] = versions()
-    return result
-
 
 if __name__ == "__main__":
-    worker_main(run)
+    worker_main(end_to_end, model_figures,
+                ("stickersort", "onnxruntime", "ai-edge-litert", "opencv-python-headless", "numpy", "pillow"))

@@ -103,8 +103,7 @@ class Watcher:
         if store.get(old):
             if store.get(new):  # renamed over another sticker: that one is gone
                 self.scanner.forget(new)
-            store.move(old, new, path_key(self.root), path_key(Path(dest).name))
-            self.echo(f"{old}: moved to {new}")
+            self._move_record(old, dest)
         # Classified as usual once settled: unchanged, so only its link follows it.
         self.pending[dest] = None
 
@@ -143,8 +142,14 @@ class Watcher:
         old = next((k for k in self.gone if (store.get(k) or {}).get("hash") == digest), None)
         if old:
             del self.gone[old]
-            store.move(old, key, path_key(self.root), path_key(Path(path).name))
-            self.echo(f"{old}: moved to {key}")
+            self._move_record(old, path)
+
+    def _move_record(self, old, path):
+        """The record (faces, links) of `old` now belongs to the file at path; its link follows
+        when the file is next placed."""
+        new = path_key(path)
+        self.scanner.store.move(old, new, path_key(self.root), path_key(Path(path).name))
+        self.echo(f"{old}: moved to {new}")
 
     def _classify_settled(self, stop):
         now = time.monotonic()
