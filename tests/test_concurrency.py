@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from conftest import tree_hash
+from conftest import tree_hash, wait_for
 from hostile import sticker_folder
-from invariants import check_db, check_out, query
+from invariants import check_db, check_out, has_schema, query
 from media_makers import hopper
 from procs import stickersort
 
@@ -26,13 +26,6 @@ def finish(proc):
         return proc.communicate(timeout=DEADLINE_S)
     finally:
         proc.kill()
-
-
-def wait_for(condition, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("mode", ["symlink", "copy"])
@@ -82,7 +75,9 @@ def watch_and_scan(tmp_path):
     out, db = tmp_path / "out", tmp_path / "s.db"
     watch = start("watch", src, "--out", out, "--db", db, "--settle", "0.2", "-q")
     try:
-        wait_for(lambda: db.exists() and len(query(db, "select path from files")) == 17, "the watch's first scan")
+        # The database appears a moment before its tables; has_schema() sees both or neither.
+        wait_for(lambda: db.exists() and has_schema(db) and len(query(db, "select path from files")) == 17,
+                 "the watch's first scan", DEADLINE_S)
         # A scan that pauses itself at its third file, past its walk; new files land then, and
         # the watch files them. Resumed, the scan must not take them for vanished files.
         scan = subprocess.Popen(stickersort(["scan", src, "--out", out, "--db", db, "--rescan", "--json", "-q"],
@@ -93,7 +88,7 @@ def watch_and_scan(tmp_path):
         for i in range(3):
             hopper(240 + 20 * i).save(src / f".new{i}.part", "PNG")
             (src / f".new{i}.part").rename(src / f"new{i}.png")  # how a download lands
-        wait_for(lambda: len(query(db, "select path from files")) == 20, "the watch to file the new files")
+        wait_for(lambda: len(query(db, "select path from files")) == 20, "the watch to file the new files", DEADLINE_S)
         scan.send_signal(signal.SIGCONT)
         stdout, stderr = finish(scan)
         assert scan.returncode == 1 and "Traceback" not in stderr, stderr
