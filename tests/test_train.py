@@ -43,6 +43,9 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
     assert epochs == [0, 1]  # epoch 0 was not trained again
+    seconds = [float(r["seconds"]) for r in csv.DictReader(open(out / "history.csv"))]
+    resumed_metrics = json.loads((out / "metrics.json").read_text())
+    assert resumed_metrics["train_seconds"] == pytest.approx(sum(seconds), abs=0.2)  # both sessions
     evaluated = cli("evaluate", data, "--model", out / "stickernet.onnx", "--split", "PrivateTest", "--json")
     assert json.loads(evaluated.stdout)["n"] == 21
 

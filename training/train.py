@@ -35,6 +35,20 @@ class KeepBest:
         return _KeepBest()
 
 
+def epoch_seconds():
+    """Adds each epoch's wall time to its logs, so history.csv carries it across resumes."""
+    import keras
+
+    class _EpochSeconds(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["seconds"] = round(time.time() - self.started, 1)
+
+    return _EpochSeconds()
+
+
 def _best_in_history(history_csv):
     if not Path(history_csv).exists():
         return -1.0
@@ -73,6 +87,7 @@ def fit(splits, out, arch="sticker", epochs=40, batch_size=64, lr=2e-3, seed=0,
     history_csv = out / "history.csv"
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        epoch_seconds(),  # before the logger, which writes the logs it is handed
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         KeepBest(str(out / "best.keras"), history_csv),
     ]
@@ -94,12 +109,12 @@ def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
-    started = time.time()
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init)
-    train_seconds = time.time() - started
+    # Summed per epoch rather than timed here: a resumed run's figure covers every session.
+    train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
     return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
                             command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels)
