@@ -70,11 +70,10 @@ ARCHS = {
     "seed": seed,
     "sticker": sticker_net,
     "sticker-deep": lambda **kw: sticker_net(repeats=(2, 3, 3), **kw),
-    "sticker-l": lambda **kw: sticker_net(width=40, **kw),
 }
 
 
-def build(arch="sticker", **kwargs):
+def build(arch="sticker-deep", **kwargs):
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
     return ARCHS[arch](**kwargs)

@@ -159,8 +159,8 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default="sticker", show_default=True, help="sticker, sticker-deep, sticker-l or seed")
-@click.option("--epochs", default=45, show_default=True, type=click.IntRange(1))
+@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker or seed")
+@click.option("--epochs", default=75, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)

@@ -60,7 +60,7 @@ def _inputs(faces):
     return (faces.astype("float32") / 255.0)[..., None]
 
 
-def fit(splits, out, arch="sticker", epochs=40, batch_size=64, lr=2e-3, seed=0,
+def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
         label_smoothing=0.1, verbose=1, init=None):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
@@ -103,7 +103,7 @@ def _read_history(history_csv):
     return list({int(r["epoch"]): r for r in rows}.values())
 
 
-def run(data, out, arch="sticker", epochs=40, batch_size=64, resume=False, seed=0,
+def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
