@@ -3,6 +3,7 @@ this inside fer's own virtual environment, where stickersort is not installed.""
 import csv
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Stages:
 
     def __init__(self):
         self.seconds = {}
+        self.lock = threading.Lock()  # a scan's readers run in threads
 
     def wrap(self, name, fn):
         def timed(*args, **kwargs):
@@ -37,7 +39,8 @@ class Stages:
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+                with self.lock:
+                    self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         return timed
 
 

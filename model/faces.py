@@ -8,9 +8,9 @@ Two detectors behind one interface, compared in docs/detectors.md:
 """
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from importlib import util as import_util
 from pathlib import Path
 
@@ -48,14 +48,32 @@ def nms(boxes, scores, threshold=0.3):
     return keep
 
 
+class PerThread:
+    """One instance of a native model per thread: neither a LiteRT interpreter nor an OpenCV
+    cascade may run in two threads at once, and a scan detects in several."""
+
+    def __init__(self, load):
+        self.load, self.local = load, threading.local()
+
+    def get(self):
+        if not hasattr(self.local, "instance"):
+            self.local.instance = self.load()
+        return self.local.instance
+
+
 class HaarDetector:
     name = "haar"
 
     def __init__(self, min_face=0.08):
         self.min_face = min_face  # smallest face, as a share of the shorter image side
+        self._cascade = PerThread(self._load)
 
-    @cached_property
+    @property
     def cascade(self):
+        return self._cascade.get()
+
+    @staticmethod
+    def _load():
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         cascade = cv2.CascadeClassifier(str(path))
         if cascade.empty():
@@ -114,9 +132,13 @@ class BlazeFaceDetector:
         self.file, self.size = self.FILE, self.SIZE
         self.threshold = threshold
         self.anchors = _anchors(self.size, strides=(8, 16), per_cell=(2, 6))
+        self._interpreter = PerThread(self._load)
 
-    @cached_property
+    @property
     def interpreter(self):
+        return self._interpreter.get()
+
+    def _load(self):
         from ai_edge_litert.interpreter import Interpreter
 
         with _quiet_stderr():  # LiteRT announces its CPU delegate on fd 2 on every load

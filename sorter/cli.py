@@ -41,10 +41,12 @@ def _db_option(f):
 @click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True)
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]")
 @click.option("--follow-links", is_flag=True, help="Follow symlinks inside DIR")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Files read at once [default: CPU cores, at most 4]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 @click.option("-v", "--verbose", is_flag=True, help="A line per file")
-def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model, follow_links, as_json, quiet, verbose):
+def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model, follow_links, jobs, as_json,
+         quiet, verbose):
     """Classify every sticker under DIRECTORY and link it into OUT/<emotion>/.
 
     Exit status: 0 all files filed; 1 done, but some files could not be read (each recorded
@@ -59,7 +61,8 @@ def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model
         raise Fail(f"model file not found: {model}")
     echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
     options = Options(out=out, db=db, frames=frames, link_mode=link_mode, dry_run=dry_run,
-                      rescan=rescan, detector=detector, model=model, follow_links=follow_links)
+                      rescan=rescan, detector=detector, model=model, follow_links=follow_links,
+                      **({"jobs": jobs} if jobs else {}))
     if not quiet and _inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
     try:
@@ -171,13 +174,16 @@ def stats(db, as_json):
 @click.option("--limit", type=click.IntRange(1), help="Train on N images only (a quick check)")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Start from this .keras model (a new learning-rate cycle) instead of random weights")
-def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init):
+@click.option("--teacher", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Distil: blend the labels half and half with this .onnx/.keras model's mirror-averaged probabilities")
+def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teacher):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
-                      seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init)
+                      seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
+                      teacher=teacher)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

@@ -19,6 +19,7 @@ MAX_FRAMES = 3000
 MAX_SECONDS = 20.0
 MAX_SIDE = 640
 DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10 ms
+HOLD_BYTES = 48 << 20  # decoded frames of one animation kept for sampling
 
 IMAGE_SUFFIXES = {".gif", ".webp", ".png", ".apng", ".jpg", ".jpeg", ".jfif", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi"}
@@ -134,19 +135,30 @@ def _read_image(im, max_frames):
         return Media("image", w, h, 1, 0.0, [frame])
     started = time.monotonic()
     n = min(n, MAX_FRAMES)
-    durations = []
-    for i in range(n):  # first pass: durations only
+    durations, held, held_bytes = [], {}, 0
+    for i in range(n):  # a frame's duration is known once it is decoded (WebP)
         _step(im, i, started)
         d = im.info.get("duration") or 0
         durations.append((d if d > 10 else DEFAULT_FRAME_MS) / 1000)
+        # Every frame held, so the picks need no second decoding; past HOLD_BYTES, none is,
+        # and a second pass decodes again up to the last pick.
+        held_bytes += im.width * im.height * len(im.getbands())
+        if held is not None and held_bytes <= HOLD_BYTES:
+            held[i] = im.copy()
+        else:
+            held = None
     picks, starts = sample_times(durations, max_frames)
     wanted = dict(picks)
-    frames = []
+    chosen = ((i, held[i]) for i in sorted(wanted)) if held is not None else _decode_again(im, wanted, started)
+    frames = [Frame(i, float(starts[i]), wanted[i], _fit(_rgb(frame))) for i, frame in chosen]
+    return Media("animation", w, h, n, float(sum(durations)), frames)
+
+
+def _decode_again(im, wanted, started):
     for i in range(max(wanted) + 1):
         _step(im, i, started)
         if i in wanted:
-            frames.append(Frame(i, float(starts[i]), wanted[i], _fit(_rgb(im))))
-    return Media("animation", w, h, n, float(sum(durations)), frames)
+            yield i, im
 
 
 def _step(im, i, started):

@@ -4,6 +4,8 @@ import json
 import os
 import stat
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,9 @@ class Options:
     model: Path = None
     follow_links: bool = False
     margin: float = 0.2
+    # Files decoded and searched at once. Decoders, detector and classifier release the GIL;
+    # records and links stay in the scanning thread, in walk order.
+    jobs: int = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -60,6 +65,16 @@ def file_hash(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _inline(fn, *args):
+    """submit() without a pool: the work done now, its outcome held like a thread's."""
+    job = Future()
+    try:
+        job.set_result(fn(*args))
+    except Exception as e:  # raised again by job.result(), where the scan handles it
+        job.set_exception(e)
+    return job
 
 
 def walk(root, skip=(), follow_links=False):
@@ -125,9 +140,21 @@ class Scanner:
         known = set(self.store.paths_under(path_key(root)))
         paths = list(walk(root, skip, self.options.follow_links))
         seen = set()
-        for path in (progress(paths) if progress else paths):
-            seen.add(path_key(path))
-            self.scan_file(path, root, summary)
+        pool = ThreadPoolExecutor(self.options.jobs) if self.options.jobs > 1 else None
+        try:
+            # A few files ahead of the one being recorded keep every worker busy; no more,
+            # since each holds its frames until its turn.
+            pending = deque()
+            for path in (progress(paths) if progress else paths):
+                seen.add(path_key(path))
+                pending.append(self._start(path, root, summary, pool.submit if pool else _inline))
+                if len(pending) > 2 * self.options.jobs:
+                    pending.popleft()()
+            while pending:
+                pending.popleft()()
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
         for key in known - seen:
             self.forget(key)
             summary.vanished += 1
@@ -149,28 +176,48 @@ class Scanner:
         self.store.forget(key)
 
     def scan_file(self, path, root, summary):
+        """One file, start to finish (what watch does for each event)."""
+        self._start(path, root, summary, _inline)()
+
+    def _start(self, path, root, summary, submit):
+        """Checks one file against its record and hands the reading to `submit`; returns the
+        step that records and links it, to be called in walk order."""
         key = path_key(path)
         summary.files += 1
         try:
             st = os.stat(path)
         except FileNotFoundError:  # deleted after the walk listed it
-            return self._vanished(key, summary)
+            return lambda: self._vanished(key, summary)
         except OSError as e:
-            return self._error(path, key, root, None, f"cannot stat: {e.strerror}", summary)
+            return lambda: self._error(path, key, root, None, f"cannot stat: {e.strerror}", summary)
         if not stat.S_ISREG(st.st_mode):
-            return self._error(path, key, root, st, "not a regular file", summary)
+            return lambda: self._error(path, key, root, st, "not a regular file", summary)
         old = self.store.get(key)
         if self._unchanged(path, old, st):
-            summary.unchanged += 1
-            if old["error"]:
-                summary.errors += 1
-                summary.error_files.append({"path": key, "error": old["error"]})
-            else:
-                self.linker.place(path, key, old["label"], old["hash"])
-            return
+            return lambda: self._keep(path, key, old, summary)
+        self._load_models()
+        job = submit(self._read, path, key, root, st)
+        return lambda: self._finish(path, key, root, st, job, summary)
+
+    def _load_models(self):
+        """Here, before the first read goes to a worker: loading there would race."""
+        return self.model_id, self.detector
+
+    def _keep(self, path, key, old, summary):
+        summary.unchanged += 1
+        if old["error"]:
+            summary.errors += 1
+            summary.error_files.append({"path": key, "error": old["error"]})
+        else:
+            self.linker.place(path, key, old["label"], old["hash"])
+
+    def _read(self, path, key, root, st):
+        digest = file_hash(path)
+        return digest, *self.classify(path, key, root, st, digest)
+
+    def _finish(self, path, key, root, st, job, summary):
         try:
-            digest = file_hash(path)
-            record, faces = self.classify(path, key, root, st, digest)
+            digest, record, faces = job.result()
         except media.MediaError as e:
             return self._error(path, key, root, st, str(e), summary)
         except FileNotFoundError:

@@ -81,7 +81,7 @@ def watch_and_scan(tmp_path):
         # A scan that pauses itself at its third file, past its walk; new files land then, and
         # the watch files them. Resumed, the scan must not take them for vanished files.
         scan = subprocess.Popen(stickersort(["scan", src, "--out", out, "--db", db, "--rescan", "--json", "-q"],
-                                            at_call=("SIGSTOP", "scan_file", 3)),
+                                            at_call=("SIGSTOP", "_start", 3)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _, status = os.waitpid(scan.pid, os.WUNTRACED)
         assert os.WIFSTOPPED(status)

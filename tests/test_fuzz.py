@@ -119,6 +119,22 @@ def test_animated_webp_is_sampled_by_its_own_durations(tmp_path):
     assert [f.index for f in clip.frames] == [0, 1] and clip.frames[0].weight == pytest.approx(1.15 * 3 / 4)
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_held_frames_match_a_second_decoding(tmp_path, monkeypatch, suffix):
+    # Frames are held from the one decoding pass unless they would take over HOLD_BYTES; the
+    # pass that decodes again instead must pick and compose exactly the same frames.
+    from media_makers import hopper
+    frames = [hopper(160).rotate(9 * i) for i in range(11)]
+    frames[0].save(tmp_path / f"a{suffix}", save_all=True, append_images=frames[1:],
+                   duration=[400, 30, 30, 30, 200, 30, 30, 30, 30, 600, 30])
+    held = media.read(tmp_path / f"a{suffix}", 5)
+    monkeypatch.setattr(media, "HOLD_BYTES", 0)
+    again = media.read(tmp_path / f"a{suffix}", 5)
+    assert [f.index for f in held.frames] == [f.index for f in again.frames] == [0, 2, 6, 9]
+    assert [f.weight for f in held.frames] == [f.weight for f in again.frames]
+    assert all((f.rgb == g.rgb).all() for f, g in zip(held.frames, again.frames))
+
+
 def scan_measured(src, out, db):
     code, stdout, stderr, rss = run_measured(
         ["-m", "stickersort.sorter", "scan", src, "--out", out, "--db", db, "--json", "-q"], timeout=600)

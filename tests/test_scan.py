@@ -119,6 +119,24 @@ def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):
     assert ours.read_bytes() == b"replaced by the user" and mine.exists()
 
 
+def test_parallel_reads_record_and_link_as_one_reader_does(cli, src, tmp_path):
+    for i in range(6):  # enough files for reads to overlap and finish out of order
+        face_gif(src / f"wave{i}.gif", n=2 + i)
+        blank(color=(30 * i, 90, 90)).save(src / f"same{i}.png")
+    shutil.copy(src / "nothing.png", src / "sub" / "nothing.png")  # two sources, one name
+    results = {}
+    for jobs in ("1", "3"):
+        run = tmp_path / f"j{jobs}"
+        run.mkdir()
+        result, summary = scan(cli, src, run, "--jobs", jobs)
+        assert result.exit_code == 0 and summary["classified"] == 17, result.output
+        files = rows(run, "select path, label, confidence, scores, frames_sampled, faces from files order by path")
+        faces = rows(run, "select file, frame, x, y, w, h, probs from faces order by file, frame, x")
+        targets = {name: os.readlink(run / "out" / name) for name in links(run / "out")}
+        results[jobs] = files, faces, targets
+    assert results["1"] == results["3"]
+
+
 @pytest.mark.parametrize("mode", ["hardlink", "copy"])
 def test_link_modes(cli, src, tmp_path, mode):
     result, summary = scan(cli, src, tmp_path, "--link-mode", mode)

@@ -61,7 +61,7 @@ def _inputs(faces):
 
 
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
-        label_smoothing=0.1, verbose=1, init=None):
+        verbose=1, init=None, label_smoothing=0.1):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
 
@@ -103,8 +103,17 @@ def _read_history(history_csv):
     return list({int(r["epoch"]): r for r in rows}.values())
 
 
+def distil(splits, teacher, weight=0.5):
+    """Training targets become a blend of the labels and a teacher's mirror-averaged probabilities
+    (the teacher's flip TTA scores 2.5 points above its single pass; the student learns that)."""
+    from . import evaluate
+    x, y = splits["Training"]
+    soft = evaluate.predict(teacher, x, tta=True).astype("float32")
+    return {**splits, "Training": (x, (1 - weight) * y + weight * soft)}
+
+
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
-        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None):
+        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teacher=None):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -112,7 +121,11 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
-    history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init)
+    if teacher:
+        splits = distil(splits, teacher)
+    # A teacher's targets are soft already; smoothing them again would only blur them.
+    history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
+                  label_smoothing=0.0 if teacher else 0.1)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
