@@ -7,6 +7,7 @@ downscaled to MAX_SIDE before anything else sees them.
 import struct
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,11 @@ MAX_SECONDS = 20.0
 MAX_SIDE = 640
 DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10 ms
 HOLD_BYTES = 48 << 20  # decoded frames of one animation kept for sampling
+# Frames over BIG_PIXELS are decoded one file at a time, always in the same thread: memory a
+# thread frees stays with that thread's allocator arena, so huge frames decoded in turn by
+# several threads would each keep their own copy of that memory.
+BIG_PIXELS = 2_000_000
+_big_reader = ThreadPoolExecutor(1, thread_name_prefix="big-frames")
 
 IMAGE_SUFFIXES = {".gif", ".webp", ".png", ".apng", ".jpg", ".jpeg", ".jfif", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi"}
@@ -30,6 +36,8 @@ PILLOW_FORMATS = ("GIF", "WEBP", "PNG", "JPEG", "BMP")
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
 
 
 class MediaError(Exception):
@@ -113,6 +121,8 @@ def read(path, max_frames=8):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=PILLOW_FORMATS) as im:
+                if im.width * im.height > BIG_PIXELS:
+                    return _big_reader.submit(_read_image, im, max_frames).result()
                 return _read_image(im, max_frames)
     except MediaError:
         raise
@@ -182,27 +192,33 @@ def _read_video(path, max_frames):
             raise MediaError("cannot open as video")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         _check_size(w, h)
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if n <= 0:
-            raise MediaError("video has no frames")
-        n = min(n, MAX_FRAMES)
-        picks, starts = sample_times([1 / fps] * n, max_frames)
-        wanted = dict(picks)
-        frames = []
-        started = time.monotonic()
-        # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
-        # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
-        for i in range(max(wanted) + 1):
-            _check_clock(started)
-            if not cap.grab():
-                break
-            if i in wanted:
-                ok, bgr = cap.retrieve()
-                if ok:
-                    frames.append(Frame(i, float(starts[i]), wanted[i], _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))
-        if not frames:
-            raise MediaError("no frame of the video could be decoded")
-        return Media("video", w, h, n, n / fps, frames)
+        if w * h > BIG_PIXELS:
+            return _big_reader.submit(_read_frames, cap, w, h, max_frames).result()
+        return _read_frames(cap, w, h, max_frames)
     finally:
         cap.release()
+
+
+def _read_frames(cap, w, h, max_frames):
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    if n <= 0:
+        raise MediaError("video has no frames")
+    n = min(n, MAX_FRAMES)
+    picks, starts = sample_times([1 / fps] * n, max_frames)
+    wanted = dict(picks)
+    frames = []
+    started = time.monotonic()
+    # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
+    # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
+    for i in range(max(wanted) + 1):
+        _check_clock(started)
+        if not cap.grab():
+            break
+        if i in wanted:
+            ok, bgr = cap.retrieve()
+            if ok:
+                frames.append(Frame(i, float(starts[i]), wanted[i], _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))
+    if not frames:
+        raise MediaError("no frame of the video could be decoded")
+    return Media("video", w, h, n, n / fps, frames)

@@ -4,6 +4,7 @@ set. The long version: `pytest -m slow tests/test_fuzz.py` and bench/fuzz_long.p
 import json
 import math
 import os
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
@@ -144,8 +145,8 @@ def scan_measured(src, out, db):
 
 @pytest.fixture
 def fuzzed_folder(tmp_path):
-    """50 mutated files, the seeds themselves, and the worst file for memory: a 40 M pixel
-    animated WebP (144 bytes on disk)."""
+    """50 mutated files, the seeds themselves, and the worst file for memory twice: a 40 M pixel
+    animated WebP (144 bytes on disk); a scan reads files in threads, but never two such at once."""
     import random
     from PIL import Image
     src = tmp_path / "chat downloads"
@@ -160,6 +161,7 @@ def fuzzed_folder(tmp_path):
     h = media.MAX_PIXELS // w
     a, b = Image.new("RGBA", (w, h), (200, 10, 10, 128)), Image.new("RGBA", (w, h), (10, 200, 10, 255))
     a.save(src / "widest.webp", save_all=True, append_images=[b], duration=100, lossless=True, method=0)
+    shutil.copy(src / "widest.webp", src / "widest-again.webp")
     return src
 
 
