@@ -38,8 +38,6 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-
-
 class MediaError(Exception):
     """A file that cannot be read as a sticker; the message is one line for the user."""
 
