@@ -50,6 +50,21 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert json.loads(evaluated.stdout)["n"] == 21
 
 
+def test_teacher_targets_blend_labels_with_the_shipped_models_mirror_average(tmp_path):
+    from stickersort.model.inference import SHIPPED_MODEL, Classifier
+    from stickersort.training.data import load
+    from stickersort.training.train import distil
+
+    splits = load(write_csv(tmp_path / "mini.csv", per_class=(2, 1, 1)))
+    x, y = splits["Training"]
+    _, soft = distil(splits, SHIPPED_MODEL)["Training"]
+    classifier = Classifier()
+    mirrored = (classifier.predict(x) + classifier.predict(x[:, :, ::-1].copy())) / 2
+    assert np.allclose(soft, 0.5 * y + 0.5 * mirrored, atol=1e-6)
+    assert np.allclose(soft.sum(1), 1, atol=1e-5) and (soft.argmax(1) == y.argmax(1)).all()
+    assert splits["PublicTest"][1] is distil(splits, SHIPPED_MODEL)["PublicTest"][1]  # selection keeps the labels
+
+
 @pytest.mark.parametrize("problem,message", [
     ("missing", "no such file"),
     ("header", "expected the header"),

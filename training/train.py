@@ -61,7 +61,7 @@ def _inputs(faces):
 
 
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
-        verbose=1, init=None, label_smoothing=0.1):
+        label_smoothing=0.1, verbose=1, init=None):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
 
