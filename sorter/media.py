@@ -119,9 +119,7 @@ def read(path, max_frames=8):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=PILLOW_FORMATS) as im:
-                if im.width * im.height > BIG_PIXELS:
-                    return _big_reader.submit(_read_image, im, max_frames).result()
-                return _read_image(im, max_frames)
+                return _in_turn(im.width * im.height, _read_image, im, max_frames)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -131,6 +129,13 @@ def read(path, max_frames=8):
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
             struct.error) as e:
         raise MediaError(f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _in_turn(pixels, decode, *args):
+    """decode(*args) in this thread, or, for frames over BIG_PIXELS, in the big-frame thread."""
+    if pixels > BIG_PIXELS:
+        return _big_reader.submit(decode, *args).result()
+    return decode(*args)
 
 
 def _read_image(im, max_frames):
@@ -190,9 +195,7 @@ def _read_video(path, max_frames):
             raise MediaError("cannot open as video")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         _check_size(w, h)
-        if w * h > BIG_PIXELS:
-            return _big_reader.submit(_read_frames, cap, w, h, max_frames).result()
-        return _read_frames(cap, w, h, max_frames)
+        return _in_turn(w * h, _read_frames, cap, w, h, max_frames)
     finally:
         cap.release()
 
