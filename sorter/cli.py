@@ -162,28 +162,31 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker or seed")
+@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker or seed; --init brings its own")
 @click.option("--epochs", default=75, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last epoch")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True)
+@click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default="fer2013", show_default=True,
+              help="blend: FER2013 labels with 30 % FER+ vote shares mixed into Training's targets")
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file fer2013new.csv(.gz)")
 @click.option("--limit", type=click.IntRange(1), help="Train on N images only (a quick check)")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Start from this .keras model (a new learning-rate cycle) instead of random weights")
 @click.option("--teacher", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Distil: blend the labels half and half with this .onnx/.keras model's mirror-averaged probabilities")
-def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teacher):
+@click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
+              help="light (mirror, small shifts) suits a last cycle after --init")
+def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teacher, augment):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teacher=teacher)
+                      teacher=teacher, augment=augment)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

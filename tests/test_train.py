@@ -65,6 +65,47 @@ def test_teacher_targets_blend_labels_with_the_shipped_models_mirror_average(tmp
     assert splits["PublicTest"][1] is distil(splits, SHIPPED_MODEL)["PublicTest"][1]  # selection keeps the labels
 
 
+def write_ferplus(path, votes):
+    columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["Usage", "Image name", *columns])
+        writer.writeheader()
+        for row in votes:
+            writer.writerow({"Usage": "", "Image name": "", **dict.fromkeys(columns, 0), **row})
+    return path
+
+
+def test_blend_mixes_ferplus_votes_into_training_targets_only(tmp_path):
+    from stickersort.training.data import load
+
+    data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 1))  # rows: 7 Training, then 7 + 7 tests
+    votes = [{"neutral": 8, "sadness": 2}, {"NF": 10}] + [{"happiness": 10}] * 19
+    splits = load(data, labels="blend", ferplus=write_ferplus(tmp_path / "votes.csv", votes))
+    _, y = splits["Training"]
+    assert np.allclose(y[0], 0.7 * np.eye(7)[0] + 0.3 * np.array([0, 0, 0, 0, 0.2, 0, 0.8]))
+    assert np.allclose(y[1], np.eye(7)[1])  # the annotators saw no face: the label alone
+    assert np.allclose(y[3], np.eye(7)[3]) and y[2].argmax() == 2  # the label keeps the larger share
+    for split in ("PublicTest", "PrivateTest"):  # selection and the report stay on FER2013's labels
+        assert np.allclose(splits[split][1], np.eye(7))
+
+
+def test_a_last_cycle_starts_from_a_model_with_light_augmentation_and_blended_labels(cli, tmp_path):
+    """The options the shipped model's last stage was trained with, through the CLI."""
+    from stickersort.model.network import build
+
+    data = write_csv(tmp_path / "mini.csv")
+    votes = write_ferplus(tmp_path / "votes.csv", [{"neutral": 6, "happiness": 4}] * 126)
+    start = tmp_path / "start.keras"
+    build("sticker").save(start)
+    out = tmp_path / "last"
+    result = cli("train", data, "--init", start, "--augment", "light", "--labels", "blend",
+                 "--ferplus", votes, "--epochs", "1", "--batch-size", "16", "--out", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels"] == "blend"
+    assert metrics["params"] == build("sticker").count_params()  # the started-from net, not --arch's
+
+
 @pytest.mark.parametrize("problem,message", [
     ("missing", "no such file"),
     ("header", "expected the header"),

@@ -18,6 +18,7 @@ FOLDER_SPLITS = {"train": "Training", "training": "Training", "validation": "Pub
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 FERPLUS_OTHER = ("contempt", "unknown", "NF")  # FER+ votes outside our seven classes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+BLEND_WEIGHT = 0.3  # FER+ share in --labels blend
 
 
 class DataError(Exception):
@@ -116,10 +117,11 @@ def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True):
     path = Path(path)
     faces, hard, usage = load_folder(path) if path.is_dir() else load_csv(path)
     targets = one_hot(hard)
-    if labels == "ferplus":
+    if labels in ("ferplus", "blend"):
         if ferplus is None:
-            raise DataError("--labels ferplus needs the FER+ votes file (--ferplus PATH)")
-        targets = load_ferplus(ferplus, len(faces))
+            raise DataError(f"--labels {labels} needs the FER+ votes file (--ferplus PATH)")
+        votes = load_ferplus(ferplus, len(faces))
+        targets = votes if labels == "ferplus" else _blend(targets, votes, usage == "Training")
     keep = ~np.isnan(targets).any(axis=1) if drop_unlabelled else np.ones(len(targets), bool)
     splits = {}
     for split in SPLITS:
@@ -127,6 +129,15 @@ def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True):
         splits[split] = (faces[mask], targets[mask])
     _check(path, splits)
     return splits
+
+
+def _blend(labels, votes, rows, weight=BLEND_WEIGHT):
+    """FER2013 labels with FER+ vote shares mixed in, on the given rows: a label smoothing that
+    knows which expressions the annotators confused. The label keeps the larger share."""
+    voted = rows & ~np.isnan(votes).any(axis=1)
+    blended = labels.copy()
+    blended[voted] = (1 - weight) * labels[voted] + weight * votes[voted]
+    return blended
 
 
 def _check(path, splits):

@@ -61,7 +61,7 @@ def _inputs(faces):
 
 
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
-        label_smoothing=0.1, verbose=1, init=None):
+        label_smoothing=0.1, verbose=1, init=None, augment="strong"):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
 
@@ -75,7 +75,7 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
     xv, yv = splits["PublicTest"]
     # --init starts a new learning-rate cycle from a trained model (a warm restart).
     net = keras.models.load_model(init, compile=False) if init else build(arch)
-    trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed), net])
+    trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed, augment), net])
     steps = epochs * int(np.ceil(len(x) / batch_size))
     warmup = min(steps // 10, int(np.ceil(len(x) / batch_size)) * 2)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -113,7 +113,8 @@ def distil(splits, teacher, weight=0.5):
 
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
-        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teacher=None):
+        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teacher=None,
+        augment="strong"):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -123,9 +124,10 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
         splits = fer_data.limit(splits, limit, seed)
     if teacher:
         splits = distil(splits, teacher)
-    # A teacher's targets are soft already; smoothing them again would only blur them.
+    # A teacher's or a blend's targets are soft already; smoothing them again would only blur them.
+    soft = teacher or labels == "blend"
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
-                  label_smoothing=0.0 if teacher else 0.1)
+                  augment=augment, label_smoothing=0.0 if soft else 0.1)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
