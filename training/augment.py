@@ -6,12 +6,11 @@ from keras import layers
 def augmenter(seed=None, strength="strong"):
     """`strong` for a run from scratch; `light` (mirror and small shifts) for a last cycle, where
     the net adapts to faces as the scanner sees them."""
-    light = [
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=seed),
-    ]
     if strength == "light":
-        return keras.Sequential(light, name="augment")
+        return keras.Sequential([
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=seed),
+        ], name="augment")
     return keras.Sequential([
         layers.RandomFlip("horizontal", seed=seed),
         layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
