@@ -50,19 +50,31 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert json.loads(evaluated.stdout)["n"] == 21
 
 
-def test_teacher_targets_blend_labels_with_the_shipped_models_mirror_average(tmp_path):
+def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path):
+    import keras
+
     from stickersort.model.inference import SHIPPED_MODEL, Classifier
+    from stickersort.model.network import build
     from stickersort.training.data import load
     from stickersort.training.train import distil
 
     splits = load(write_csv(tmp_path / "mini.csv", per_class=(2, 1, 1)))
     x, y = splits["Training"]
-    _, soft = distil(splits, SHIPPED_MODEL)["Training"]
+    _, soft = distil(splits, [SHIPPED_MODEL])["Training"]
     classifier = Classifier()
-    mirrored = (classifier.predict(x) + classifier.predict(x[:, :, ::-1].copy())) / 2
-    assert np.allclose(soft, 0.5 * y + 0.5 * mirrored, atol=1e-6)
+    shipped = (classifier.predict(x) + classifier.predict(x[:, :, ::-1].copy())) / 2
+    assert np.allclose(soft, 0.5 * y + 0.5 * shipped, atol=1e-6)
     assert np.allclose(soft.sum(1), 1, atol=1e-5) and (soft.argmax(1) == y.argmax(1)).all()
-    assert splits["PublicTest"][1] is distil(splits, SHIPPED_MODEL)["PublicTest"][1]  # selection keeps the labels
+    assert splits["PublicTest"][1] is distil(splits, [SHIPPED_MODEL])["PublicTest"][1]  # selection keeps the labels
+
+    keras.utils.set_random_seed(1)
+    other = tmp_path / "other.keras"
+    build("sticker").save(other)
+    net = keras.models.load_model(other, compile=False)
+    faces = lambda f: f.astype("float32")[..., None] / 255.0
+    untrained = (net.predict(faces(x), verbose=0) + net.predict(faces(x[:, :, ::-1]), verbose=0)) / 2
+    _, ensemble = distil(splits, [SHIPPED_MODEL, other])["Training"]
+    assert np.allclose(ensemble, 0.5 * y + 0.25 * shipped + 0.25 * untrained, atol=1e-5)
 
 
 def write_ferplus(path, votes):

@@ -103,17 +103,18 @@ def _read_history(history_csv):
     return list({int(r["epoch"]): r for r in rows}.values())
 
 
-def distil(splits, teacher, weight=0.5):
-    """Training targets become a blend of the labels and a teacher's mirror-averaged probabilities
-    (the teacher's flip TTA scores 2.5 points above its single pass; the student learns that)."""
+def distil(splits, teachers, weight=0.5):
+    """Training targets become a blend of the labels and the teachers' mirror-averaged
+    probabilities (an ensemble with flip TTA scores 2 points above its members' single pass;
+    the student learns that)."""
     from . import evaluate
     x, y = splits["Training"]
-    soft = evaluate.predict(teacher, x, tta=True).astype("float32")
+    soft = np.mean([evaluate.predict(t, x, tta=True) for t in teachers], axis=0).astype("float32")
     return {**splits, "Training": (x, (1 - weight) * y + weight * soft)}
 
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
-        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teacher=None,
+        labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
         augment="strong"):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
@@ -122,10 +123,10 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
-    if teacher:
-        splits = distil(splits, teacher)
+    if teachers:
+        splits = distil(splits, teachers)
     # A teacher's or a blend's targets are soft already; smoothing them again would only blur them.
-    soft = teacher or labels == "blend"
+    soft = bool(teachers) or labels == "blend"
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
                   augment=augment, label_smoothing=0.0 if soft else 0.1)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
