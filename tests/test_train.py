@@ -101,8 +101,9 @@ def test_blend_mixes_ferplus_votes_into_training_targets_only(tmp_path):
         assert np.allclose(splits[split][1], np.eye(7))
 
 
-def test_a_last_cycle_starts_from_a_model_with_light_augmentation_and_blended_labels(cli, tmp_path):
+def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels_and_teachers(cli, tmp_path):
     """The options the shipped model's last stage was trained with, through the CLI."""
+    from stickersort.model.inference import SHIPPED_MODEL
     from stickersort.model.network import build
 
     data = write_csv(tmp_path / "mini.csv")
@@ -111,7 +112,8 @@ def test_a_last_cycle_starts_from_a_model_with_light_augmentation_and_blended_la
     build("sticker").save(start)
     out = tmp_path / "last"
     result = cli("train", data, "--init", start, "--augment", "light", "--labels", "blend",
-                 "--ferplus", votes, "--epochs", "1", "--batch-size", "16", "--out", out)
+                 "--ferplus", votes, "--teacher", SHIPPED_MODEL, "--teacher", start,
+                 "--epochs", "1", "--batch-size", "16", "--out", out)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == "blend"
