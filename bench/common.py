@@ -52,6 +52,16 @@ def stage_report(seconds, total, files):
             for name, s in rows.items()}
 
 
+def repeats(job):
+    """Scan numbers: at least job["repeats"] scans and at least job["scan_seconds"] of scanning.
+    A fast tool's few scans would otherwise fit inside one burst of a noisy host's load while a
+    slow tool's spread past it; the same span of time gives both the same chance of a quiet scan."""
+    started, i = time.perf_counter(), 0
+    while i < job["repeats"] or time.perf_counter() - started < job.get("scan_seconds", 0):
+        yield i
+        i += 1
+
+
 def best_run(runs, files, startup):
     """runs: [(seconds, stage seconds)], one per repeat. On a shared machine the fastest repeat
     is the one least disturbed by others, so it is the figure; all are kept."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Stages, accuracy, best_run, faces_per_s, read_labels, score_stickers, worker_main
+from common import Stages, accuracy, best_run, faces_per_s, read_labels, repeats, score_stickers, worker_main
 
 
 def load_ours(repo):
@@ -68,7 +68,7 @@ def end_to_end(job):
     detect_emotions = stages.wrap("detect+classify", detector.detect_emotions)
     detector._classify_emotions = stages.wrap("classify", detector._classify_emotions)
     root, runs = Path(job["stickers"]), []
-    for _ in range(job["repeats"]):
+    for _ in repeats(job):
         stages.seconds = {}
         t = time.perf_counter()
         predicted = {rel: sort_one(root / rel, job["frames"], read, detect_emotions, media, vote, labels)

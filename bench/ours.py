@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import (Stages, accuracy, best_run, faces_per_s, read_labels, score_stickers,
+from common import (Stages, accuracy, best_run, faces_per_s, read_labels, repeats, score_stickers,
                     stage_report, worker_main)
 
 
@@ -42,7 +42,7 @@ def end_to_end(job):
             return summary, (time.perf_counter() - t, stages.seconds)
 
         runs = []
-        for i in range(job["repeats"]):
+        for i in repeats(job):
             summary, run = timed(first if i == 0 else fresh(i, models=first))
             runs.append(run)
         rows = first.store.db.query("select path, label from files")
