@@ -125,8 +125,9 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
         splits = fer_data.limit(splits, limit, seed)
     if teachers:
         splits = distil(splits, teachers)
-    # A teacher's or a blend's targets are soft already; smoothing them again would only blur them.
-    soft = bool(teachers) or labels == "blend"
+    # Teachers', a blend's and the FER+ votes' targets are soft already; smoothing them again
+    # would only blur them.
+    soft = bool(teachers) or labels in ("blend", "ferplus")
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
                   augment=augment, label_smoothing=0.0 if soft else 0.1)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
