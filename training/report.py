@@ -13,15 +13,17 @@ from . import evaluate
 ONNX_NAME = "stickernet.onnx"
 
 
-def write_all(out, splits, history, arch, train_seconds, command, labels="fer2013"):
+def write_all(out, splits, history, arch, train_seconds, command, labels="fer2013", int8=False):
     import keras
 
     from ..model.network import count_macs
-    from .export import to_onnx
+    from .export import to_int8, to_onnx
 
     out = Path(out)
     best = keras.models.load_model(out / "best.keras", compile=False)
     onnx_path = to_onnx(best, out / ONNX_NAME)
+    if int8:  # every figure below is then the int8 file's, the one the scanner runs
+        to_int8(onnx_path, splits["Training"][0][:1024], onnx_path)
     public = evaluate.scores(evaluate.predict(onnx_path, splits["PublicTest"][0]), splits["PublicTest"][1])
     private_probs = evaluate.predict(onnx_path, splits["PrivateTest"][0])
     private = evaluate.scores(private_probs, splits["PrivateTest"][1])
@@ -36,7 +38,7 @@ def write_all(out, splits, history, arch, train_seconds, command, labels="fer201
         "epochs": len(history),
         "best_epoch": 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])),
         "params": int(best.count_params()), "macs": count_macs(best),
-        "onnx_bytes": onnx_path.stat().st_size,
+        "onnx_bytes": onnx_path.stat().st_size, "onnx_format": "int8" if int8 else "float32",
         "train_seconds": round(train_seconds, 1),
         "command": command,
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),

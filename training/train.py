@@ -115,7 +115,7 @@ def distil(splits, teachers, weight=0.5):
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
-        augment="strong"):
+        augment="strong", int8=False):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -134,4 +134,5 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
     return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
-                            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels)
+                            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels,
+                            int8=int8)
