@@ -17,6 +17,14 @@ def model_id(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+def net_inputs(faces):
+    """uint8 [N,48,48] faces -> the networks' float32 [N,48,48,1] in [0, 1]; float input passes."""
+    faces = np.asarray(faces)
+    if faces.dtype == np.uint8:
+        faces = faces.astype("float32") / 255.0
+    return faces[..., None] if faces.ndim == 3 else faces
+
+
 class Classifier:
     def __init__(self, path=None, threads=None):
         self.path = Path(path or SHIPPED_MODEL)
@@ -43,11 +51,7 @@ class Classifier:
 
     def predict(self, faces, batch_size=256):
         """faces: uint8 [N,48,48] (or float in [0,1] [N,48,48,1]) -> float32 [N,7]."""
-        faces = np.asarray(faces)
-        if faces.dtype == np.uint8:
-            faces = faces.astype("float32") / 255.0
-        if faces.ndim == 3:
-            faces = faces[..., None]
+        faces = net_inputs(faces)
         if not len(faces):
             return np.zeros((0, 7), "float32")
         name = self.session.get_inputs()[0].name

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.inference import Classifier, net_inputs
 from ..model.labels import EMOTIONS
 
 
@@ -11,10 +12,8 @@ def predict(model_path, faces, tta=False):
     if Path(model_path).suffix == ".keras":
         import keras
         model = keras.models.load_model(model_path, compile=False)
-        run = lambda x: np.asarray(model.predict(x.astype("float32")[..., None] / 255.0,
-                                                 batch_size=256, verbose=0))
+        run = lambda x: np.asarray(model.predict(net_inputs(x), batch_size=256, verbose=0))
     else:
-        from ..model.inference import Classifier
         run = Classifier(model_path).predict
     probs = run(faces)
     if tta:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.inference import net_inputs
+
 
 def to_onnx(keras_model, path):
     """Write an ONNX model whose input is 'faces' [N,48,48,1] float in [0,1] and output 7 probs."""
@@ -33,7 +35,7 @@ def to_int8(onnx_path, faces, path):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     name = onnx.load(str(onnx_path)).graph.input[0].name
-    batches = [(faces[i:i + 64].astype("float32") / 255.0)[..., None] for i in range(0, len(faces), 64)]
+    batches = [net_inputs(faces[i:i + 64]) for i in range(0, len(faces), 64)]
     with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)

@@ -56,15 +56,12 @@ def _best_in_history(history_csv):
         return max((float(r["val_accuracy"]) for r in csv.DictReader(f)), default=-1.0)
 
 
-def _inputs(faces):
-    return (faces.astype("float32") / 255.0)[..., None]
-
-
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
         label_smoothing=0.1, verbose=1, init=None, augment="strong"):
     """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
     import keras
 
+    from ..model.inference import net_inputs
     from ..model.network import build
     from .augment import augmenter
 
@@ -91,8 +88,8 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         KeepBest(str(out / "best.keras"), history_csv),
     ]
-    trainer.fit(_inputs(x), y, batch_size=batch_size, epochs=epochs, shuffle=True,
-                validation_data=(_inputs(xv), yv), callbacks=callbacks, verbose=verbose)
+    trainer.fit(net_inputs(x), y, batch_size=batch_size, epochs=epochs, shuffle=True,
+                validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=verbose)
     return _read_history(history_csv)
 
 
