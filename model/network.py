@@ -81,6 +81,11 @@ def build(arch="sticker-deep", **kwargs):
     return ARCHS[arch](**kwargs)
 
 
+def arch_of(net):
+    """The ARCHS name whose net has NET's parameter count (each arch's differs), or None."""
+    return next((name for name, make in ARCHS.items() if make().count_params() == net.count_params()), None)
+
+
 def count_macs(model):
     """Multiply-accumulates of one forward pass, for conv, separable conv and dense layers."""
     macs = 0

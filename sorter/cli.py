@@ -162,7 +162,7 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep (shipped), sticker, sticker-wide or seed; --init brings its own")
+@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep, sticker-wide (shipped, in int8), sticker or seed; --init brings its own")
 @click.option("--epochs", default=75, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")

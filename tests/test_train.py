@@ -118,6 +118,7 @@ def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == "blend"
     assert metrics["params"] == build("sticker").count_params()  # the started-from net, not --arch's
+    assert metrics["arch"] == "sticker"
 
 
 def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
@@ -133,17 +134,21 @@ def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
     assert metrics["onnx_bytes"] == (out / "stickernet.onnx").stat().st_size
 
 
-def test_int8_shipped_model_keeps_its_accuracy_on_real_faces(fer2013, tmp_path):
+def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
+    """The shipped file is already int8, so its float twin is not in the repository; the
+    quantizer's cost was measured when it shipped (1 PublicTest face of 2,470, MODEL_CARD.md)."""
+    import onnx
+
     from stickersort.model.inference import SHIPPED_MODEL
     from stickersort.training import data, evaluate
-    from stickersort.training.export import to_int8
 
-    splits = data.load(fer2013)
-    quantized = to_int8(SHIPPED_MODEL, splits["Training"][0][:1024], tmp_path / "int8.onnx")
-    x, y = splits["PublicTest"]
-    accuracy = {m: (evaluate.predict(m, x).argmax(1) == y.argmax(1)).mean() for m in (SHIPPED_MODEL, quantized)}
-    assert quantized.stat().st_size < SHIPPED_MODEL.stat().st_size / 2
-    assert abs(accuracy[quantized] - accuracy[SHIPPED_MODEL]) < 0.005  # measured: the same 2,412 faces
+    card = json.loads(SHIPPED_MODEL.with_name("metrics.json").read_text())
+    ops = {node.op_type for node in onnx.load(str(SHIPPED_MODEL)).graph.node}
+    assert card["onnx_format"] == "int8" and "QuantizeLinear" in ops
+    assert card["onnx_bytes"] == SHIPPED_MODEL.stat().st_size
+    x, y = data.load(fer2013)["PublicTest"]
+    accuracy = (evaluate.predict(SHIPPED_MODEL, x).argmax(1) == y.argmax(1)).mean()
+    assert accuracy == pytest.approx(card["publictest_accuracy"], abs=0.0005)
 
 
 @pytest.mark.parametrize("problem,message", [

@@ -73,7 +73,10 @@ def server(tmp_path_factory):
 
     proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "live", "--source", str(clip), "--loop",
                              "--web", "127.0.0.1:0", "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A suite run from a background shell job ignores SIGINT, and children
+                            # inherit that; a user's terminal does not.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     url = None

@@ -41,10 +41,18 @@ def to_int8(onnx_path, faces, path):
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), _Batches(name, batches),
                         quant_format=QuantFormat.QDQ, per_channel=True,
+                        nodes_to_exclude=_head(onnx.load(str(prepared)).graph),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         os.chmod(quantized, 0o644)
         os.replace(quantized, path)
     return Path(path)
+
+
+def _head(graph):
+    """The softmax and the layer feeding it. Kept float because probabilities in 1/255 steps
+    no longer sum to 1 and small ones become 0, and the vote averages them over frames."""
+    feeds = {i for n in graph.node if n.op_type == "Softmax" for i in n.input}
+    return [n.name for n in graph.node if n.op_type == "Softmax" or feeds & set(n.output)]
 
 
 class _Batches:

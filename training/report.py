@@ -13,10 +13,10 @@ from . import evaluate
 ONNX_NAME = "stickernet.onnx"
 
 
-def write_all(out, splits, history, arch, train_seconds, command, labels="fer2013", int8=False):
+def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False):
     import keras
 
-    from ..model.network import count_macs
+    from ..model.network import arch_of, count_macs
     from .export import to_int8, to_onnx
 
     out = Path(out)
@@ -30,7 +30,7 @@ def write_all(out, splits, history, arch, train_seconds, command, labels="fer201
     tta = evaluate.scores(evaluate.predict(onnx_path, splits["PrivateTest"][0], tta=True),
                           splits["PrivateTest"][1])
     metrics = {
-        "arch": arch, "labels": labels,
+        "arch": arch_of(best), "labels": labels,  # under --init, the started-from net's
         "publictest_accuracy": public["accuracy"],
         "privatetest_accuracy": private["accuracy"],
         "privatetest_accuracy_tta_flip": tta["accuracy"],

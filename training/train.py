@@ -130,6 +130,6 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
-    return report.write_all(out, splits, history, arch=arch, train_seconds=train_seconds,
+    return report.write_all(out, splits, history, train_seconds=train_seconds,
                             command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels,
                             int8=int8)
