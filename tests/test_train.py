@@ -136,7 +136,7 @@ def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
 
 def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     """The shipped file is already int8, so its float twin is not in the repository; the
-    quantizer's cost was measured when it shipped (1 PublicTest face of 2,470, MODEL_CARD.md)."""
+    quantizer's cost was measured when it shipped (6 PublicTest faces of 2,470, MODEL_CARD.md)."""
     import onnx
 
     from stickersort.model.inference import SHIPPED_MODEL

@@ -28,7 +28,7 @@ def to_onnx(keras_model, path):
 
 def to_int8(onnx_path, faces, path):
     """Quantize a float ONNX model to static int8 (per-channel weights; activation ranges from
-    FACES, uint8 48x48 Training faces). On these VNNI cores it doubles faces/s for about 0.1
+    FACES, uint8 48x48 Training faces). On these VNNI cores it doubles faces/s for 0.1-0.2
     point of accuracy, which lets a wider net meet the 3,000 faces/s target."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
