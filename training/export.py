@@ -34,14 +34,13 @@ def to_int8(onnx_path, faces, path):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    name = onnx.load(str(onnx_path)).graph.input[0].name
     batches = [net_inputs(faces[i:i + 64]) for i in range(0, len(faces), 64)]
     with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), _Batches(name, batches),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        nodes_to_exclude=_head(onnx.load(str(prepared)).graph),
+        graph = onnx.load(str(prepared)).graph
+        quantize_static(str(prepared), str(quantized), _Batches(graph.input[0].name, batches),
+                        quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_exclude=_head(graph),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         os.chmod(quantized, 0o644)
         os.replace(quantized, path)
