@@ -180,16 +180,19 @@ def stats(db, as_json):
                    "probabilities; repeat it to average an ensemble")
 @click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
               help="light (mirror, small shifts) suits a last cycle after --init")
+@click.option("--views", default=1, show_default=True, type=click.IntRange(1),
+              help="With --teacher: train on the faces plus N-1 strongly augmented copies, each with the "
+                   "teachers' probabilities for that copy (an epoch grows N times)")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          int8):
+          views, int8):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8)
+                      teachers=teachers, augment=augment, int8=int8, views=views)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
@@ -205,15 +208,18 @@ def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file [default: ferplus/fer2013new.csv.gz beside DATA's folder]")
 @click.option("--tta", is_flag=True, help="Average with the mirrored face (reported apart from the plain pass)")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N faces of the split")
+@click.option("--against", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also score this model on the same faces and say whether the gap is beyond noise")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(data, split, model, labels, ferplus, tta, limit, as_json):
+def evaluate(data, split, model, labels, ferplus, tta, limit, against, as_json):
     """Accuracy, per-class table and confusion matrix of a model on one FER2013 split."""
     from ..model.inference import SHIPPED_MODEL
     from ..training import evaluate as ev
     from ..training.data import DataError, load
     model = model or SHIPPED_MODEL
-    if not Path(model).is_file():
-        raise Fail(f"model file not found: {model}")
+    for path in filter(None, (model, against)):
+        if not Path(path).is_file():
+            raise Fail(f"model file not found: {path}")
     if labels == "ferplus" and ferplus is None:
         ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
     try:
@@ -227,14 +233,19 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, as_json):
         faces, targets = faces[keep], targets[keep]
     if limit:
         faces, targets = faces[:limit], targets[:limit]
-    result = ev.scores(ev.predict(model, faces, tta=tta), targets)
+    probs = ev.predict(model, faces, tta=tta)
+    result = ev.scores(probs, targets)
     result.update({"split": split, "labels": labels, "model": str(model), "tta": tta})
     if labels == "ferplus":
         result["skipped_no_majority"] = skipped
+    if against:
+        result["against"] = {"model": str(against), **ev.paired(probs, ev.predict(against, faces, tta=tta), targets)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(ev.format_table(result))
+        if against:
+            click.echo(ev.format_paired(result["against"], against))
 
 
 WEB_DEFAULT = "127.0.0.1:8765"

@@ -77,6 +77,25 @@ def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path)
     assert np.allclose(ensemble, 0.5 * y + 0.25 * shipped + 0.25 * untrained, atol=1e-5)
 
 
+def test_views_add_augmented_copies_each_with_the_teachers_answer_for_that_copy(tmp_path):
+    from stickersort.model.inference import SHIPPED_MODEL, Classifier
+    from stickersort.training.data import load
+    from stickersort.training.train import distil
+
+    splits = load(write_csv(tmp_path / "mini.csv", per_class=(2, 1, 1)))
+    x, y = splits["Training"]
+    faces, targets = distil(splits, [SHIPPED_MODEL], views=3, seed=4)["Training"]
+    n = len(x)
+    assert faces.shape == (3 * n, 48, 48) and faces.dtype == np.uint8
+    assert (faces[:n] == x).all() and np.allclose(targets[:n], distil(splits, [SHIPPED_MODEL])["Training"][1])
+    copy = faces[2 * n:]
+    assert np.abs(copy.astype(int) - x).mean() > 5 and not (copy == faces[n:2 * n]).all()
+    classifier = Classifier()
+    teacher = (classifier.predict(copy) + classifier.predict(copy[:, :, ::-1].copy())) / 2
+    assert np.allclose(targets[2 * n:], 0.5 * y + 0.5 * teacher, atol=1e-6)
+    assert (distil(splits, [SHIPPED_MODEL], views=3, seed=4)["Training"][0] == faces).all()  # --resume sees the same
+
+
 def write_ferplus(path, votes):
     columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
     with open(path, "w", newline="") as f:
@@ -182,3 +201,24 @@ def test_evaluate_shipped_model_matches_the_model_card(cli):
     result = json.loads(cli("evaluate", FER2013, "--split", "PrivateTest", "--json").stdout)
     assert result["n"] == 3589
     assert result["accuracy"] == pytest.approx(card["privatetest_accuracy"], abs=0.002)
+
+
+def test_evaluate_against_another_model_counts_the_faces_that_tell_them_apart(cli, tmp_path):
+    import keras
+
+    from stickersort.model.inference import SHIPPED_MODEL
+    from stickersort.model.network import build
+
+    data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 9))
+    keras.utils.set_random_seed(2)
+    other = tmp_path / "untrained.keras"
+    build("sticker").save(other)
+    alone = lambda m: json.loads(cli("evaluate", data, "--model", m, "--json").stdout)["accuracy"] * 63
+    paired = json.loads(cli("evaluate", data, "--against", other, "--json").stdout)["against"]
+    assert (paired["correct"], paired["other_correct"]) == (round(alone(SHIPPED_MODEL)), round(alone(other)))
+    assert abs(paired["correct"] - paired["other_correct"]) <= paired["discordant"] <= 63
+    assert paired["sd"] == pytest.approx(paired["discordant"] ** 0.5, abs=0.05)
+    itself = cli("evaluate", data, "--against", SHIPPED_MODEL)
+    assert "0 discordant, SD 0.0: a tie" in itself.stdout
+    missing = cli("evaluate", data, "--against", tmp_path / "nope.onnx")
+    assert missing.exit_code != 0 and "model file not found" in missing.stderr

@@ -40,6 +40,24 @@ def scores(probs, targets):
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
+def paired(probs, other, targets):
+    """Two models on the same faces. Only the faces one gets right and the other wrong tell them
+    apart; with D such faces a gap under sqrt(D) (one SD, McNemar) is a tie."""
+    true = targets.argmax(1)
+    right, other_right = probs.argmax(1) == true, other.argmax(1) == true
+    discordant = int((right != other_right).sum())
+    gap = int(right.sum()) - int(other_right.sum())
+    return {"correct": int(right.sum()), "other_correct": int(other_right.sum()), "discordant": discordant,
+            "sd": round(float(np.sqrt(discordant)), 1), "tie": bool(abs(gap) < max(1.0, np.sqrt(discordant)))}
+
+
+def format_paired(p, other):
+    gap = p["correct"] - p["other_correct"]
+    verdict = "a tie (under 1 SD)" if p["tie"] else ("better" if gap > 0 else "worse")
+    return (f"against {other}: {p['correct']} vs {p['other_correct']} faces right ({gap:+d}); "
+            f"{p['discordant']} discordant, SD {p['sd']}: {verdict}")
+
+
 def majority_only(targets):
     """FER+ rows with a unique most-voted class among ours: rows whose majority is contempt,
     unknown or not-a-face (NaN targets) and ties are skipped."""
