@@ -180,19 +180,16 @@ def stats(db, as_json):
                    "probabilities; repeat it to average an ensemble")
 @click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
               help="light (mirror, small shifts) suits a last cycle after --init")
-@click.option("--views", default=1, show_default=True, type=click.IntRange(1),
-              help="With --teacher: train on the faces plus N-1 strongly augmented copies, each with the "
-                   "teachers' probabilities for that copy (an epoch grows N times)")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          views, int8):
+          int8):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8, views=views)
+                      teachers=teachers, augment=augment, int8=int8)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

@@ -77,25 +77,6 @@ def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path)
     assert np.allclose(ensemble, 0.5 * y + 0.25 * shipped + 0.25 * untrained, atol=1e-5)
 
 
-def test_views_add_augmented_copies_each_with_the_teachers_answer_for_that_copy(tmp_path):
-    from stickersort.model.inference import SHIPPED_MODEL, Classifier
-    from stickersort.training.data import load
-    from stickersort.training.train import distil
-
-    splits = load(write_csv(tmp_path / "mini.csv", per_class=(2, 1, 1)))
-    x, y = splits["Training"]
-    faces, targets = distil(splits, [SHIPPED_MODEL], views=3, seed=4)["Training"]
-    n = len(x)
-    assert faces.shape == (3 * n, 48, 48) and faces.dtype == np.uint8
-    assert (faces[:n] == x).all() and np.allclose(targets[:n], distil(splits, [SHIPPED_MODEL])["Training"][1])
-    copy = faces[2 * n:]
-    assert np.abs(copy.astype(int) - x).mean() > 5 and not (copy == faces[n:2 * n]).all()
-    classifier = Classifier()
-    teacher = (classifier.predict(copy) + classifier.predict(copy[:, :, ::-1].copy())) / 2
-    assert np.allclose(targets[2 * n:], 0.5 * y + 0.5 * teacher, atol=1e-6)
-    assert (distil(splits, [SHIPPED_MODEL], views=3, seed=4)["Training"][0] == faces).all()  # --resume sees the same
-
-
 def write_ferplus(path, votes):
     columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"]
     with open(path, "w", newline="") as f:

@@ -100,33 +100,19 @@ def _read_history(history_csv):
     return list({int(r["epoch"]): r for r in rows}.values())
 
 
-def distil(splits, teachers, weight=0.5, views=1, seed=0):
+def distil(splits, teachers, weight=0.5):
     """Training targets become a blend of the labels and the teachers' mirror-averaged
     probabilities (an ensemble with flip TTA scores 2 points above its members' single pass;
-    the student learns that). views > 1 adds strongly augmented copies of Training, each with
-    the teachers' answer for that very copy: the student then learns what the teachers say
-    about the face it sees, not about the face before an erasing or a shift."""
+    the student learns that)."""
     from . import evaluate
     x, y = splits["Training"]
-    copies = [x] + [augmented(x, seed + i) for i in range(1, views)]
-    targets = [(1 - weight) * y + weight * np.mean([evaluate.predict(t, c, tta=True) for t in teachers], axis=0)
-               for c in copies]
-    return {**splits, "Training": (np.concatenate(copies), np.concatenate(targets).astype("float32"))}
-
-
-def augmented(faces, seed, batch=1024):
-    """uint8 faces through the strong train-time augmentation, back to uint8."""
-    from ..model.inference import net_inputs
-    from .augment import augmenter
-    layer = augmenter(seed, "strong")
-    out = [np.asarray(layer(net_inputs(faces[i:i + batch]), training=True))[..., 0]
-           for i in range(0, len(faces), batch)]
-    return np.clip(np.rint(np.concatenate(out) * 255), 0, 255).astype("uint8")
+    soft = np.mean([evaluate.predict(t, x, tta=True) for t in teachers], axis=0).astype("float32")
+    return {**splits, "Training": (x, (1 - weight) * y + weight * soft)}
 
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
-        augment="strong", int8=False, views=1):
+        augment="strong", int8=False):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -135,7 +121,7 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     if limit:
         splits = fer_data.limit(splits, limit, seed)
     if teachers:
-        splits = distil(splits, teachers, views=views, seed=seed)
+        splits = distil(splits, teachers)
     # Teachers', a blend's and the FER+ votes' targets are soft already; smoothing them again
     # would only blur them.
     soft = bool(teachers) or labels in ("blend", "ferplus")
