@@ -1,6 +1,7 @@
 """Keras model -> the ONNX file the scanner runs with ONNX Runtime (no TensorFlow at inference)."""
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,8 @@ def to_onnx(keras_model, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keras_model(np.zeros((1,) + tuple(keras_model.input_shape[1:]), "float32"))  # export needs a built call
-    # Through a temporary name, so a reader never sees a half-written model.
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        staged = Path(tmp) / "float.onnx"
+    with _written_whole(path) as staged:
         keras_model.export(str(staged), format="onnx", verbose=False)
-        os.chmod(staged, 0o644)  # a package file must be readable whatever the umask
-        os.replace(staged, path)
     return path
 
 
@@ -31,16 +28,25 @@ def to_int8(onnx_path, faces, path):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = [net_inputs(faces[i:i + 64]) for i in range(0, len(faces), 64)]
-    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
-        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+    with _written_whole(path) as quantized:
+        prepared = quantized.with_name("prepared.onnx")
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         quantize_static(str(prepared), str(quantized), _Batches(graph.input[0].name, batches),
                         quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_exclude=_head(graph),
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        os.chmod(quantized, 0o644)
-        os.replace(quantized, path)
     return Path(path)
+
+
+@contextmanager
+def _written_whole(path):
+    """A file to write in a temporary folder beside PATH (free for other temporary files too),
+    which then replaces PATH in one step: a reader never sees a half-written model."""
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
+        staged = Path(tmp) / "model.onnx"
+        yield staged
+        os.chmod(staged, 0o644)  # a package file must be readable whatever the umask
+        os.replace(staged, path)
 
 
 def _head(graph):
