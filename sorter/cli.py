@@ -174,22 +174,26 @@ def stats(db, as_json):
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file fer2013new.csv(.gz)")
 @click.option("--limit", type=click.IntRange(1), help="Train on N images only (a quick check)")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Start from this .keras model (a new learning-rate cycle) instead of random weights")
+              help="Start from this .keras model (a new learning-rate cycle) instead of random weights; "
+                   "an int8 .onnx export (the shipped model) has its float weights rebuilt, with --arch its arch")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Distil: blend the labels half and half with this .onnx/.keras model's mirror-averaged "
                    "probabilities; repeat it to average an ensemble")
 @click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
               help="light (mirror, small shifts) suits a last cycle after --init")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
+@click.option("--swa", type=click.IntRange(0), default=0,
+              help="Stochastic weight averaging over N trajectories from the start, each EPOCHS/N long: "
+                   "constant LR, weights saved every half epoch and averaged (a last cycle after --init)")
 def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          int8):
+          int8, swa):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8)
+                      teachers=teachers, augment=augment, int8=int8, swa=swa)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

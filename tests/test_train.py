@@ -121,6 +121,59 @@ def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels
     assert metrics["arch"] == "sticker"
 
 
+def test_swa_averages_the_later_snapshots_of_each_trajectory_from_the_start(cli, tmp_path):
+    import keras
+
+    from stickersort.model.network import build
+
+    start = tmp_path / "start.keras"
+    build("sticker").save(start)
+    out = tmp_path / "swa"
+    result = cli("train", write_csv(tmp_path / "mini.csv"), "--init", start, "--swa", "2", "--epochs", "4",
+                 "--batch-size", "16", "--augment", "light", "--out", out)
+    assert result.exit_code == 0, result.output
+    snaps = sorted((out / "swa").glob("snap*.weights.h5"))
+    assert [p.name for p in snaps] == [f"snap00{i}.weights.h5" for i in range(1, 9)]  # every half epoch
+    net = build("sticker")
+    kernels = []
+    for p in snaps:
+        net.load_weights(str(p))
+        kernels.append(net.layers[-1].get_weights()[0])
+    first = keras.models.load_model(start, compile=False).layers[-1].get_weights()[0]
+    moved = [np.abs(k - first).sum() for k in kernels]
+    assert moved[4] < moved[3]  # the second trajectory began again from the start
+    assert 0 < moved[4] < moved[5] < moved[7]  # and learned, at the same rate
+    kept = [k for i, k in enumerate(kernels) if i % 4]  # each trajectory's first quarter is left out
+    shipped = keras.models.load_model(out / "best.keras", compile=False)
+    assert np.allclose(shipped.layers[-1].get_weights()[0], np.mean(kept, axis=0), atol=1e-6)
+
+
+def test_the_shipped_int8_file_rebuilds_into_a_float_net_that_answers_as_it_does():
+    """`--init model/stickernet.onnx`: the float weights the shipped model was quantized from
+    are not in the repository, so a last cycle starts from this rebuild."""
+    import cv2
+
+    from stickersort.model.inference import SHIPPED_MODEL, Classifier, net_inputs
+    from stickersort.training.rebuild import from_onnx
+
+    rng = np.random.default_rng(0)  # smooth noise: face-like statistics, no data set needed
+    faces = np.stack([cv2.GaussianBlur(f, (7, 7), 2) for f in rng.integers(0, 256, (256, 48, 48), np.uint8)])
+    net = from_onnx(SHIPPED_MODEL, "sticker-wide", net_inputs(faces[:128]))
+    ours = np.asarray(net.predict(net_inputs(faces[128:]), verbose=0))
+    shipped = Classifier().predict(faces[128:])
+    assert np.abs(ours - shipped).mean() < 0.03  # int8 rounding apart
+    assert (ours.argmax(1) == shipped.argmax(1)).mean() > 0.85
+
+
+def test_an_onnx_start_of_another_arch_is_a_one_line_error(cli, tmp_path):
+    from stickersort.model.inference import SHIPPED_MODEL
+
+    result = cli("train", write_csv(tmp_path / "mini.csv"), "--init", SHIPPED_MODEL, "--arch", "sticker-deep",
+                 "--epochs", "1", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "is not a sticker-deep net" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
     import onnx
 

@@ -57,12 +57,13 @@ def _best_in_history(history_csv):
 
 
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
-        label_smoothing=0.1, verbose=1, init=None, augment="strong"):
-    """Train and keep the PublicTest-best model in OUT/best.keras. Returns the Keras history rows."""
+        label_smoothing=0.1, verbose=1, init=None, augment="strong", swa=0):
+    """Train and keep the PublicTest-best model in OUT/best.keras (under swa, the mean of the
+    snapshots of `swa` SWA trajectories). Returns the Keras history rows."""
     import keras
 
     from ..model.inference import net_inputs
-    from ..model.network import build
+    from . import swa as swa_module
     from .augment import augmenter
 
     keras.utils.set_random_seed(seed)
@@ -70,12 +71,12 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
     out.mkdir(parents=True, exist_ok=True)
     x, y = splits["Training"]
     xv, yv = splits["PublicTest"]
-    # --init starts a new learning-rate cycle from a trained model (a warm restart).
-    net = keras.models.load_model(init, compile=False) if init else build(arch)
+    net = _start_net(init, arch, net_inputs(x))
     trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed, augment), net])
-    steps = epochs * int(np.ceil(len(x) / batch_size))
-    warmup = min(steps // 10, int(np.ceil(len(x) / batch_size)) * 2)
-    schedule = keras.optimizers.schedules.CosineDecay(
+    steps_per_epoch = int(np.ceil(len(x) / batch_size))
+    steps = epochs * steps_per_epoch
+    warmup = min(steps // 10, steps_per_epoch * 2)
+    schedule = lr if swa else keras.optimizers.schedules.CosineDecay(
         lr / 20, decay_steps=max(1, steps - warmup), warmup_target=lr, warmup_steps=warmup)
     trainer.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=5e-4),
@@ -86,11 +87,30 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         epoch_seconds(),  # before the logger, which writes the logs it is handed
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        KeepBest(str(out / "best.keras"), history_csv),
+        swa_module.snapshots(out / "swa", steps_per_epoch, net.get_weights(), max(1, epochs // swa)) if swa
+        else KeepBest(str(out / "best.keras"), history_csv),
     ]
     trainer.fit(net_inputs(x), y, batch_size=batch_size, epochs=epochs, shuffle=True,
                 validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=verbose)
+    if swa:
+        swa_module.average(net, out / "swa", net_inputs(x), starts=swa)
+        net.save(out / "best.keras")
     return _read_history(history_csv)
+
+
+def _start_net(init, arch, faces):
+    """--init starts a new learning-rate cycle from a trained model (a warm restart); an .onnx
+    one has its float weights rebuilt, since the shipped model is only an int8 file."""
+    import keras
+
+    from ..model.network import build
+    from .rebuild import from_onnx
+
+    if not init:
+        return build(arch)
+    if Path(init).suffix == ".onnx":
+        return from_onnx(init, arch, faces)
+    return keras.models.load_model(init, compile=False)
 
 
 def _read_history(history_csv):
@@ -112,7 +132,7 @@ def distil(splits, teachers, weight=0.5):
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
-        augment="strong", int8=False):
+        augment="strong", int8=False, swa=0):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -126,7 +146,7 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     # would only blur them.
     soft = bool(teachers) or labels in ("blend", "ferplus")
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
-                  augment=augment, label_smoothing=0.0 if soft else 0.1)
+                  augment=augment, label_smoothing=0.0 if soft else 0.1, swa=swa)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
