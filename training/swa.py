@@ -52,7 +52,6 @@ def average(net, folder, faces, starts=1):
         total = w if total is None else [a + b for a, b in zip(total, w)]
     net.set_weights([a / len(paths) for a in total])
     _recompute_batch_norm(net, faces)
-    return len(paths)
 
 
 def _recompute_batch_norm(net, faces, n=8192, batch=1024, seed=0):
