@@ -146,6 +146,8 @@ def test_swa_averages_the_later_snapshots_of_each_trajectory_from_the_start(cli,
     kept = [k for i, k in enumerate(kernels) if i % 4]  # each trajectory's first quarter is left out
     shipped = keras.models.load_model(out / "best.keras", compile=False)
     assert np.allclose(shipped.layers[-1].get_weights()[0], np.mean(kept, axis=0), atol=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["swa_trajectories"] == 2 and metrics["best_epoch"] is None  # no one epoch is the model
 
 
 def test_the_shipped_int8_file_rebuilds_into_a_float_net_that_answers_as_it_does():

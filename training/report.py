@@ -13,7 +13,7 @@ from . import evaluate
 ONNX_NAME = "stickernet.onnx"
 
 
-def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False):
+def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0):
     import keras
 
     from ..model.network import arch_of, count_macs
@@ -36,7 +36,9 @@ def write_all(out, splits, history, train_seconds, command, labels="fer2013", in
         "privatetest_accuracy_tta_flip": tta["accuracy"],
         "privatetest": private,
         "epochs": len(history),
-        "best_epoch": 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])),
+        # An SWA model is an average over epochs, so no epoch of the history is it.
+        "best_epoch": None if swa else 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])),
+        "swa_trajectories": swa,
         "params": int(best.count_params()), "macs": count_macs(best),
         "onnx_bytes": onnx_path.stat().st_size, "onnx_format": "int8" if int8 else "float32",
         "train_seconds": round(train_seconds, 1),

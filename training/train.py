@@ -153,4 +153,4 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     from . import report
     return report.write_all(out, splits, history, train_seconds=train_seconds,
                             command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels,
-                            int8=int8)
+                            int8=int8, swa=swa)
