@@ -185,15 +185,18 @@ def stats(db, as_json):
 @click.option("--swa", type=click.IntRange(0), default=0,
               help="Stochastic weight averaging over N trajectories from the start, each EPOCHS/N long: "
                    "constant LR, weights saved every half epoch and averaged (a last cycle after --init)")
+@click.option("--sam", type=click.FloatRange(0, min_open=False), default=0.0,
+              help="Sharpness-aware minimization with this radius (0.05 is usual): flatter minima, "
+                   "twice the time per epoch")
 def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          int8, swa):
+          int8, swa, sam):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8, swa=swa)
+                      teachers=teachers, augment=augment, int8=int8, swa=swa, sam=sam)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "

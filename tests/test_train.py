@@ -39,6 +39,9 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert set(metrics["privatetest"]["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     again = cli("train", data, "--epochs", "1", "--out", out)
     assert again.exit_code == 2 and "--resume" in again.stderr
+    other = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume",
+                "--seed", "1")
+    assert other.exit_code == 2 and "other seed: resume with `" in other.stderr  # its first command line
     resumed = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume")
     assert resumed.exit_code == 0, resumed.output
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
@@ -150,6 +153,42 @@ def test_swa_averages_the_later_snapshots_of_each_trajectory_from_the_start(cli,
     assert metrics["swa_trajectories"] == 2 and metrics["best_epoch"] is None  # no one epoch is the model
 
 
+def test_sam_steps_by_the_gradient_at_the_sharpest_point_nearby_and_keeps_batch_norm_at_one_pass():
+    import keras
+    import tensorflow as tf
+
+    from stickersort.training import sam
+
+    def tiny():
+        return keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(momentum=0.9),
+                                 keras.layers.Dense(3, activation="softmax")])
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 1.0, (8, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+    net, probe, rho = tiny(), tiny(), 0.5
+    probe.set_weights(net.get_weights())
+    model = sam.trainer(keras.layers.Identity(), net, rho)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="categorical_crossentropy")
+    model.train_on_batch(x, y)
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, probe(x, training=True)))
+        return tape.gradient(loss, probe.trainable_variables)
+
+    start = [v.numpy() for v in probe.trainable_variables]
+    plain = gradient()
+    for v, g in zip(probe.trainable_variables, plain):
+        v.assign_add(rho * g / tf.linalg.global_norm(plain))
+    sharp = gradient()
+    trained = [v.numpy() for v in net.trainable_variables]
+    assert all(np.allclose(t, s - g, atol=1e-5) for t, s, g in zip(trained, start, sharp))
+    assert not all(np.allclose(t, s - g, atol=1e-3) for t, s, g in zip(trained, start, plain))
+    moving_mean = net.layers[0].moving_mean.numpy()
+    assert np.allclose(moving_mean, 0.1 * x.mean(0), atol=1e-5)  # one update, from the unperturbed pass
+
+
 def test_the_shipped_int8_file_rebuilds_into_a_float_net_that_answers_as_it_does():
     """`--init model/stickernet.onnx`: the float weights the shipped model was quantized from
     are not in the repository, so a last cycle starts from this rebuild."""
@@ -226,6 +265,7 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     result = cli("train", path, "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # no half-made run to trip a later one
 
 
 def test_evaluate_shipped_model_matches_the_model_card(cli):

@@ -57,12 +57,13 @@ def _best_in_history(history_csv):
 
 
 def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, seed=0,
-        label_smoothing=0.1, verbose=1, init=None, augment="strong", swa=0):
+        label_smoothing=0.1, verbose=1, init=None, augment="strong", swa=0, sam=0.0):
     """Train and keep the PublicTest-best model in OUT/best.keras (under swa, the mean of the
     snapshots of `swa` SWA trajectories). Returns the Keras history rows."""
     import keras
 
     from ..model.inference import net_inputs
+    from . import sam as sam_module
     from . import swa as swa_module
     from .augment import augmenter
 
@@ -73,7 +74,9 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
     xv, yv = splits["PublicTest"]
     x = net_inputs(x)  # once: 28,709 faces in float32 are 265 MB
     net = _start_net(init, arch, x)
-    trainer = keras.Sequential([keras.Input(net.input_shape[1:]), augmenter(seed, augment), net])
+    views = augmenter(seed, augment)
+    trainer = (sam_module.trainer(views, net, sam) if sam
+               else keras.Sequential([keras.Input(net.input_shape[1:]), views, net]))
     steps_per_epoch = int(np.ceil(len(x) / batch_size))
     steps = epochs * steps_per_epoch
     warmup = min(steps // 10, steps_per_epoch * 2)
@@ -131,26 +134,50 @@ def distil(splits, teachers, weight=0.5):
     return {**splits, "Training": (x, (1 - weight) * y + weight * soft)}
 
 
+def _same_run(out, command, resume, **options):
+    """OUT/options.json's content for this run. --resume must continue the same run: a teacher or
+    a label set left off would silently change every target. More --epochs (a longer run) and
+    --int8 (an export choice) may differ."""
+    options = {k: [str(Path(t).resolve()) for t in v] if k == "teachers"
+               else str(Path(v).resolve()) if k in ("ferplus", "init") and v else v
+               for k, v in options.items()}
+    saved = out / "options.json"
+    if resume and saved.exists():
+        stored = json.loads(saved.read_text())
+        changed = sorted(k for k in options if stored["options"].get(k) != options[k])
+        if changed:
+            raise fer_data.DataError(f"{out} was trained with other {', '.join(changed)}: "
+                                     f"resume with `{stored['command']} --resume`")
+        return stored
+    return {"command": command, "options": options}
+
+
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
-        augment="strong", int8=False, swa=0):
+        augment="strong", int8=False, swa=0, sam=0.0):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    record = _same_run(out, command, resume, arch=arch, batch_size=batch_size, seed=seed, labels=labels,
+              ferplus=ferplus, limit=limit, lr=lr, init=init, teachers=teachers, augment=augment,
+              swa=swa, sam=sam)
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
     if teachers:
         splits = distil(splits, teachers)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no run folder behind
+    (out / "options.json").write_text(json.dumps(record, indent=1))
     # Teachers', a blend's and the FER+ votes' targets are soft already; smoothing them again
     # would only blur them.
     soft = bool(teachers) or labels in ("blend", "ferplus")
     history = fit(splits, out, arch, epochs, batch_size, lr, seed, verbose=verbose, init=init,
-                  augment=augment, label_smoothing=0.0 if soft else 0.1, swa=swa)
+                  augment=augment, label_smoothing=0.0 if soft else 0.1, swa=swa, sam=sam)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     from . import report
     return report.write_all(out, splits, history, train_seconds=train_seconds,
-                            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), labels=labels,
+                            command=command, labels=labels,
                             int8=int8, swa=swa)
