@@ -68,8 +68,7 @@ def fit(splits, out, arch="sticker-deep", epochs=75, batch_size=64, lr=2e-3, see
     from .augment import augmenter
 
     keras.utils.set_random_seed(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # made by run, once the data has loaded
     x, y = splits["Training"]
     xv, yv = splits["PublicTest"]
     x = net_inputs(x)  # once: 28,709 faces in float32 are 265 MB
@@ -160,9 +159,9 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     if (out / "history.csv").exists() and not resume:
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    record = _same_run(out, command, resume, arch=arch, batch_size=batch_size, seed=seed, labels=labels,
-              ferplus=ferplus, limit=limit, lr=lr, init=init, teachers=teachers, augment=augment,
-              swa=swa, sam=sam)
+    record = _same_run(out, command, resume, arch=arch, batch_size=batch_size, seed=seed,
+                       labels=labels, ferplus=ferplus, limit=limit, lr=lr, init=init,
+                       teachers=teachers, augment=augment, swa=swa, sam=sam)
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
