@@ -206,6 +206,27 @@ def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
+@click.option("--model", "models", multiple=True, required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A last cycle's .keras model (or an int8 .onnx export, rebuilt as in train --init); repeat it")
+@click.option("--arch", default="sticker-wide", show_default=True, help="The arch of any .onnx --model")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/soup"), show_default=True)
+@click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
+def soup(data, models, arch, out, int8):
+    """Average the weights of several fine-tunes of one start (a greedy model soup, chosen on PublicTest)."""
+    from ..training.data import DataError
+    from ..training.soup import run
+    try:
+        metrics = run(data, out, models, arch=arch, int8=int8, echo=click.echo)
+    except (DataError, ValueError) as e:
+        raise Fail(str(e))
+    click.echo(f"{len(metrics['soup'])} of {len(models)} models kept.  PublicTest {metrics['publictest_accuracy']:.4f}  "
+               f"PrivateTest {metrics['privatetest_accuracy']:.4f}  (flip TTA {metrics['privatetest_accuracy_tta_flip']:.4f})")
+    click.echo(f"wrote {out}/: best.keras, stickernet.onnx, soup.json, metrics.json, confusion.png, samples.png")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["PrivateTest", "PublicTest", "Training"]), default="PrivateTest", show_default=True)
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="An .onnx or .keras model [default: the bundled one]")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True)

@@ -298,3 +298,49 @@ def test_evaluate_against_another_model_counts_the_faces_that_tell_them_apart(cl
     assert "0 discordant, SD 0.0: a tie" in itself.stdout
     missing = cli("evaluate", data, "--against", tmp_path / "nope.onnx")
     assert missing.exit_code != 0 and "model file not found" in missing.stderr
+
+
+def test_a_soup_averages_the_fine_tunes_that_help_and_leaves_out_one_that_hurts(cli, tmp_path):
+    import keras
+
+    from stickersort.model.inference import net_inputs
+    from stickersort.model.network import build
+    from stickersort.training import data as data_module
+    from stickersort.training.swa import recompute_batch_norm
+
+    data = write_csv(tmp_path / "mini.csv")
+    run = tmp_path / "run"
+    assert cli("train", data, "--arch", "sticker", "--epochs", "4", "--batch-size", "16", "--out", run).exit_code == 0
+    net = keras.models.load_model(run / "best.keras", compile=False)
+    # Four epochs of 6 steps leave batch norm's moving statistics at their start; SWA's update sets them.
+    recompute_batch_norm(net, net_inputs(data_module.load(data)["Training"][0]))
+    good = tmp_path / "good.keras"
+    net.save(good)
+    rng = np.random.default_rng(0)
+    weights = net.get_weights()
+    net.set_weights([w + rng.normal(0, 0.01 * (np.abs(w).mean() + 1e-3), w.shape).astype(w.dtype) for w in weights])
+    nudged = tmp_path / "nudged.keras"  # another fine-tune's worth of difference
+    net.save(nudged)
+    kernel, bias = weights[-2:]
+    net.set_weights(weights[:-1] + [bias + np.eye(7, dtype=bias.dtype)[0] * 1e3])
+    broken = tmp_path / "broken.keras"  # says angry, whatever the face
+    net.save(broken)
+
+    out = tmp_path / "soup"
+    result = cli("soup", data, "--model", broken, "--model", good, "--model", nudged, "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "soup.json").read_text())
+    assert record["chosen"] == [str(good), str(nudged)]  # best first; the broken one cost faces
+    assert len(record["tried"]) == 3 + 2  # each alone, then each mixture
+    soup = keras.models.load_model(out / "best.keras", compile=False)
+    kernels = [keras.models.load_model(m, compile=False).layers[-1].get_weights()[0] for m in (good, nudged)]
+    assert np.allclose(soup.layers[-1].get_weights()[0], np.mean(kernels, axis=0), atol=1e-6)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["soup"] == record["chosen"] and metrics["best_epoch"] is None
+    assert {"best.keras", "stickernet.onnx", "confusion.png", "samples.png"} <= {p.name for p in out.iterdir()}
+
+    other = tmp_path / "other.keras"
+    build("sticker-deep").save(other)
+    mixed = cli("soup", data, "--model", good, "--model", other, "--out", tmp_path / "mixed")
+    assert mixed.exit_code == 2 and "not the same net" in mixed.stderr
+    assert len(mixed.stderr.strip().splitlines()) == 1 and not (tmp_path / "mixed").exists()

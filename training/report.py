@@ -13,7 +13,7 @@ from . import evaluate
 ONNX_NAME = "stickernet.onnx"
 
 
-def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0):
+def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0, soup=()):
     import keras
 
     from ..model.network import arch_of, count_macs
@@ -36,9 +36,10 @@ def write_all(out, splits, history, train_seconds, command, labels="fer2013", in
         "privatetest_accuracy_tta_flip": tta["accuracy"],
         "privatetest": private,
         "epochs": len(history),
-        # An SWA model is an average over epochs, so no epoch of the history is it.
-        "best_epoch": None if swa else 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])),
+        # An SWA model or a soup is an average of weights, so no epoch of a history is it.
+        "best_epoch": None if swa or soup else 1 + int(np.argmax([float(r["val_accuracy"]) for r in history])),
         "swa_trajectories": swa,
+        "soup": list(soup),
         "params": int(best.count_params()), "macs": count_macs(best),
         "onnx_bytes": onnx_path.stat().st_size, "onnx_format": "int8" if int8 else "float32",
         "train_seconds": round(train_seconds, 1),
@@ -47,7 +48,8 @@ def write_all(out, splits, history, train_seconds, command, labels="fer2013", in
         "versions": _versions("keras", "tensorflow-cpu", "tensorflow", "numpy", "onnxruntime", "tf2onnx"),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, out / "curves.png")
+    if history:  # a soup has none of its own: its ingredients' runs have the curves
+        plot_curves(history, out / "curves.png")
     plot_confusion(private["confusion"], out / "confusion.png")
     plot_samples(*splits["Training"], out / "samples.png")
     return metrics

@@ -51,10 +51,10 @@ def average(net, folder, faces, starts=1):
         w = net.get_weights()
         total = w if total is None else [a + b for a, b in zip(total, w)]
     net.set_weights([a / len(paths) for a in total])
-    _recompute_batch_norm(net, faces)
+    recompute_batch_norm(net, faces)
 
 
-def _recompute_batch_norm(net, faces, n=8192, batch=1024, seed=0):
+def recompute_batch_norm(net, faces, n=8192, batch=1024, seed=0):
     """Each BN's input mean and variance over N Training faces, with the net in training mode so
     every earlier BN normalizes by batch statistics, as in the standard SWA update."""
     import keras
