@@ -321,7 +321,7 @@ def test_a_soup_averages_the_fine_tunes_that_help_and_leaves_out_one_that_hurts(
     net.set_weights([w + rng.normal(0, 0.01 * (np.abs(w).mean() + 1e-3), w.shape).astype(w.dtype) for w in weights])
     nudged = tmp_path / "nudged.keras"  # another fine-tune's worth of difference
     net.save(nudged)
-    kernel, bias = weights[-2:]
+    bias = weights[-1]
     net.set_weights(weights[:-1] + [bias + np.eye(7, dtype=bias.dtype)[0] * 1e3])
     broken = tmp_path / "broken.keras"  # says angry, whatever the face
     net.save(broken)

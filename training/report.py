@@ -13,6 +13,11 @@ from . import evaluate
 ONNX_NAME = "stickernet.onnx"
 
 
+def command_line():
+    """How this run was started, as the user typed it (recorded in options.json and metrics.json)."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0, soup=()):
     import keras
 

@@ -3,7 +3,6 @@ averaged into one net of the same size and speed. The ingredients are taken best
 PublicTest accuracy, and each stays only if the soup then gets no fewer PublicTest faces right.
 Fine-tunes of one start lie in one basin, so their mean is a working net, not a blur of two."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +51,14 @@ def greedy(paths, splits, arch="sticker-wide", echo=print):
 
     tried = [{"models": [str(paths[i])], "publictest_faces": alone[i]} for i in order]
     chosen, best = [order[0]], mix([order[0]])
+    kept = soup.get_weights()  # a rejected mixture is left in SOUP; this is the last one kept
     for i in order[1:]:
         faces = mix(chosen + [i])
         tried.append({"models": [str(paths[j]) for j in chosen + [i]], "publictest_faces": faces})
         echo(f"{len(chosen) + 1} models: {faces} PublicTest faces" + (" (kept)" if faces >= best else ""))
         if faces >= best:
-            chosen, best = chosen + [i], faces
-    mix(chosen)
+            chosen, best, kept = chosen + [i], faces, soup.get_weights()
+    soup.set_weights(kept)
     return soup, [str(paths[i]) for i in chosen], tried
 
 
@@ -74,6 +74,5 @@ def run(data, out, models, arch="sticker-wide", int8=False, echo=print):
     out.mkdir(parents=True, exist_ok=True)
     soup.save(out / "best.keras")
     (out / "soup.json").write_text(json.dumps({"chosen": chosen, "tried": tried}, indent=1) + "\n")
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    return report.write_all(out, splits, [], train_seconds=0.0, command=command, labels=None,
+    return report.write_all(out, splits, [], train_seconds=0.0, command=report.command_line(), labels=None,
                             int8=int8, soup=chosen)

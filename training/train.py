@@ -6,7 +6,6 @@ An interrupted run continues from OUT/backup with `--resume` (weights, optimizer
 import csv
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -158,7 +157,8 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    from . import report
+    command = report.command_line()
     record = _same_run(out, command, resume, arch=arch, batch_size=batch_size, seed=seed,
                        labels=labels, ferplus=ferplus, limit=limit, lr=lr, init=init,
                        teachers=teachers, augment=augment, swa=swa, sam=sam)
@@ -176,7 +176,6 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
                   augment=augment, label_smoothing=0.0 if soft else 0.1, swa=swa, sam=sam)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
-    from . import report
     return report.write_all(out, splits, history, train_seconds=train_seconds,
                             command=command, labels=labels,
                             int8=int8, swa=swa)
