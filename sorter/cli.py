@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .paths import default_db, default_out
+from .vote import DEFAULT_MIN_CONFIDENCE  # numpy, which it needs, comes with sqlite-utils for every query anyway
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -16,6 +17,20 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 class Fail(click.ClickException):
     """A one-line error for the user; exit status 2."""
     exit_code = EXIT_USAGE
+
+
+# Packages the base install leaves out (setup.cfg), and the extra that brings each.
+EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "plot"}
+TRAINING = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib")
+
+
+def _need(what, *modules):
+    """Fail in one line, naming the extra to install, when an optional package is absent."""
+    from importlib.util import find_spec
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        extra = "train" if "train" in {EXTRAS[m] for m in missing} else "plot"
+        raise Fail(f"{what} needs {', '.join(missing)}, not in the base install: pip install 'stickersort[{extra}]'")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +49,9 @@ def _db_option(f):
 @click.option("--out", type=click.Path(path_type=Path), help="Emotion folders [default: DIR-by-emotion beside DIR]")
 @_db_option
 @click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64), help="Frames sampled per file, evenly by time")
+@click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=click.FloatRange(0, 1),
+              help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
+                   "kept in the database (query LABEL --include-unsure finds it)")
 @click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")
 @click.option("--rescan", is_flag=True, help="Classify every file again, changed or not")
@@ -45,8 +63,8 @@ def _db_option(f):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 @click.option("-v", "--verbose", is_flag=True, help="A line per file")
-def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model, follow_links, jobs, as_json,
-         quiet, verbose):
+def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan, detector, model, follow_links, jobs,
+         as_json, quiet, verbose):
     """Classify every sticker under DIRECTORY and link it into OUT/<emotion>/.
 
     Exit status: 0 all files filed; 1 done, but some files could not be read (each recorded
@@ -60,8 +78,8 @@ def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model
     if model is not None and not model.is_file():
         raise Fail(f"model file not found: {model}")
     echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    options = Options(out=out, db=db, frames=frames, link_mode=link_mode, dry_run=dry_run,
-                      rescan=rescan, detector=detector, model=model, follow_links=follow_links,
+    options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
+                      dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
                       **({"jobs": jobs} if jobs else {}))
     if not quiet and _inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
@@ -72,7 +90,7 @@ def scan(directory, out, db, frames, link_mode, dry_run, rescan, detector, model
         raise Fail(str(e))
     if verbose and not as_json:
         for row in scanner.store.query(root=str(root)):
-            click.echo(f"{row['label']:<9} {row['confidence']:.2f}  {row['path']}")
+            click.echo(_row_line(row))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
 
@@ -120,6 +138,12 @@ def _print_summary(summary, as_json):
         click.echo(f"error: {e['path']}: {e['error']}", err=True)
 
 
+def _row_line(row):
+    """One filed sticker as text; an unsure one says what it would have been."""
+    line = f"{row['label']:<9} {row['confidence']:.2f}  {row['path']}"
+    return f"{line}  (guess: {row['guess']})" if row["guess"] and row["guess"] != row["label"] else line
+
+
 def _open_store(db):
     from .store import Store, StoreError
     try:
@@ -131,20 +155,24 @@ def _open_store(db):
 @cli.command()
 @click.argument("label", required=False)
 @_db_option
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0,
+              help="List only stickers scored at least this (a filter; scan's --min-confidence files the unsure)")
+@click.option("--include-unsure", is_flag=True,
+              help="With an expression LABEL, also list the unsure stickers whose best guess it is, after the sure ones")
 @click.option("--limit", type=click.IntRange(1), default=None)
 @click.option("--json", "as_json", is_flag=True)
-def query(label, db, min_confidence, limit, as_json):
-    """List filed stickers, best match first: all, or those with LABEL (e.g. happy, noface)."""
-    from ..model.labels import EMOTIONS, NOFACE
-    if label and label not in (*EMOTIONS, NOFACE):
-        raise Fail(f"unknown label {label!r}; choose from {', '.join((*EMOTIONS, NOFACE))}")
-    rows = _open_store(db).query(label, min_confidence, limit)
+def query(label, db, min_confidence, include_unsure, limit, as_json):
+    """List filed stickers, best match first: all, or those with LABEL (e.g. happy, noface, unsure)."""
+    from ..model.labels import EMOTIONS, NOFACE, UNSURE
+    labels = (*EMOTIONS, NOFACE, UNSURE)
+    if label and label not in labels:
+        raise Fail(f"unknown label {label!r}; choose from {', '.join(labels)}")
+    rows = _open_store(db).query(label, min_confidence, limit, include_unsure=include_unsure)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['label']:<9} {row['confidence']:.2f}  {row['path']}")
+        click.echo(_row_line(row))
 
 
 @cli.command()
@@ -188,15 +216,19 @@ def stats(db, as_json):
 @click.option("--sam", type=click.FloatRange(0, min_open=False), default=0.0,
               help="Sharpness-aware minimization with this radius (0.05 is usual): flatter minima, "
                    "twice the time per epoch")
+@click.option("--cards", type=click.IntRange(0), default=0,
+              help="Also train on N views of each Training face as the scan sees it: put on a generated "
+                   "sticker card (captions, palettes, JPEG, blur, tilt), found by the detector and cropped")
 def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          int8, swa, sam):
+          int8, swa, sam, cards):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
+    _need("stickersort train", *TRAINING)
     from ..training.data import DataError
     from ..training.train import run
     try:
         metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
                       seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8, swa=swa, sam=sam)
+                      teachers=teachers, augment=augment, int8=int8, swa=swa, sam=sam, cards=cards)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
@@ -214,6 +246,7 @@ def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 def soup(data, models, arch, out, int8):
     """Average the weights of several fine-tunes of one start (a greedy model soup, chosen on PublicTest)."""
+    _need("stickersort soup", *TRAINING)
     from ..training.data import DataError
     from ..training.soup import run
     try:
@@ -226,7 +259,7 @@ def soup(data, models, arch, out, int8):
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path), required=False)
 @click.option("--split", type=click.Choice(["PrivateTest", "PublicTest", "Training"]), default="PrivateTest", show_default=True)
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="An .onnx or .keras model [default: the bundled one]")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True)
@@ -234,43 +267,70 @@ def soup(data, models, arch, out, int8):
 @click.option("--tta", is_flag=True, help="Average with the mirrored face (reported apart from the plain pass)")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N faces of the split")
 @click.option("--against", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also score this model on the same faces and say whether the gap is beyond noise")
+              help="Also score this model on the same faces (or stickers) and say whether the gap is beyond noise")
+@click.option("--pipeline", is_flag=True,
+              help="Put each face on a generated sticker card and run the scan's detect, crop and classify on it; "
+                   "reported beside the direct figure")
+@click.option("--calibrate", is_flag=True,
+              help="Measure where a FER2013 frame lies around the detector's box on cards of the split's faces "
+                   "(the crop's FER_FRAMES; use --split Training)")
+@click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True,
+              help="With --calibrate: the detector to measure")
+@click.option("--stickers", type=click.Path(path_type=Path, file_okay=False),
+              help="Instead of FER2013: scan this folder as `scan` would and score it against its labels.csv")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --stickers: draw precision against coverage as the confidence threshold moves into this PNG")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(data, split, model, labels, ferplus, tta, limit, against, as_json):
-    """Accuracy, per-class table and confusion matrix of a model on one FER2013 split."""
+def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline, calibrate, detector, stickers, plot,
+             as_json):
+    """Accuracy, per-class table and confusion matrix of a model on one FER2013 split, directly or
+    through the scan's pipeline (--pipeline), or on a labelled sticker folder (--stickers DIR)."""
     from ..model.inference import SHIPPED_MODEL
-    from ..training import evaluate as ev
-    from ..training.data import DataError, load
     model = model or SHIPPED_MODEL
     for path in filter(None, (model, against)):
         if not Path(path).is_file():
             raise Fail(f"model file not found: {path}")
-    if labels == "ferplus" and ferplus is None:
-        ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
+    if stickers:
+        if plot:
+            _need("--plot", "matplotlib")
+        return _evaluate_stickers(stickers, model, against, plot, as_json)
+    if data is None:
+        raise Fail("give FER2013 DATA (fer2013.csv.gz or an image folder), or --stickers DIR")
+    from ..training import evaluate as ev
+    from ..training.data import DataError
+    if calibrate:
+        return _calibrate(data, split, detector, limit, as_json)
+    click.echo(f"evaluating {model} on {split}{' through the scan pipeline' if pipeline else ''}", err=True)
     try:
-        faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False)[split]
+        result = ev.evaluate_split(data, split, model, labels, ferplus, tta, limit, against, pipeline)
     except DataError as e:
         raise Fail(str(e))
-    skipped = 0
-    if labels == "ferplus":
-        keep = ev.majority_only(targets)
-        skipped = int((~keep).sum())
-        faces, targets = faces[keep], targets[keep]
-    if limit:
-        faces, targets = faces[:limit], targets[:limit]
-    probs = ev.predict(model, faces, tta=tta)
-    result = ev.scores(probs, targets)
-    result.update({"split": split, "labels": labels, "model": str(model), "tta": tta})
-    if labels == "ferplus":
-        result["skipped_no_majority"] = skipped
-    if against:
-        result["against"] = {"model": str(against), **ev.paired(probs, ev.predict(against, faces, tta=tta), targets)}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(ev.format_table(result))
-        if against:
-            click.echo(ev.format_paired(result["against"], against))
+    click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
+
+
+def _calibrate(data, split, detector, limit, as_json):
+    from ..training.cards import calibrate_frame
+    from ..training.data import DataError, load
+    try:
+        faces = load(data)[split][0][:limit]
+    except DataError as e:
+        raise Fail(str(e))
+    frame = calibrate_frame(faces, detector)
+    click.echo(json.dumps(frame, indent=2) if as_json else
+               f"FER2013 frame around {detector}'s box on {split} cards ({frame['found']} of {frame['faces']} found): "
+               f"side {frame['scale']} x the box's longer side, centre offset dx {frame['dx']}, dy {frame['dy']}")
+
+
+def _evaluate_stickers(folder, model, against, plot, as_json):
+    from . import sticker_eval
+    click.echo(f"evaluating {model} on the stickers in {folder}", err=True)
+    try:
+        report = sticker_eval.evaluate(folder, model, against)
+    except sticker_eval.EvalError as e:
+        raise Fail(str(e))
+    if plot:
+        sticker_eval.plot_curve(report, plot)
+    click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
 
 
 WEB_DEFAULT = "127.0.0.1:8765"
@@ -348,8 +408,8 @@ def _run_live(source, web, db, detector, model, loop=False, max_frames=None, win
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
 @_preview_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
-def watch(directory, out, db, frames, link_mode, rescan, detector, model, follow_links, settle, with_live,
-          source, web, loop, quiet):
+def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detector, model, follow_links, settle,
+          with_live, source, web, loop, quiet):
     """Scan DIRECTORY like `scan`, then keep following it: new and changed files are classified,
     moved ones keep their record, deleted ones lose record and link. Ctrl-C stops."""
     import signal
@@ -367,8 +427,8 @@ def watch(directory, out, db, frames, link_mode, rescan, detector, model, follow
     except StoreError as e:
         raise Fail(str(e))
     echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    options = Options(out=out, db=db, frames=frames, link_mode=link_mode, rescan=rescan,
-                      detector=detector, model=model, follow_links=follow_links)
+    options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
+                      rescan=rescan, detector=detector, model=model, follow_links=follow_links)
     watcher = Watcher(options, root, settle, echo)
     stop = threading.Event()
 
@@ -427,7 +487,8 @@ def _scan_params(*names):
     return [p for p in scan.params if p.name in names]
 
 
-watch.params[1:1] = _scan_params("out", "db", "frames", "link_mode", "rescan", "detector", "model", "follow_links")
+watch.params[1:1] = _scan_params("out", "db", "frames", "min_confidence", "link_mode", "rescan", "detector", "model",
+                                 "follow_links")
 live.params[-1:-1] = _scan_params("detector", "model")
 
 
@@ -440,5 +501,10 @@ def main():
     except Exception as e:  # the last guard: one line, never a traceback, unless asked for
         if os.environ.get("STICKERSORT_DEBUG"):
             raise
+        missing = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+        if missing in EXTRAS:  # an optional package, on a path _need does not guard
+            click.echo(f"stickersort: error: {missing} is not in the base install: "
+                       f"pip install 'stickersort[{EXTRAS[missing]}]'", err=True)
+            sys.exit(EXIT_USAGE)
         click.echo(f"stickersort: error: {type(e).__name__}: {e}", err=True)
         sys.exit(70)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..model.faces import Face, _quiet_stderr, crop, make_detector
+from ..model.faces import Face, _quiet_stderr, make_detector
 from ..model.inference import Classifier
-from ..model.labels import EMOTIONS
+from ..model.labels import EMOTIONS, UNSURE
+from .pipeline import crops_of
 
 BOX = (60, 220, 60)  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -63,10 +64,9 @@ class Seen:
 class Annotator:
     """The same detector, crop and model as `scan`, one frame at a time."""
 
-    def __init__(self, detector="blazeface", model=None, margin=0.2):
+    def __init__(self, detector="blazeface", model=None):
         self.detector = make_detector(detector)
         self.classifier = Classifier(model)
-        self.margin = margin
         # Load both models now, so the first frame's latency is the pipeline's, not the loading.
         blank = np.zeros((96, 96, 3), np.uint8)
         self.detect(blank)
@@ -78,7 +78,7 @@ class Annotator:
     def classify(self, rgb, faces):
         if not faces:
             return []
-        probs = self.classifier.predict(np.stack([crop(rgb, f, self.margin) for f in faces]))
+        probs = self.classifier.predict(np.stack(crops_of(self.detector, rgb, faces)))
         return [Seen(f.box, EMOTIONS[int(np.argmax(p))], float(np.max(p)), p) for f, p in zip(faces, probs)]
 
 
@@ -241,7 +241,8 @@ class Window:
 
 
 class Matches:
-    """The library's best stickers for an expression (from a `scan` database), best first."""
+    """The library's best stickers for an expression (from a `scan` database), best first: the
+    ones filed under it, then the unsure ones whose best guess it is."""
 
     def __init__(self, db, limit=6, fresh_for=2.0):
         self.db, self.limit, self.fresh_for = db, limit, fresh_for
@@ -261,7 +262,8 @@ class Matches:
     def lines(self, label):
         """Text for the window: the matching stickers' names."""
         rows = self(label)
-        return [f"{label}: {len(rows)} stickers"] + [f"  {r['name']}" for r in rows] if label else []
+        return [f"{label}: {len(rows)} stickers"] + [
+            f"  {r['name']}{' (unsure)' if r['label'] == UNSURE else ''}" for r in rows] if label else []
 
     def file(self, digest):
         """The path of the sticker with this content hash, found in the database or None."""

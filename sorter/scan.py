@@ -9,14 +9,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..model.labels import EMOTIONS
 from . import media
 from .links import Linker
 from .paths import path_key
+from .pipeline import read_clip
 from .store import Store, now
-from .vote import face_weight, vote
+from .vote import DEFAULT_MIN_CONFIDENCE, filed_label
 
 
 @dataclass
@@ -30,7 +29,8 @@ class Options:
     detector: str = "blazeface"
     model: Path = None
     follow_links: bool = False
-    margin: float = 0.2
+    # A face file whose vote wins with less goes to OUT/unsure/, its best guess kept.
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
     # Files decoded and searched at once. Decoders, detector and classifier release the GIL;
     # records and links stay in the scanning thread, in walk order.
     jobs: int = min(4, os.cpu_count() or 1)
@@ -209,7 +209,17 @@ class Scanner:
             summary.errors += 1
             summary.error_files.append({"path": key, "error": old["error"]})
         else:
-            self.linker.place(path, key, old["label"], old["hash"])
+            self.linker.place(path, key, self._refiled(key, old), old["hash"])
+
+    def _refiled(self, key, old):
+        """An unchanged file's label under this scan's min_confidence, from its stored vote, so a
+        new threshold costs no decoding or classifying. A record from before `guess` existed
+        gets one here (its label was then always the vote's winner)."""
+        guess = old["guess"] or (old["label"] if old["label"] in EMOTIONS else None)
+        label = filed_label(guess, old["confidence"], self.options.min_confidence) if guess else old["label"]
+        if (label, guess) != (old["label"], old["guess"]) and not self.options.dry_run:
+            self.store.relabel(key, label, guess)  # the record first, then the link, as always
+        return label
 
     def _read(self, path, key, root, st):
         digest = file_hash(path)
@@ -275,30 +285,18 @@ class Scanner:
 
     def classify(self, path, key, root, st, digest):
         """Read, find faces, classify them in one batch and vote: the record and face rows."""
-        from ..model.faces import crop
-
         clip = media.read(path, self.options.frames)
-        crops, faces = [], []
-        for frame in clip.frames:
-            h, w = frame.rgb.shape[:2]
-            for face in self.detector.detect(frame.rgb):
-                crops.append(crop(frame.rgb, face, self.options.margin))
-                scale = clip.width / w  # boxes in the original file's pixels
-                faces.append({"frame": frame.index, "time": round(frame.time, 3),
-                              "x": round(face.x * scale), "y": round(face.y * scale),
-                              "w": round(face.w * scale), "h": round(face.h * scale),
-                              "detector_score": round(face.score, 4),
-                              "_weight": face_weight(face.w * face.h / (w * h), face.score, frame.weight)})
-        probs = self.classifier.predict(np.stack(crops)) if crops else np.zeros((0, 7))
-        result = vote(probs, [f.pop("_weight") for f in faces])
-        for f, p in zip(faces, probs):
-            f["probs"] = json.dumps([round(float(v), 4) for v in p])
-            f["label"] = EMOTIONS[int(np.argmax(p))]
+        seen, result = read_clip(clip, self.detector, self.classifier)
+        faces = [{"frame": f.frame, "time": f.time, "x": f.box[0], "y": f.box[1], "w": f.box[2],
+                  "h": f.box[3], "detector_score": round(f.score, 4), "label": f.label,
+                  "probs": json.dumps([round(float(v), 4) for v in f.probs])} for f in seen]
         record = self._base(path, key, root, st, digest) | {
             "kind": clip.kind, "width": clip.width, "height": clip.height,
             "frames_total": clip.frames_total, "frames_sampled": len(clip.frames),
             "frames_with_faces": len({f["frame"] for f in faces}), "faces": len(faces),
-            "label": result.label, "confidence": result.confidence, "margin": result.margin,
+            "label": filed_label(result.label, result.confidence, self.options.min_confidence),
+            "guess": result.label if result.label in EMOTIONS else None,
+            "confidence": result.confidence, "margin": result.margin,
             "scores": json.dumps(result.scores), "model_id": self.model_id,
             "scanned_at": now(), "error": None}
         return record, faces

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ..model.labels import UNSURE
+
 FILES = {
     "path": str, "root": str, "name": str, "hash": str, "size": int, "mtime_ns": int,
     "kind": str, "width": int, "height": int, "frames_total": int, "frames_sampled": int,
-    "frames_with_faces": int, "faces": int, "label": str, "confidence": float, "margin": float,
-    "scores": str, "model_id": str, "scanned_at": str, "error": str,
+    "frames_with_faces": int, "faces": int, "label": str, "guess": str, "confidence": float,
+    "margin": float, "scores": str, "model_id": str, "scanned_at": str, "error": str,
 }
 FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int, "w": int,
          "h": int, "detector_score": float, "label": str, "probs": str}
@@ -50,6 +52,7 @@ class Store:
                 # commits, which the next scan redoes. FULL would fsync every row.
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self._schema()
+            self._upgrade()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from None
 
@@ -66,6 +69,15 @@ class Store:
             self.db["files"].create_index(["root"], if_not_exists=True)
             self.db["faces"].create_index(["file"], if_not_exists=True)
             self.db["links"].create_index(["file"], if_not_exists=True)
+
+    def _upgrade(self):
+        """Columns added since a database was made, so an older one keeps working: `guess`
+        (unsure files). Checked again under the write lock: another process may be at it too."""
+        if "files" not in self.db.table_names() or "guess" in self.db["files"].columns_dict:
+            return
+        with self._writing():
+            if "guess" not in self.db["files"].columns_dict:
+                self.db["files"].add_column("guess", str)
 
     @contextmanager
     def _writing(self):
@@ -102,6 +114,10 @@ class Store:
     def touch(self, path, mtime_ns):
         self.db["files"].update(path, {"mtime_ns": mtime_ns})
 
+    def relabel(self, path, label, guess):
+        """An unchanged file filed again from its stored vote (a new --min-confidence)."""
+        self.db.execute("update files set label = ?, guess = ? where path = ?", [label, guess, path])
+
     def move(self, old, new, root, name):
         """A file renamed on disk keeps its record (watch)."""
         with self._writing():
@@ -129,16 +145,19 @@ class Store:
     def drop_link(self, link):
         self.db.execute("delete from links where link = ?", [link])
 
-    def query(self, label=None, min_confidence=0.0, limit=None, root=None):
+    def query(self, label=None, min_confidence=0.0, limit=None, root=None, include_unsure=False):
+        """Filed stickers, best first; with include_unsure, an expression's unsure files (those
+        whose best guess it is) follow its confident ones."""
         where, args = ["error is null"], []
         if label:
-            where.append("label = ?"); args.append(label)
+            where.append(_matching(include_unsure)); args += [label] * (2 if include_unsure else 1)
         if min_confidence:
             where.append("confidence >= ?"); args.append(min_confidence)
         if root:
             where.append("root = ?"); args.append(root)
-        sql = (f"select path, label, confidence, margin, faces, kind, scanned_at from files "
-               f"where {' and '.join(where)} order by confidence desc, path")
+        order = _BEST_FIRST if label and include_unsure else "confidence desc, path"
+        sql = (f"select path, label, guess, confidence, margin, faces, kind, scanned_at from files "
+               f"where {' and '.join(where)} order by {order}")
         if limit:
             sql += f" limit {int(limit)}"
         return list(self.db.query(sql, args))
@@ -149,15 +168,29 @@ class Store:
         return {r["label"]: r["n"] for r in rows}
 
     def top(self, label, limit):
-        """The best stickers with a label, for `live`; their content hash is their id there."""
-        return list(self.db.query("select hash, path, name, kind, label, confidence from files "
-                                  "where label = ? and error is null order by confidence desc, path "
-                                  "limit ?", [label, int(limit)]))
+        """The best stickers for an expression, for `live`, the unsure ones whose best guess it
+        is after the confident ones; their content hash is their id there."""
+        return list(self.db.query(f"select hash, path, name, kind, label, guess, confidence from files "
+                                  f"where {_matching(True)} and error is null order by {_BEST_FIRST} "
+                                  f"limit ?", [label, label, int(limit)]))
 
     def by_hash(self, digest):
         rows = list(self.db.query("select path, kind from files where hash = ? and error is null "
                                   "limit 1", [digest]))
         return rows[0] if rows else None
+
+
+def _matching(include_unsure):
+    """SQL for the files with a label (one `?`), and with include_unsure also the unsure files
+    whose best guess it is (a second `?`, the same label)."""
+    if not include_unsure:
+        return "label = ?"
+    return f"(label = ? or (label = '{UNSURE}' and guess = ?))"
+
+
+# Confident files first, then the unsure ones, each by score: an unsure file is a weaker match
+# than any confident one, whatever its score.
+_BEST_FIRST = f"label = '{UNSURE}', confidence desc, path"
 
 
 def scores_json(scores):

@@ -3,7 +3,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.labels import EMOTIONS, NOFACE
+from ..model.labels import EMOTIONS, NOFACE, UNSURE
+
+# Below this winning confidence a file goes to OUT/unsure/ (`scan --min-confidence`). Chosen on
+# stickers-dev: the value is to be set from `stickersort evaluate --stickers`.
+DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -31,3 +35,9 @@ def vote(probs, weights):
     return Vote(EMOTIONS[order[0]], round(float(mean[order[0]]), 4),
                 round(float(mean[order[0]] - mean[order[1]]), 4),
                 {e: round(float(p), 4) for e, p in zip(EMOTIONS, mean)})
+
+
+def filed_label(label, confidence, min_confidence=DEFAULT_MIN_CONFIDENCE):
+    """The folder a vote files into: its expression, or `unsure` when the winner is too weak.
+    noface stays noface: there is no guess to doubt."""
+    return UNSURE if label in EMOTIONS and confidence < min_confidence else label

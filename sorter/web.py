@@ -13,6 +13,7 @@ import cv2
 from flask import Flask, Response, abort, jsonify, send_file
 from werkzeug.serving import make_server
 
+from ..model.labels import UNSURE
 from . import media
 from .live import LiveError
 
@@ -35,7 +36,8 @@ def create_app(live, matches=None):
         now = live.now
         rows = matches(now["mood"]) if matches else []
         stickers = [{"id": r["hash"], "name": r["name"], "path": r["path"], "kind": r["kind"],
-                     "label": r["label"], "confidence": r["confidence"]} for r in rows]
+                     "label": r["label"], "confidence": r["confidence"], "guess": r["guess"],
+                     "unsure": r["label"] == UNSURE} for r in rows]
         return jsonify(now | {"library": matches is not None, "stickers": stickers})
 
     def library_file(digest):

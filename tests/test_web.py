@@ -25,14 +25,19 @@ from media_makers import blank, face_gif, hopper
 STARTUP = 60  # seconds; the box may be busy
 
 
+def card_frame():
+    """A 640x480 BGR frame with a face card in the middle."""
+    frame = np.full((480, 640, 3), 60, np.uint8)
+    frame[120:360, 200:440] = cv2.cvtColor(np.asarray(hopper(240)), cv2.COLOR_RGB2BGR)
+    return frame
+
+
 def still_clip(path, frames=50):
     """A clip whose frames all show the same face card: the expression on screen is the one
     `scan` gives the clip, so the matches panel has at least the clip itself to show."""
-    frame = np.full((480, 640, 3), 60, np.uint8)
-    frame[120:360, 200:440] = cv2.cvtColor(np.asarray(hopper(240)), cv2.COLOR_RGB2BGR)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
     for _ in range(frames):
-        writer.write(frame)
+        writer.write(card_frame())
     writer.release()
     return path
 
@@ -69,6 +74,14 @@ def server(tmp_path_factory):
     blank().save(library / "nothing.png")
     db = tmp / "s.db"
     scanned = CliRunner().invoke(cli, ["scan", str(library), "--out", str(tmp / "out"), "--db", str(db), "-q"])
+    assert scanned.exit_code == 0, scanned.output
+    # The clip's own face as a still, filed unsure (no vote reaches 1): its best guess is the
+    # expression on screen, so the panel shows it after the sure matches, marked unsure.
+    doubtful = tmp / "doubtful"
+    doubtful.mkdir()
+    cv2.imwrite(str(doubtful / "still.png"), card_frame())
+    scanned = CliRunner().invoke(cli, ["scan", str(doubtful), "--out", str(tmp / "out"), "--db", str(db), "-q",
+                                       "--min-confidence", "1"])
     assert scanned.exit_code == 0, scanned.output
 
     proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "live", "--source", str(clip), "--loop",
@@ -208,19 +221,29 @@ def test_the_page_shows_the_stream_and_stickers_of_the_expression_on_screen(serv
              "the stream to show in the page")
     shown = wait_for(lambda: browser.execute_script(
         "return [document.getElementById('mood').textContent,"
-        " [...document.querySelectorAll('#stickers figure')].map(f => [f.dataset.id, f.dataset.label])]")
+        " [...document.querySelectorAll('#stickers figure')].map(f => [f.dataset.id, f.dataset.label,"
+        "  f.classList.contains('unsure'), f.querySelector('figcaption').textContent])]")
         if browser.find_elements("css selector", "#stickers figure") else None, "matching stickers")
     mood, stickers = shown
     conn = sqlite3.connect(server["db"])
-    expected = [h for (h,) in conn.execute("select hash from files where label = ? and error is null "
-                                           "order by confidence desc, path", [mood])]
-    assert [s[0] for s in stickers] == expected[:6] and {s[1] for s in stickers} == {mood}
-    clip_hash = conn.execute("select hash from files where name = 'clip.mp4'").fetchone()[0]
-    assert clip_hash in expected  # the face on screen is the clip's
+    # Filed under the expression on screen first, then the unsure ones whose best guess it is.
+    expected = conn.execute("select hash, label from files where (label = ? or (label = 'unsure' and guess = ?)) "
+                            "and error is null order by label = 'unsure', confidence desc, path",
+                            [mood, mood]).fetchall()[:6]
+    assert [tuple(s[:2]) for s in stickers] == expected
+    assert {s[1] for s in stickers} == {mood, "unsure"}
+    for _, label, marked, caption in stickers:
+        assert marked == caption.startswith("unsure ") == (label == "unsure")
+    clip_hash, still_hash = (conn.execute("select hash from files where name = ?", [name]).fetchone()[0]
+                             for name in ("clip.mp4", "still.png"))
+    assert clip_hash in [s[0] for s in stickers if s[1] == mood]  # the face on screen is the clip's
+    assert still_hash in [s[0] for s in stickers if s[1] == "unsure"]
     # Every sticker in the panel loaded from the server (a frame of it, for the clip).
     wait_for(lambda: browser.execute_script(
         "const imgs = [...document.querySelectorAll('#stickers img')];"
         "return imgs.length == arguments[0] && imgs.every(i => i.complete && i.naturalWidth > 0)", len(stickers)),
         "sticker files")
+    unsure = [s for s in state(server["url"])["stickers"] if s["unsure"]]
+    assert unsure and all(s["label"] == "unsure" and s["guess"] == mood for s in unsure)
     link = browser.find_element("css selector", "#stickers figure a")
     assert link.get_attribute("target") == "_blank" and "/sticker/" in link.get_attribute("href")

@@ -44,11 +44,15 @@ def paired(probs, other, targets):
     """Two models on the same faces. Only the faces one gets right and the other wrong tell them
     apart; with D such faces a gap under sqrt(D) (one SD, McNemar) is a tie."""
     true = targets.argmax(1)
-    right, other_right = probs.argmax(1) == true, other.argmax(1) == true
+    right, other_right = (_right(p, true) for p in (probs, other))
     discordant = int((right != other_right).sum())
     gap = int(right.sum()) - int(other_right.sum())
     return {"correct": int(right.sum()), "other_correct": int(other_right.sum()), "discordant": discordant,
             "sd": round(float(np.sqrt(discordant)), 1), "tie": bool(abs(gap) < max(1.0, np.sqrt(discordant)))}
+
+
+def _right(probs, true):
+    return (probs.argmax(1) == true) & ~np.isnan(probs).any(1)
 
 
 def format_paired(p, other):
@@ -74,4 +78,85 @@ def format_table(result):
     lines.append("confusion (rows true, columns predicted): " + " ".join(e[:3] for e in EMOTIONS))
     lines += ["  " + f"{EMOTIONS[i][:3]:<4}" + " ".join(f"{v:>4}" for v in row)
               for i, row in enumerate(result["confusion"])]
+    return "\n".join(lines)
+
+
+def through_pipeline(model_path, faces, detector="blazeface", seed=0, sticker_look=False):
+    """Each face on its own generated card, through the scan's detect -> crop -> classify -> vote:
+    (probabilities [N,7] where a face was found, else zeros; found [N] bool)."""
+    from ..model.faces import make_detector
+    from ..sorter.pipeline import frame_faces
+    from ..sorter.vote import face_weight, vote
+    from .cards import make_card
+
+    detect, classifier = make_detector(detector), Classifier(model_path)
+    probs, found = np.zeros((len(faces), len(EMOTIONS)), "float32"), np.zeros(len(faces), bool)
+    for i, face in enumerate(faces):
+        card = make_card(face, seed * 1_000_003 + i, sticker_look).rgb
+        boxes, crops = frame_faces(detect, card)
+        if boxes:
+            area = card.shape[0] * card.shape[1]
+            weights = [face_weight(b.w * b.h / area, b.score, 1.0) for b in boxes]
+            result = vote(classifier.predict(np.stack(crops)), weights)
+            probs[i], found[i] = [result.scores[e] for e in EMOTIONS], True
+    return probs, found
+
+
+def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False, limit=None, against=None,
+                   pipeline=False):
+    """`stickersort evaluate DATA`: one split's figures; with pipeline, the same faces on cards
+    through the scan's path are scored too, beside the direct figure."""
+    from .data import load
+    if labels == "ferplus" and ferplus is None:
+        ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
+    faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False)[split]
+    skipped = 0
+    if labels == "ferplus":
+        keep = majority_only(targets)
+        skipped = int((~keep).sum())
+        faces, targets = faces[keep], targets[keep]
+    if limit:
+        faces, targets = faces[:limit], targets[:limit]
+    probs = predict(model, faces, tta=tta)
+    result = scores(probs, targets)
+    result.update({"split": split, "labels": labels, "model": str(model), "tta": tta})
+    if labels == "ferplus":
+        result["skipped_no_majority"] = skipped
+    if pipeline:
+        result["pipeline"] = _pipeline_figures(model, faces, targets, result["accuracy"])
+        probs = _found_or_none(*through_pipeline(model, faces))
+    if against:
+        other = (_found_or_none(*through_pipeline(against, faces)) if pipeline
+                 else predict(against, faces, tta=tta))
+        result["against"] = {"model": str(against), **paired(probs, other, targets)}
+    return result
+
+
+def _found_or_none(probs, found):
+    """Probabilities with NaN rows for faces the detector missed, which `paired` counts wrong."""
+    probs = probs.copy()
+    probs[~found] = np.nan
+    return probs
+
+
+def _pipeline_figures(model, faces, targets, direct):
+    probs, found = through_pipeline(model, faces)
+    true = targets.argmax(1)
+    right = (probs.argmax(1) == true) & found
+    return {"face_found": round(float(found.mean()), 4), "accuracy_found": round(float(right[found].mean()), 4)
+            if found.any() else None, "accuracy_all": round(float(right.mean()), 4), "direct": direct,
+            "scores_found": scores(probs[found], targets[found]) if found.any() else None}
+
+
+def format_result(result):
+    head = (f"{result['model']} on {result['split']} ({result['labels']} labels"
+            f"{', flip TTA' if result['tta'] else ''})")
+    lines = [head, format_table(result)]
+    p = result.get("pipeline")
+    if p:
+        lines.append(f"through the scan pipeline (faces on generated cards): face found {p['face_found']:.4f}, "
+                     f"accuracy {p['accuracy_found']:.4f} of found faces, {p['accuracy_all']:.4f} of all; "
+                     f"direct {p['direct']:.4f}")
+    if result.get("against"):
+        lines.append(format_paired(result["against"], result["against"]["model"]))
     return "\n".join(lines)

@@ -132,6 +132,15 @@ def distil(splits, teachers, weight=0.5):
     return {**splits, "Training": (x, (1 - weight) * y + weight * soft)}
 
 
+def with_scanner_views(splits, n, seed):
+    """Training gains n views of each face as the scan frames it on a sticker card (targets,
+    a teacher's included, follow their face): the net learns the crops it will be given."""
+    from .cards import scanner_views
+    x, y = splits["Training"]
+    vx, vy = scanner_views(x, y, n, seed)
+    return {**splits, "Training": (np.concatenate([x, vx]), np.concatenate([y, vy]))}
+
+
 def _same_run(out, command, resume, **options):
     """OUT/options.json's content for this run. --resume must continue the same run: a teacher or
     a label set left off would silently change every target. More --epochs (a longer run) and
@@ -152,7 +161,7 @@ def _same_run(out, command, resume, **options):
 
 def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, seed=0,
         labels="fer2013", ferplus=None, limit=None, lr=2e-3, verbose=1, init=None, teachers=(),
-        augment="strong", int8=False, swa=0, sam=0.0):
+        augment="strong", int8=False, swa=0, sam=0.0, cards=0):
     """The whole `stickersort train` job; returns metrics.json's content."""
     out = Path(out)
     if (out / "history.csv").exists() and not resume:
@@ -161,12 +170,14 @@ def run(data, out, arch="sticker-deep", epochs=75, batch_size=64, resume=False, 
     command = report.command_line()
     record = _same_run(out, command, resume, arch=arch, batch_size=batch_size, seed=seed,
                        labels=labels, ferplus=ferplus, limit=limit, lr=lr, init=init,
-                       teachers=teachers, augment=augment, swa=swa, sam=sam)
+                       teachers=teachers, augment=augment, swa=swa, sam=sam, cards=cards)
     splits = fer_data.load(data, labels=labels, ferplus=ferplus)
     if limit:
         splits = fer_data.limit(splits, limit, seed)
     if teachers:
         splits = distil(splits, teachers)
+    if cards:
+        splits = with_scanner_views(splits, cards, seed)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no run folder behind
     (out / "options.json").write_text(json.dumps(record, indent=1))
     # Teachers', a blend's and the FER+ votes' targets are soft already; smoothing them again

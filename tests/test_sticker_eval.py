@@ -1,0 +1,115 @@
+"""evaluate --stickers (a labelled folder through the real scan), evaluate --pipeline (FER2013
+faces on generated cards through the scan's path) and the training views made the same way."""
+import csv
+import json
+import shutil
+
+import numpy as np
+
+from conftest import SAMPLES, tree_hash
+
+LABELS = {"astronaut.jpg": "happy", "astronaut_zoom.gif": "happy", "hopper.png": "neutral",
+          "two_faces.jpg": "ambiguous", "rocket.png": "noface", "caption.png": "noface",
+          "confetti.gif": "noface", "loading.webp": "noface"}
+
+
+def labelled_folder(tmp_path, labels=LABELS):
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    for name in labels:
+        shutil.copy(SAMPLES / name, folder / name)
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "source"])
+        writer.writerows([name, label, "still" if "." in name and not name.endswith(".gif") else "animated"]
+                         for name, label in labels.items())
+    return folder
+
+
+def test_a_labelled_folder_is_scored_through_the_scan_with_its_curve_and_plot(cli, tmp_path):
+    folder = labelled_folder(tmp_path)
+    before = tree_hash(folder)
+    result = cli("evaluate", "--stickers", folder, "--json", "--plot", tmp_path / "curve.png",
+                 "--against", SAMPLES.parent / "model" / "stickernet.onnx")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files"] == len(LABELS)
+    assert report["noface_right"] == {"right": 4, "n": 4, "share": 1.0}
+    assert report["face_found"]["n"] == 4 and report["face_found"]["right"] == 4
+    assert report["emotion_accuracy"]["n"] == 3
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == len(LABELS)
+    assert report["confusion"]["ambiguous"]["noface"] == 0
+    assert set(report["by_source"]) == {"still", "animated"}
+    curve = report["curve"]
+    assert curve[0]["threshold"] == 0.0 and curve[0]["coverage"] == 1.0
+    assert all(a["given"] >= b["given"] for a, b in zip(curve, curve[1:]))
+    assert report["against"]["gap"] == 0 and report["against"]["only_this"] == []
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert tree_hash(folder) == before and not (folder / "labelled-by-emotion").exists()
+    text = cli("evaluate", "--stickers", folder)
+    assert "emotion 2/3" in text.stdout or "emotion" in text.stdout
+    assert "threshold  given  precision  coverage" in text.stdout
+
+
+def test_a_folder_without_usable_labels_is_a_one_line_error(cli, tmp_path):
+    folder = labelled_folder(tmp_path, {"rocket.png": "rocketish"})
+    result = cli("evaluate", "--stickers", folder)
+    assert result.exit_code == 2 and "unknown labels rocketish" in result.output
+    (folder / "labels.csv").unlink()
+    result = cli("evaluate", "--stickers", folder)
+    assert result.exit_code == 2 and "labels.csv" in result.output
+    assert len(result.output.strip().splitlines()) == 2  # the header line, then the error
+    result = cli("evaluate")
+    assert result.exit_code == 2 and "--stickers" in result.output
+
+
+def test_pipeline_figures_stand_beside_the_direct_ones(cli, fer2013):
+    result = cli("evaluate", fer2013, "--split", "PublicTest", "--limit", "80", "--pipeline", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    p = report["pipeline"]
+    assert p["direct"] == report["accuracy"]
+    assert 0.85 <= p["face_found"] <= 1.0
+    assert p["accuracy_all"] <= p["accuracy_found"]
+    # Through the scan, the same faces are still mostly read as their label.
+    assert p["accuracy_found"] > 0.5
+
+
+def test_training_views_are_the_scans_crops_of_faces_on_cards(fer2013):
+    from stickersort.model.faces import make_detector
+    from stickersort.sorter.pipeline import frame_faces
+    from stickersort.training.cards import make_card, scanner_views
+    from stickersort.training.data import load
+
+    faces, targets = load(fer2013)["PublicTest"]
+    faces, targets = faces[:40], targets[:40]
+    views, view_targets = scanner_views(faces, targets, 1, seed=3)
+    assert views.shape[1:] == (48, 48) and views.dtype == np.uint8
+    assert 0.85 * len(faces) <= len(views) <= len(faces)
+    # Each view is what the scan would crop from that face's card, with the face's own target.
+    card = make_card(faces[0], 4 * 7_000_003, sticker_look=True).rgb
+    found, crops = frame_faces(make_detector(), card)
+    assert found and np.array_equal(views[0], crops[int(np.argmax([f.score for f in found]))])
+    assert np.array_equal(view_targets[0], targets[0])
+
+
+def test_the_crop_frames_a_found_face_as_fer2013_framed_it(fer2013):
+    """Pixel agreement between the crop of a face found on a plain card and the face itself: the
+    calibrated frame beats the 20 % margin around the box that scan used before."""
+    from stickersort.model.faces import FER_FRAMES, crop, make_detector
+    from stickersort.training.cards import make_card
+    from stickersort.training.data import load
+
+    faces = load(fer2013)["PublicTest"][0][:60]
+    detector = make_detector()
+    agreement = {"calibrated": [], "margin 0.2": []}
+    for i, face in enumerate(faces):
+        card = make_card(face, i)
+        found = detector.detect(card.rgb)
+        if found:
+            best = max(found, key=lambda f: f.score)
+            for name, frame in (("calibrated", FER_FRAMES["blazeface"]), ("margin 0.2", (1.4, 0.0, 0.0))):
+                view = crop(card.rgb, best, frame).ravel().astype(float)
+                agreement[name].append(np.corrcoef(view, face.ravel().astype(float))[0, 1])
+    assert len(agreement["calibrated"]) >= 50
+    assert np.median(agreement["calibrated"]) > np.median(agreement["margin 0.2"]) + 0.1
