@@ -65,7 +65,7 @@ def runtimes(folder):
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from stickersort.model.inference import SHIPPED_MODEL, Classifier
-    from stickersort.model.network import build
+    from stickersort.training.network import build
     from stickersort.training.export import to_onnx
 
     model = build("sticker")

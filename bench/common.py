@@ -5,6 +5,7 @@ import json
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 NOFACE = "noface"
@@ -26,22 +27,22 @@ def peak_rss_mb():
 
 
 class Stages:
-    """Seconds spent inside wrapped callables, summed per stage name; `seconds` is reset
-    between repeats."""
+    """A timer for stickersort's pipeline hook (sorter/pipeline.py; the Scanner passes it on):
+    `stages(name)` is a context manager around one stage's work, whose seconds are summed per
+    name in `seconds`, reset between repeats."""
 
     def __init__(self):
         self.seconds = {}
         self.lock = threading.Lock()  # a scan's readers run in threads
 
-    def wrap(self, name, fn):
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self.lock:
-                    self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-        return timed
+    @contextmanager
+    def __call__(self, name):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 def stage_report(seconds, total, files):

@@ -12,30 +12,26 @@ from common import (Stages, accuracy, best_run, faces_per_s, read_labels, repeat
 
 def end_to_end(job):
     """The real `stickersort scan` path, each repeat into an empty database and output folder,
-    so every file is decoded, hashed, searched for faces, classified, recorded and linked."""
+    so every file is decoded, hashed, searched for faces, classified, recorded and linked. Stage
+    times come through the pipeline's timer hook, which the Scanner takes."""
     started = time.perf_counter()
-    from stickersort.model import faces as faces_module
-    from stickersort.sorter import media
-    from stickersort.sorter import scan as scan_module
     from stickersort.sorter.scan import Options, Scanner
 
     root = Path(job["stickers"]).resolve()
+    stages = Stages()
     with tempfile.TemporaryDirectory(prefix="stickersort-bench-") as tmp:
         def fresh(i, models=None, **options):
             return Scanner(Options(out=Path(tmp) / f"out{i}", db=Path(tmp) / f"db{i}.sqlite",
                                    frames=job["frames"], model=job.get("model"), **options),
-                           classifier=models and models.classifier, detector=models and models.detector)
+                           classifier=models and models.classifier, detector=models and models.detector,
+                           timer=stages)
         first = fresh(0)
         # Both models loaded and run once before the clock starts; that cost is startup_s.
         first.detector.detect(np.zeros((64, 64, 3), np.uint8))
         first.classifier.predict(np.zeros((1, 48, 48), np.uint8))
         startup = time.perf_counter() - started
 
-        stages = instrument_shared(first, media, scan_module, faces_module)
-
         def timed(scanner):
-            scanner.store.save = stages.wrap("record", scanner.store.save)
-            scanner.linker.place = stages.wrap("link", scanner.linker.place)
             stages.seconds = {}
             t = time.perf_counter()
             summary = scanner.scan(root)
@@ -61,19 +57,6 @@ def end_to_end(job):
             **score_stickers(predicted, read_labels(job["labels"]))}
 
 
-def instrument_shared(scanner, media, scan_module, faces_module):
-    """Timing wrappers, nothing else, around the stages of Scanner.scan_file, put where scan.py
-    looks the names up at call time (module attributes, the model objects every repeat
-    shares); the store and linker, new in every repeat, are wrapped there."""
-    stages = Stages()
-    media.read = stages.wrap("decode", media.read)
-    scanner.detector.detect = stages.wrap("detect", scanner.detector.detect)
-    faces_module.crop = stages.wrap("crop", faces_module.crop)  # imported inside classify()
-    scanner.classifier.predict = stages.wrap("classify", scanner.classifier.predict)
-    scan_module.file_hash = stages.wrap("hash", scan_module.file_hash)
-    return stages
-
-
 def model_figures(job):
     """The classifier alone, on FER2013 PrivateTest faces: 48x48 gray, as the model takes them."""
     from stickersort.model.inference import Classifier
@@ -88,7 +71,6 @@ def model_figures(job):
         "faces_per_s_b64": faces_per_s(classifier.predict, faces, 64, job["seconds"]),
         "classifier_threads": classifier.threads,
     }
-
 
 
 if __name__ == "__main__":

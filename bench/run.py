@@ -52,7 +52,7 @@ EXTRA = [
     ("sticker_noface_correct", "stickers: noface files right", "{:.1%}", "higher"),
     ("peak_rss_mb_with_model_bench", "peak RSS incl. PrivateTest, MB", "{:,.0f}", "lower"),
 ]
-STAGES = ("decode", "detect", "crop", "classify", "hash", "record", "link", "other")
+STAGES = ("decode", "detect", "crop", "classify", "vote", "hash", "record", "link", "other")
 
 
 class BenchError(Exception):
@@ -259,7 +259,9 @@ def markdown(results):
     where = f"{m['cpu']}, {m['cpus']} CPUs, {m.get('memory_gb', '?')} GB, {m['os']}, Python {m['python']}"
     note = f" ({m['note']})" if m.get("note") else ""
     lines = [
-        "## How it compares",
+        "# How it compares",
+        "",
+        "<!-- Written by bench/run.py from its results (bench/results.json): regenerate, do not edit. -->",
         "",
         f"stickersort against [fer](https://github.com/justinshenk/fer) {theirs['versions']['fer']} "
         f"(Haar cascade + its quantized TFLite model, its defaults), measured by `bench/run.py` "
@@ -305,22 +307,24 @@ def method(results):
         "database and output folder: decode, hash, BlazeFace, crop, classify, vote, SQLite "
         f"record, symlink, with its default {ours.get('jobs', '?')} files read at once (`--jobs`; "
         "records and links stay in walk order); \"one file at a time\" is the same scan with "
-        "`--jobs 1`, and the stage times below come from that pass. fer gets the same "
-        f"{settings.get('frames', '?')} frames per file from "
-        "our `media.read`, its own `detect_emotions` on each, and our weighted vote "
-        "(`sorter/vote.py`; fer's Haar cascade gives no confidence, so each face counts with "
+        "`--jobs 1`, and the stage times below come from that pass. fer's side reads each file "
+        "through the same pipeline code (`sorter/pipeline.py`), fer standing where our detector "
+        f"and classifier stand: the same {settings.get('frames', '?')} frames per file, fer's "
+        "Haar cascade, crop and model on each (the three steps of its `detect_emotions`, checked "
+        "against it on the first files' frames before the clock starts), then our credible-face "
+        "rule and weighted vote (fer's Haar cascade gives no confidence, so each face counts with "
         "score 1). fer does no hashing, recording or linking, which favours it. Accuracy counts "
         f"every file, `noface` being a label; \"face found\" is over the {faces} files that "
         "have a face. Both tools load their models and run them once before the clock starts; "
         "that cost is the startup row. Each tool repeats the whole scan, at least "
         f"{settings.get('repeats', '?')} times and for at least {settings.get('scan_seconds', '?')} s, "
         "and its fastest scan counts.",
-        "- **stage times**: timing wrappers around `media.read` (decode), the face detector "
-        "(detect), `crop`, the classifier (classify), and for us `file_hash` (hash), "
-        "`Store.save` (record: one SQLite transaction per file) and `Linker.place` (link); "
-        "\"other\" is the rest of the loop (for us walking, stat, the old-record lookup, "
-        "voting). fer's detect is `detect_emotions` less its model calls, so it includes fer's "
-        "own cropping and preprocessing.",
+        "- **stage times**: the pipeline's timer hook, the same for both tools: decode "
+        "(`media.read`), detect (the face detector), crop (the crops and, for fer, its "
+        "preprocessing), classify (the model) and vote (the weighted vote); "
+        "and for us, through the same hook from the scan, hash (`file_hash`), record "
+        "(`Store.save`: one SQLite transaction per file) and link (`Linker.place`). \"other\" "
+        "is the rest of the loop (for us walking, stat, the old-record lookup).",
         "- **peak RSS**: each process's own VmHWM right after the sticker scans (imports, "
         "models, scans), and again at the end, after the PrivateTest pass (ours predicts it in "
         "batches of 256, which grows ONNX Runtime's arena; a scan classifies one file's faces "
@@ -332,7 +336,7 @@ def method(results):
         "number.",
         "",
         "Regenerate: `python bench/run.py --json bench/results.json --markdown` "
-        "(or `--from bench/results.json --markdown` to rewrite this text only).",
+        "(or `--from bench/results.json --markdown` to rewrite this page only).",
     ]
 
 
@@ -341,7 +345,7 @@ def parse(argv):
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--from", dest="source", type=Path, help="read results from this JSON instead of measuring")
     p.add_argument("--markdown", nargs="?", type=Path, const=MARKDOWN, default=None,
-                   help=f"write the README section (default {MARKDOWN.relative_to(REPO)})")
+                   help=f"write the comparison page (default {MARKDOWN.relative_to(REPO)}; README links it)")
     p.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared data sets' folder")
     p.add_argument("--peer-venv", type=Path, default=CACHE / "fer-venv", help="fer's virtual environment")
     p.add_argument("--model", type=Path, help="our ONNX model (default: the shipped one)")

@@ -3,12 +3,14 @@ commands that need them, so `query` and `stats` answer fast."""
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .paths import default_db, default_out
+from ..training.config import Config  # the train knobs' defaults; no TensorFlow
+from .paths import default_db
 from .vote import DEFAULT_MIN_CONFIDENCE  # numpy, which it needs, comes with sqlite-utils for every query anyway
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
@@ -39,29 +41,87 @@ def cli():
     """Sort stickers, memes and GIFs by the facial expression in them."""
 
 
+@contextmanager
+def _failing(*errors):
+    """Library errors, whose messages are one line for the user, become Fail (exit status 2)."""
+    try:
+        yield
+    except errors as e:
+        raise Fail(str(e))
+
+
+def _options(*options):
+    """Several options as one decorator, listed in --help in this order (as sqlite-utils shares
+    its options between commands): each command that takes them gets options of its own."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
 def _db_option(f):
     return click.option("--db", type=click.Path(path_type=Path), default=None,
                         help=f"SQLite database [default: $STICKERSORT_DB or {default_db()}]")(f)
 
 
+# The face finder and the model: scan, watch and live.
+model_options = _options(
+    # The names of model.faces.DETECTORS, spelled out so --help does not import OpenCV.
+    click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True),
+    click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]"))
+
+
+def scan_options(dry_run=False):
+    """What a scan is told: scan and watch (which writes as it goes: no --dry-run)."""
+    return _options(
+        click.option("--out", type=click.Path(path_type=Path), help="Emotion folders [default: DIR-by-emotion beside DIR]"),
+        _db_option,
+        click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64),
+                     help="Frames sampled per file, evenly by time"),
+        click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=click.FloatRange(0, 1),
+                     help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
+                          "kept in the database (query LABEL --include-unsure finds it)"),
+        click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink",
+                     show_default=True),
+        *([click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")] if dry_run else []),
+        click.option("--rescan", is_flag=True, help="Classify every file again, changed or not"),
+        model_options,
+        click.option("--follow-links", is_flag=True, help="Follow symlinks inside DIR"))
+
+
+WEB_DEFAULT = "127.0.0.1:8765"
+
+# Where the preview comes from and goes: live and watch --live.
+preview_options = _options(
+    click.option("--source", default="0", show_default=True, help="Camera index, video or GIF file, or stream URL"),
+    click.option("--web", metavar="[HOST:PORT]", is_flag=False, flag_value=WEB_DEFAULT, default=None,
+                 help=f"Serve the preview as a web page instead of a window [{WEB_DEFAULT}]"),
+    click.option("--loop", is_flag=True, help="Start a file source again when it ends"))
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
+
+
+def _scan_setup(directory, out, db, model):
+    """scan's and watch's arguments checked, OUT and DB resolved: (root, out, db)."""
+    from .paths import PathError, scan_paths
+    with _failing(PathError):
+        root, out, db = scan_paths(directory, out, db)
+    if model is not None and not model.is_file():
+        raise Fail(f"model file not found: {model}")
+    return root, out, db
+
+
+def _echo(quiet):
+    return (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Emotion folders [default: DIR-by-emotion beside DIR]")
-@_db_option
-@click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64), help="Frames sampled per file, evenly by time")
-@click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=click.FloatRange(0, 1),
-              help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
-                   "kept in the database (query LABEL --include-unsure finds it)")
-@click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink", show_default=True)
-@click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")
-@click.option("--rescan", is_flag=True, help="Classify every file again, changed or not")
-# The names of model.faces.DETECTORS, spelled out so --help does not import OpenCV.
-@click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True)
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]")
-@click.option("--follow-links", is_flag=True, help="Follow symlinks inside DIR")
+@scan_options(dry_run=True)
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Files read at once [default: CPU cores, at most 4]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
+@quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="A line per file")
 def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan, detector, model, follow_links, jobs,
          as_json, quiet, verbose):
@@ -71,50 +131,25 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     with its error); 2 nothing done (bad arguments, unusable DB or OUT).
     """
     from .links import LinkError
+    from .paths import inside
     from .scan import Options, Scanner
     from .store import StoreError
 
-    root, out, db = _check_scan_paths(directory, out, db)
-    if model is not None and not model.is_file():
-        raise Fail(f"model file not found: {model}")
-    echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    root, out, db = _scan_setup(directory, out, db, model)
+    echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
                       **({"jobs": jobs} if jobs else {}))
-    if not quiet and _inside(out, root):
+    if not quiet and inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
-    try:
+    with _failing(StoreError, LinkError):  # a link that cannot be made fails for every file
         scanner = Scanner(options, echo=echo)
         summary = scanner.scan(root, progress=None if quiet else _progress)
-    except (StoreError, LinkError) as e:  # a link that cannot be made fails for every file
-        raise Fail(str(e))
     if verbose and not as_json:
         for row in scanner.store.query(root=str(root)):
             click.echo(_row_line(row))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
-
-
-def _inside(path, root):
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _check_scan_paths(directory, out, db):
-    if not directory.exists():
-        raise Fail(f"no such directory: {directory}")
-    if not directory.is_dir():
-        raise Fail(f"not a directory: {directory}")
-    root = Path(os.path.realpath(directory))
-    out = Path(os.path.abspath(out)) if out else default_out(root)
-    db = Path(os.path.abspath(db)) if db else default_db()
-    if _inside(root, out):
-        raise Fail(f"--out {out} contains the folder being scanned; choose another --out")
-    if out.exists() and not out.is_dir():
-        raise Fail(f"--out {out} exists and is not a directory")
-    if db.is_dir():
-        raise Fail(f"--db {db} is a directory; give a file path")
-    return root, out, db
 
 
 def _progress(paths):
@@ -146,10 +181,8 @@ def _row_line(row):
 
 def _open_store(db):
     from .store import Store, StoreError
-    try:
+    with _failing(StoreError):
         return Store(db or default_db(), create=False)
-    except StoreError as e:
-        raise Fail(str(e))
 
 
 @cli.command()
@@ -190,45 +223,44 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default="sticker-deep", show_default=True, help="sticker-deep, sticker-wide (shipped, in int8), sticker or seed; --init brings its own")
-@click.option("--epochs", default=75, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
+@click.option("--arch", default=Config.arch, show_default=True, help="sticker-deep, sticker-wide (shipped, in int8), sticker or seed; --init brings its own")
+@click.option("--epochs", default=Config.epochs, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=Config.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=Config.lr, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last epoch")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default="fer2013", show_default=True,
+@click.option("--seed", default=Config.seed, show_default=True)
+@click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default=Config.labels, show_default=True,
               help="blend: FER2013 labels with 30 % FER+ vote shares mixed into Training's targets")
-@click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file fer2013new.csv(.gz)")
-@click.option("--limit", type=click.IntRange(1), help="Train on N images only (a quick check)")
-@click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--ferplus", type=click.Path(path_type=Path), default=Config.ferplus,
+              help="FER+ votes file fer2013new.csv(.gz)")
+@click.option("--limit", type=click.IntRange(1), default=Config.limit, help="Train on N images only (a quick check)")
+@click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=Config.init,
               help="Start from this .keras model (a new learning-rate cycle) instead of random weights; "
                    "an int8 .onnx export (the shipped model) has its float weights rebuilt, with --arch its arch")
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--teacher", "teachers", multiple=True, default=Config.teachers,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Distil: blend the labels half and half with this .onnx/.keras model's mirror-averaged "
                    "probabilities; repeat it to average an ensemble")
-@click.option("--augment", type=click.Choice(["strong", "light"]), default="strong", show_default=True,
+@click.option("--augment", type=click.Choice(["strong", "light"]), default=Config.augment, show_default=True,
               help="light (mirror, small shifts) suits a last cycle after --init")
-@click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
-@click.option("--swa", type=click.IntRange(0), default=0,
+@click.option("--int8", is_flag=True, default=Config.int8, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
+@click.option("--swa", type=click.IntRange(0), default=Config.swa,
               help="Stochastic weight averaging over N trajectories from the start, each EPOCHS/N long: "
                    "constant LR, weights saved every half epoch and averaged (a last cycle after --init)")
-@click.option("--sam", type=click.FloatRange(0, min_open=False), default=0.0,
+@click.option("--sam", type=click.FloatRange(0, min_open=False), default=Config.sam,
               help="Sharpness-aware minimization with this radius (0.05 is usual): flatter minima, "
                    "twice the time per epoch")
-@click.option("--cards", type=click.IntRange(0), default=0,
+@click.option("--cards", type=click.IntRange(0), default=Config.cards,
               help="Also train on N views of each Training face as the scan sees it: put on a generated "
                    "sticker card (captions, palettes, JPEG, blur, tilt), found by the detector and cropped")
-def train(data, arch, epochs, batch_size, lr, out, resume, seed, labels, ferplus, limit, init, teachers, augment,
-          int8, swa, sam, cards):
+def train(data, out, resume, **knobs):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
     _need("stickersort train", *TRAINING)
     from ..training.data import DataError
     from ..training.train import run
     try:
-        metrics = run(data, out, arch=arch, epochs=epochs, batch_size=batch_size, resume=resume,
-                      seed=seed, labels=labels, ferplus=ferplus, limit=limit, lr=lr, verbose=2, init=init,
-                      teachers=teachers, augment=augment, int8=int8, swa=swa, sam=sam, cards=cards)
+        metrics = run(data, out, Config(**knobs), resume=resume, verbose=2)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
@@ -299,56 +331,31 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     from ..training import evaluate as ev
     from ..training.data import DataError
     if calibrate:
-        return _calibrate(data, split, detector, limit, as_json)
+        with _failing(DataError):
+            frame = ev.calibrate_split(data, split, detector, limit)
+        return click.echo(json.dumps(frame, indent=2) if as_json else ev.format_calibration(frame, split))
     click.echo(f"evaluating {model} on {split}{' through the scan pipeline' if pipeline else ''}", err=True)
-    try:
+    with _failing(DataError):
         result = ev.evaluate_split(data, split, model, labels, ferplus, tta, limit, against, pipeline)
-    except DataError as e:
-        raise Fail(str(e))
     click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
-
-
-def _calibrate(data, split, detector, limit, as_json):
-    from ..training.cards import calibrate_frame
-    from ..training.data import DataError, load
-    try:
-        faces = load(data)[split][0][:limit]
-    except DataError as e:
-        raise Fail(str(e))
-    frame = calibrate_frame(faces, detector)
-    click.echo(json.dumps(frame, indent=2) if as_json else
-               f"FER2013 frame around {detector}'s box on {split} cards ({frame['found']} of {frame['faces']} found): "
-               f"side {frame['scale']} x the box's longer side, centre offset dx {frame['dx']}, dy {frame['dy']}")
 
 
 def _evaluate_stickers(folder, model, against, plot, as_json):
     from . import sticker_eval
     click.echo(f"evaluating {model} on the stickers in {folder}", err=True)
-    try:
+    with _failing(sticker_eval.EvalError):
         report = sticker_eval.evaluate(folder, model, against)
-    except sticker_eval.EvalError as e:
-        raise Fail(str(e))
     if plot:
         sticker_eval.plot_curve(report, plot)
     click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
 
 
-WEB_DEFAULT = "127.0.0.1:8765"
-
-
-def _preview_options(f):
-    f = click.option("--loop", is_flag=True, help="Start a file source again when it ends")(f)
-    f = click.option("--web", metavar="[HOST:PORT]", is_flag=False, flag_value=WEB_DEFAULT, default=None,
-                     help=f"Serve the preview as a web page instead of a window [{WEB_DEFAULT}]")(f)
-    return click.option("--source", default="0", show_default=True,
-                        help="Camera index, video or GIF file, or stream URL")(f)
-
-
 @cli.command()
-@_preview_options
+@preview_options
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="A database from `scan`: show the library's stickers with the expression on screen")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames")
+@model_options
 @click.option("--json", "as_json", is_flag=True, help="No window; print the run's frames, faces, FPS and latency as JSON")
 def live(source, web, db, loop, max_frames, detector, model, as_json):
     """Box each face in a camera, video or stream with its expression, as it plays.
@@ -356,140 +363,45 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
     Without --web it opens a window (needs a display); with --json alone it runs without one.
     Ctrl-C, q in the window, or the end of a file source (unless --loop) ends it.
     """
+    from .live import LiveError, run_live
     if db is not None:
         _open_store(db)  # a one-line error now rather than in the middle of the preview
-    stats = _run_live(source, web, db, detector, model, loop, max_frames, window=not as_json)
+    with _failing(LiveError):
+        stats = run_live(source, web, db, detector, model, loop, max_frames, window=not as_json, echo=_echo(False))
     if as_json:
         click.echo(json.dumps(stats, indent=2))
 
 
-def _run_live(source, web, db, detector, model, loop=False, max_frames=None, window=True, stop=None):
-    """The preview, in this thread, until it ends; returns the run's stats."""
-    from .live import Annotator, Live, LiveError, Matches, Window, open_source, window_problem
-    from .web import parse_address, serve
-
-    try:
-        address = parse_address(web) if web else None
-    except ValueError as e:
-        raise Fail(str(e))
-    if window and not web and (problem := window_problem()):
-        raise Fail(problem)
-    if model is not None and not model.is_file():
-        raise Fail(f"model file not found: {model}")
-    try:
-        capture = open_source(source)
-    except LiveError as e:
-        raise Fail(str(e))
-    matches = Matches(db) if db else None
-    showing = bool(web) or window
-    live = Live(capture, Annotator(detector, model), source, loop, max_frames,
-                realtime=showing and os.path.isfile(source), encode=bool(web),
-                lines=matches.lines if matches and not web else None, stop=stop)
-    show = Window(live) if window and not web else None
-    echo = lambda m: click.echo(m, err=True)
-    if address and address[0] not in ("127.0.0.1", "localhost", "::1"):
-        echo(f"note: serving on {address[0]}: other machines can see the camera and the stickers")
-    try:
-        serve(live, *address, matches, echo=echo) if address else live.run(show)
-    except LiveError as e:
-        raise Fail(str(e))
-    except KeyboardInterrupt:  # how a camera preview normally ends
-        pass
-    finally:
-        if show:
-            show.close()
-    return live.stats.as_dict()
-
-
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
+@scan_options()
 @click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05),
               help="Seconds a new or changed file must stay the same size before it is read")
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
-@_preview_options
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
+@preview_options
+@quiet_option
 def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detector, model, follow_links, settle,
           with_live, source, web, loop, quiet):
     """Scan DIRECTORY like `scan`, then keep following it: new and changed files are classified,
     moved ones keep their record, deleted ones lose record and link. Ctrl-C stops."""
-    import signal
-    import threading
-
+    from .live import LiveError, run_live
     from .scan import Options
     from .store import Store, StoreError
-    from .watch import Watcher
+    from .watch import run_watch
 
-    root, out, db = _check_scan_paths(directory, out, db)
-    if model is not None and not model.is_file():
-        raise Fail(f"model file not found: {model}")
-    try:
+    root, out, db = _scan_setup(directory, out, db, model)
+    with _failing(StoreError):
         Store(db)  # a one-line error now for an unusable database
-    except StoreError as e:
-        raise Fail(str(e))
-    echo = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       rescan=rescan, detector=detector, model=model, follow_links=follow_links)
-    watcher = Watcher(options, root, settle, echo)
-    stop = threading.Event()
 
-    def interrupted(signum, frame):
-        stop.set()  # the watch ends between two files
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+    def preview(stop):
+        return run_live(source, web, db, detector, model, loop, stop=stop, echo=_echo(False))
 
-    def scanned(summary):
-        echo(f"scanned {root}: {summary.files} files, {summary.classified} classified, "
-             f"{summary.errors} errors; watching (Ctrl-C stops)")
-
-    handlers = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if with_live:
-            _watch_beside_preview(watcher, stop, scanned, lambda: _run_live(
-                source, web, db, detector, model, loop, stop=stop), echo)
-        else:
-            watcher.run(stop, None if quiet else _progress, scanned)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-    summary = watcher.summary
+    with _failing(LiveError):
+        summary = run_watch(options, root, settle, echo, None if quiet else _progress, preview if with_live else None)
     echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")
-
-
-def _watch_beside_preview(watcher, stop, scanned, preview, echo):
-    """The watch in a thread, the preview here (windows want the main thread); ends on Ctrl-C."""
-    import threading
-    failed = []
-
-    def run():
-        try:
-            watcher.run(stop, on_scanned=scanned)
-        except BaseException as e:  # handed to the main thread, which reports it
-            failed.append(e)
-        finally:
-            stop.set()
-
-    thread = threading.Thread(target=run, name="watch")
-    thread.start()
-    try:
-        preview()
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        if not stop.is_set():
-            echo("the preview has ended; still watching (Ctrl-C stops)")
-        thread.join()
-    if failed:
-        raise failed[0]
-
-
-def _scan_params(*names):
-    """scan's own option objects, given to watch and live so the commands never drift apart."""
-    return [p for p in scan.params if p.name in names]
-
-
-watch.params[1:1] = _scan_params("out", "db", "frames", "min_confidence", "link_mode", "rescan", "detector", "model",
-                                 "follow_links")
-live.params[-1:-1] = _scan_params("detector", "model")
 
 
 def main():

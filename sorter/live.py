@@ -1,5 +1,6 @@
 """`stickersort live`: frames from a camera, a video/GIF file or a stream -> faces -> expressions,
 drawn with an FPS figure. One capture loop feeds every viewer: a window or the web page's stream.
+`run_live` is the whole command, from plain arguments (the CLI and `watch --live` call it).
 
 Detection runs on every frame: at 640x480 BlazeFace takes a few ms, so skipping frames and
 tracking between them would save little (bench/live_fps.py prints the stages).
@@ -18,7 +19,7 @@ import numpy as np
 from ..model.faces import Face, _quiet_stderr, make_detector
 from ..model.inference import Classifier
 from ..model.labels import EMOTIONS, UNSURE
-from .pipeline import crops_of
+from . import pipeline
 
 BOX = (60, 220, 60)  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -78,7 +79,7 @@ class Annotator:
     def classify(self, rgb, faces):
         if not faces:
             return []
-        probs = self.classifier.predict(np.stack(crops_of(self.detector, rgb, faces)))
+        probs = pipeline.classify(self.classifier, pipeline.crops_of(self.detector, rgb, faces))
         return [Seen(f.box, EMOTIONS[int(np.argmax(p))], float(np.max(p)), p) for f, p in zip(faces, probs)]
 
 
@@ -270,3 +271,42 @@ class Matches:
         from .store import Store
         row = Store(self.db, create=False).by_hash(digest)
         return row["path"] if row else None
+
+
+def run_live(source="0", web=None, db=None, detector="blazeface", model=None, loop=False, max_frames=None,
+             window=True, stop=None, echo=None):
+    """The preview, in this thread, until it ends (the source's end unless loop, max_frames, stop,
+    Ctrl-C, or q in the window); returns the run's stats.
+
+    web: "HOST:PORT" serves it as a page instead of a window; db: a `scan` database whose
+    stickers for the expression on screen are shown; window: without web, an OpenCV window (else
+    frames are only counted, as `live --json` does). Raises LiveError, a one-line message, for a
+    bad address, no window to open, a missing model file or a source that cannot be opened."""
+    from .web import parse_address, serve
+
+    echo = echo or (lambda message: None)
+    try:
+        address = parse_address(web) if web else None
+    except ValueError as e:
+        raise LiveError(str(e))
+    if window and not web and (problem := window_problem()):
+        raise LiveError(problem)
+    if model is not None and not os.path.isfile(model):
+        raise LiveError(f"model file not found: {model}")
+    capture = open_source(source)
+    matches = Matches(db) if db else None
+    showing = bool(web) or window
+    live = Live(capture, Annotator(detector, model), source, loop, max_frames,
+                realtime=showing and os.path.isfile(source), encode=bool(web),
+                lines=matches.lines if matches and not web else None, stop=stop)
+    show = Window(live) if window and not web else None
+    if address and address[0] not in ("127.0.0.1", "localhost", "::1"):
+        echo(f"note: serving on {address[0]}: other machines can see the camera and the stickers")
+    try:
+        serve(live, *address, matches, echo=echo) if address else live.run(show)
+    except KeyboardInterrupt:  # how a camera preview normally ends
+        pass
+    finally:
+        if show:
+            show.close()
+    return live.stats.as_dict()

@@ -13,7 +13,7 @@ from ..model.labels import EMOTIONS
 from . import media
 from .links import Linker
 from .paths import path_key
-from .pipeline import read_clip
+from .pipeline import no_timer, read_file
 from .store import Store, now
 from .vote import DEFAULT_MIN_CONFIDENCE, filed_label
 
@@ -59,6 +59,35 @@ class Summary:
         return {**self.__dict__, "files_per_s": self.files_per_s, "seconds": round(self.seconds, 3)}
 
 
+@dataclass
+class ScanFile:
+    """A file the scan is at: its path, its key in the database, the DIR scanned, its stat."""
+    path: Path
+    key: str
+    root: Path
+    st: os.stat_result | None = None
+
+
+@dataclass
+class Read:
+    """What reading a file gave: its content hash, its record and its face rows."""
+    digest: str
+    record: dict
+    faces: list
+
+
+@dataclass
+class Outcome:
+    """What becomes of one file, for Scanner._record: a reading under way (`job`, settled into
+    `read`), an unchanged record (`old`), an error record (`error`) or nothing (`vanished`)."""
+    file: ScanFile
+    job: Future | None = None
+    read: Read | None = None
+    old: dict | None = None
+    error: str | None = None
+    vanished: bool = False
+
+
 def file_hash(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -99,8 +128,10 @@ def walk(root, skip=(), follow_links=False):
 
 
 class Scanner:
-    def __init__(self, options, echo=None, classifier=None, detector=None):
-        """classifier/detector: already loaded models to share (watch, live, benchmarks)."""
+    def __init__(self, options, echo=None, classifier=None, detector=None, timer=None):
+        """classifier/detector: already loaded models to share (watch, live, benchmarks); timer:
+        the pipeline's stage timer (sorter/pipeline.py), which also gets hash, record and link."""
+        self.timer = timer or no_timer
         self.options = options
         self.echo = echo or (lambda message: None)
         self.store = Store(options.db)
@@ -149,9 +180,9 @@ class Scanner:
                 seen.add(path_key(path))
                 pending.append(self._start(path, root, summary, pool.submit if pool else _inline))
                 if len(pending) > 2 * self.options.jobs:
-                    pending.popleft()()
+                    self._record(pending.popleft(), summary)
             while pending:
-                pending.popleft()()
+                self._record(pending.popleft(), summary)
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)
@@ -177,39 +208,85 @@ class Scanner:
 
     def scan_file(self, path, root, summary):
         """One file, start to finish (what watch does for each event)."""
-        self._start(path, root, summary, _inline)()
+        self._record(self._start(path, root, summary, _inline), summary)
 
     def _start(self, path, root, summary, submit):
-        """Checks one file against its record and hands the reading to `submit`; returns the
-        step that records and links it, to be called in walk order."""
-        key = path_key(path)
+        """Checks one file against its record and hands the reading to `submit`; returns its
+        Outcome, for _record to record and link in walk order."""
+        file = ScanFile(path, path_key(path), root)
         summary.files += 1
         try:
-            st = os.stat(path)
+            file.st = os.stat(path)
         except FileNotFoundError:  # deleted after the walk listed it
-            return lambda: self._vanished(key, summary)
-        except OSError as e:
-            return lambda: self._error(path, key, root, None, f"cannot stat: {e.strerror}", summary)
-        if not stat.S_ISREG(st.st_mode):
-            return lambda: self._error(path, key, root, st, "not a regular file", summary)
-        old = self.store.get(key)
-        if self._unchanged(path, old, st):
-            return lambda: self._keep(path, key, old, summary)
+            return Outcome(file, vanished=True)
+        except OSError as e:  # a symlink loop, a name too long, ...
+            return Outcome(file, error=f"cannot stat: {e.strerror or e}")
+        if not stat.S_ISREG(file.st.st_mode):
+            return Outcome(file, error="not a regular file")
+        old = self.store.get(file.key)
+        if self._unchanged(file, old):
+            return Outcome(file, old=old)
         self._load_models()
-        job = submit(self._read, path, key, root, st)
-        return lambda: self._finish(path, key, root, st, job, summary)
+        return Outcome(file, job=submit(self._read, file))
 
     def _load_models(self):
         """Here, before the first read goes to a worker: loading there would race."""
         return self.model_id, self.detector
 
-    def _keep(self, path, key, old, summary):
-        summary.unchanged += 1
-        if old["error"]:
+    def _record(self, outcome, summary):
+        """Records one file's outcome, whatever it is, and links it: in walk order, in this thread."""
+        if outcome.job is not None:
+            outcome = self._settle(outcome)
+        file = outcome.file
+        if outcome.vanished:
+            # Deleted between the walk and the read: not counted, and no record or link left.
+            summary.files -= 1
+            summary.vanished += 1
+            self.echo(f"{file.key}: vanished during the scan")
+            if self.store.get(file.key):
+                self.forget(file.key)
+        elif outcome.error is not None:
             summary.errors += 1
-            summary.error_files.append({"path": key, "error": old["error"]})
+            summary.error_files.append({"path": file.key, "error": outcome.error})
+            self.echo(f"{file.key}: {outcome.error}")
+            if not self.options.dry_run:
+                self.linker.unlink_all(file.key)
+                with self.timer("record"):
+                    self.store.save(self._base(file, "") | {
+                        "label": None, "error": outcome.error, "scanned_at": now()}, [])
+        elif outcome.old is not None:
+            old = outcome.old
+            summary.unchanged += 1
+            if old["error"]:
+                summary.errors += 1
+                summary.error_files.append({"path": file.key, "error": old["error"]})
+            else:
+                label = self._refiled(file.key, old)
+                with self.timer("link"):
+                    self.linker.place(file.path, file.key, label, old["hash"])
         else:
-            self.linker.place(path, key, self._refiled(key, old), old["hash"])
+            read = outcome.read
+            summary.classified += 1
+            if self.options.dry_run:
+                self.echo(f"{file.key}: {read.record['label']} ({read.record['confidence']:.2f})")
+            else:
+                with self.timer("record"):
+                    self.store.save(read.record, read.faces)
+            with self.timer("link"):
+                self.linker.place(file.path, file.key, read.record["label"], read.digest)
+
+    def _settle(self, outcome):
+        """The outcome of a reading: what it read, or why it could not."""
+        try:
+            return Outcome(outcome.file, read=outcome.job.result())
+        except media.MediaError as e:
+            return Outcome(outcome.file, error=str(e))
+        except FileNotFoundError:
+            return Outcome(outcome.file, vanished=True)
+        except PermissionError:
+            return Outcome(outcome.file, error="permission denied")
+        except OSError as e:
+            return Outcome(outcome.file, error=f"cannot read: {e.strerror or e}")
 
     def _refiled(self, key, old):
         """An unchanged file's label under this scan's min_confidence, from its stored vote, so a
@@ -221,76 +298,41 @@ class Scanner:
             self.store.relabel(key, label, guess)  # the record first, then the link, as always
         return label
 
-    def _read(self, path, key, root, st):
-        digest = file_hash(path)
-        return digest, *self.classify(path, key, root, st, digest)
+    def _read(self, file):
+        with self.timer("hash"):
+            digest = file_hash(file.path)
+        return Read(digest, *self.classify(file, digest))
 
-    def _finish(self, path, key, root, st, job, summary):
-        try:
-            digest, record, faces = job.result()
-        except media.MediaError as e:
-            return self._error(path, key, root, st, str(e), summary)
-        except FileNotFoundError:
-            return self._vanished(key, summary)
-        except PermissionError:
-            return self._error(path, key, root, st, "permission denied", summary)
-        except OSError as e:
-            return self._error(path, key, root, st, f"cannot read: {e.strerror or e}", summary)
-        summary.classified += 1
-        if self.options.dry_run:
-            self.echo(f"{key}: {record['label']} ({record['confidence']:.2f})")
-        else:
-            self.store.save(record, faces)
-        self.linker.place(path, key, record["label"], digest)
-
-    def _vanished(self, key, summary):
-        """Deleted between the walk and the read: not counted, and no record or link left."""
-        summary.files -= 1
-        summary.vanished += 1
-        self.echo(f"{key}: vanished during the scan")
-        if self.store.get(key):
-            self.forget(key)
-
-    def _unchanged(self, path, old, st):
+    def _unchanged(self, file, old):
         if old is None or self.options.rescan:
             return False
-        if old["size"] != st.st_size:
+        if old["size"] != file.st.st_size:
             return False
         if old["error"]:
-            return old["mtime_ns"] == st.st_mtime_ns
+            return old["mtime_ns"] == file.st.st_mtime_ns
         if old["model_id"] != self.model_id:
             return False
-        if old["mtime_ns"] == st.st_mtime_ns:
+        if old["mtime_ns"] == file.st.st_mtime_ns:
             return True
         # Same size, new mtime: a touch or a copy-over. Trust the content hash.
-        if file_hash(path) == old["hash"]:
+        if file_hash(file.path) == old["hash"]:
             if not self.options.dry_run:
-                self.store.touch(old["path"], st.st_mtime_ns)
+                self.store.touch(old["path"], file.st.st_mtime_ns)
             return True
         return False
 
-    def _error(self, path, key, root, st, message, summary):
-        summary.errors += 1
-        summary.error_files.append({"path": key, "error": message})
-        self.echo(f"{key}: {message}")
-        if self.options.dry_run:
-            return
-        self.linker.unlink_all(key)
-        self.store.save(self._base(path, key, root, st, "") | {
-            "label": None, "error": message, "scanned_at": now()}, [])
+    def _base(self, file, digest):
+        st = file.st
+        return {"path": file.key, "root": path_key(file.root), "name": path_key(Path(file.path).name),
+                "hash": digest, "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
 
-    def _base(self, path, key, root, st, digest):
-        return {"path": key, "root": path_key(root), "name": path_key(Path(path).name), "hash": digest,
-                "size": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None}
-
-    def classify(self, path, key, root, st, digest):
+    def classify(self, file, digest):
         """Read, find faces, classify them in one batch and vote: the record and face rows."""
-        clip = media.read(path, self.options.frames)
-        seen, result = read_clip(clip, self.detector, self.classifier)
+        clip, seen, result = read_file(file.path, self.options.frames, self.detector, self.classifier, self.timer)
         faces = [{"frame": f.frame, "time": f.time, "x": f.box[0], "y": f.box[1], "w": f.box[2],
                   "h": f.box[3], "detector_score": round(f.score, 4), "label": f.label,
                   "probs": json.dumps([round(float(v), 4) for v in f.probs])} for f in seen]
-        record = self._base(path, key, root, st, digest) | {
+        record = self._base(file, digest) | {
             "kind": clip.kind, "width": clip.width, "height": clip.height,
             "frames_total": clip.frames_total, "frames_sampled": len(clip.frames),
             "frames_with_faces": len({f["frame"] for f in faces}), "faces": len(faces),
@@ -300,4 +342,3 @@ class Scanner:
             "scores": json.dumps(result.scores), "model_id": self.model_id,
             "scanned_at": now(), "error": None}
         return record, faces
-

@@ -1,7 +1,7 @@
 """The SQLite record of what was scanned and linked, through sqlite-utils.
 
-Tables (documented in README.md): files (one row per sticker), faces (one row per face found in
-a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
+Tables (documented in docs/database.md): files (one row per sticker), faces (one row per face
+found in a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
 WAL mode, a busy timeout and write transactions that take the lock first let scans and a
 `watch` share one database.
 """

@@ -4,9 +4,14 @@ Files are classified once their size and mtime have stood still for `settle` sec
 download or a slow copy is read once, whole. Everything runs in the calling thread except
 watchdog's observer, which only queues events; `stop` ends the run between two files, so the
 database and the links are never left half-done.
+
+`run_watch` is the whole command, from plain arguments: Ctrl-C and SIGTERM end it, and a preview
+(`watch --live`) may run beside it.
 """
 import os
 import queue
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -187,3 +192,59 @@ def _until(stop, progress=None):
                 raise Stopped
             yield path
     return walk
+
+
+def run_watch(options, root, settle=1.0, echo=None, progress=None, preview=None):
+    """Scan root, then follow it until Ctrl-C or SIGTERM (caught meanwhile, from the main thread:
+    the watch ends between two files; a second Ctrl-C stops at once). preview: a callable taking
+    the stop event, run in this thread while the watch runs in another (windows want the main
+    thread), e.g. live.run_live. Returns the summary of what was done since the first scan."""
+    echo = echo or (lambda message: None)
+    watcher = Watcher(options, root, settle, echo)
+    stop = threading.Event()
+
+    def interrupted(signum, frame):
+        stop.set()  # the watch ends between two files
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    def scanned(summary):
+        echo(f"scanned {watcher.root}: {summary.files} files, {summary.classified} classified, "
+             f"{summary.errors} errors; watching (Ctrl-C stops)")
+
+    handlers = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if preview:
+            beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)
+        else:
+            watcher.run(stop, progress, scanned)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return watcher.summary
+
+
+def beside_preview(watcher, stop, scanned, preview, echo):
+    """The watch in a thread, the preview here (windows want the main thread); ends on Ctrl-C."""
+    failed = []
+
+    def run():
+        try:
+            watcher.run(stop, on_scanned=scanned)
+        except BaseException as e:  # handed to the main thread, which reports it
+            failed.append(e)
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=run, name="watch")
+    thread.start()
+    try:
+        preview()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if not stop.is_set():
+            echo("the preview has ended; still watching (Ctrl-C stops)")
+        thread.join()
+    if failed:
+        raise failed[0]

@@ -1,6 +1,5 @@
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 

@@ -57,10 +57,26 @@ def test_markdown_regenerates_from_json(tmp_path, capsys):
     target = tmp_path / "COMPARISON.md"
     assert bench_run.main(["--from", str(source), "--markdown", str(target)]) == 0
     text = target.read_text()
-    assert text.startswith("## How it compares")
+    assert text.startswith("# How it compares")
     assert "Test CPU, 2 CPUs" in text
     assert "| stickers: files/s end to end | 30.00 | 5.00 | 6.00x | higher |" in text
     assert "stickersort 3 scans, 30.0 files/s at best, 28.0 median, 25.0 at worst" in text
+
+
+def test_comparison_page_is_what_the_bench_renders_from_its_results():
+    """bench/COMPARISON.md is written by `bench/run.py --markdown`, never by hand: it must be what
+    the code renders from bench/results.json, and the README's short table only rows of it."""
+    repo = BENCH.parent
+    expected = bench_run.markdown(json.loads((BENCH / "results.json").read_text()))
+    assert (BENCH / "COMPARISON.md").read_text() == expected, \
+        "regenerate: python bench/run.py --from bench/results.json --markdown"
+    readme = (repo / "README.md").read_text()
+    section = readme.split("## How it compares", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows and "bench/COMPARISON.md" in section
+    table = [line for line in expected.splitlines() if line.startswith("| ")]
+    assert rows[0] == table[0]  # the same header
+    assert [row for row in rows[1:] if row not in table] == []
 
 
 def test_each_tool_repeats_its_scan_for_a_number_of_scans_and_a_span_of_time():

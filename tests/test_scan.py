@@ -182,6 +182,22 @@ def test_bad_files_get_error_records_and_the_scan_goes_on(cli, tmp_path):
     assert again["files"] == 10 and again["classified"] == 0
 
 
+def test_a_file_symlink_loop_followed_is_one_error_record(cli, tmp_path):
+    src = tmp_path / "memes"
+    src.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "sample_stickers" / "hopper.png", src / "good.png")
+    os.symlink("loop.png", src / "loop.png")  # stat() on it: ELOOP
+    result, summary = scan(cli, src, tmp_path, "--follow-links")
+    assert result.exit_code == 1, result.output  # done, with one file unreadable
+    assert summary["files"] == 2 and summary["classified"] == 1 and summary["errors"] == 1
+    [error] = summary["error_files"]
+    assert Path(error["path"]).name == "loop.png" and error["error"].startswith("cannot stat")
+    labels = {Path(r["path"]).name: (r["label"], r["error"]) for r in rows(tmp_path)}
+    assert labels["loop.png"] == (None, error["error"])
+    assert labels["good.png"][0] not in (None, "noface") and labels["good.png"][1] is None
+    assert [Path(p).name for p in links(tmp_path / "out")] == ["good.png"]
+
+
 def test_file_deleted_mid_scan(tmp_path):
     from stickersort.sorter.scan import Options, Scanner
     src = tmp_path / "memes"

@@ -1,5 +1,6 @@
 """`stickersort train` and `evaluate` on small real data, end to end through the CLI."""
 import csv
+import dataclasses
 import gzip
 import json
 
@@ -53,11 +54,38 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert json.loads(evaluated.stdout)["n"] == 21
 
 
+def test_every_train_option_takes_its_default_from_the_config():
+    from stickersort.sorter.cli import train
+    from stickersort.training.config import Config
+
+    options = {p.name: p.default for p in train.params if p.name not in ("data", "out", "resume")}
+    knobs = {f.name: f.default for f in dataclasses.fields(Config)}
+    assert options == {name: knobs[name] for name in options}
+    assert set(knobs) - set(options) == {"teacher_weight", "label_smoothing"}  # for Python callers
+
+
+def test_a_resume_compares_every_knob_and_a_knob_newer_than_the_run_counts_at_its_default(tmp_path):
+    from stickersort.training.config import Config
+    from stickersort.training.data import DataError
+    from stickersort.training.train import check_run
+
+    first = check_run(tmp_path, Config(seed=3), False, "stickersort train fer.csv --seed 3")
+    assert "epochs" not in first["options"] and "int8" not in first["options"]
+    del first["options"]["cards"]  # a run started before --cards existed
+    (tmp_path / "options.json").write_text(json.dumps(first))
+    (tmp_path / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n")
+    assert check_run(tmp_path, Config(seed=3, epochs=9, int8=True), True, "stickersort train") == first
+    with pytest.raises(DataError, match="other cards, lr: resume with `stickersort train fer.csv --seed 3 --resume`"):
+        check_run(tmp_path, Config(seed=3, cards=1, lr=0.1), True, "stickersort train")
+    with pytest.raises(DataError, match="pass --resume or another --out"):
+        check_run(tmp_path, Config(seed=3), False, "stickersort train")
+
+
 def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path):
     import keras
 
     from stickersort.model.inference import SHIPPED_MODEL, Classifier
-    from stickersort.model.network import build
+    from stickersort.training.network import build
     from stickersort.training.data import load
     from stickersort.training.train import distil
 
@@ -107,7 +135,7 @@ def test_blend_mixes_ferplus_votes_into_training_targets_only(tmp_path):
 def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels_and_teachers(cli, tmp_path):
     """The options the shipped model's last stage was trained with, through the CLI."""
     from stickersort.model.inference import SHIPPED_MODEL
-    from stickersort.model.network import build
+    from stickersort.training.network import build
 
     data = write_csv(tmp_path / "mini.csv")
     votes = write_ferplus(tmp_path / "votes.csv", [{"neutral": 6, "happiness": 4}] * 126)
@@ -127,7 +155,7 @@ def test_a_last_cycle_starts_from_a_model_with_light_augmentation_blended_labels
 def test_swa_averages_the_later_snapshots_of_each_trajectory_from_the_start(cli, tmp_path):
     import keras
 
-    from stickersort.model.network import build
+    from stickersort.training.network import build
 
     start = tmp_path / "start.keras"
     build("sticker").save(start)
@@ -283,7 +311,7 @@ def test_evaluate_against_another_model_counts_the_faces_that_tell_them_apart(cl
     import keras
 
     from stickersort.model.inference import SHIPPED_MODEL
-    from stickersort.model.network import build
+    from stickersort.training.network import build
 
     data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 9))
     keras.utils.set_random_seed(2)
@@ -304,7 +332,7 @@ def test_a_soup_averages_the_fine_tunes_that_help_and_leaves_out_one_that_hurts(
     import keras
 
     from stickersort.model.inference import net_inputs
-    from stickersort.model.network import build
+    from stickersort.training.network import build
     from stickersort.training import data as data_module
     from stickersort.training.swa import recompute_batch_norm
 
@@ -318,7 +346,7 @@ def test_a_soup_averages_the_fine_tunes_that_help_and_leaves_out_one_that_hurts(
     net.save(good)
     rng = np.random.default_rng(0)
     weights = net.get_weights()
-    net.set_weights([w + rng.normal(0, 0.01 * (np.abs(w).mean() + 1e-3), w.shape).astype(w.dtype) for w in weights])
+    net.set_weights([w + rng.normal(0, 0.001 * (np.abs(w).mean() + 1e-3), w.shape).astype(w.dtype) for w in weights])
     nudged = tmp_path / "nudged.keras"  # another fine-tune's worth of difference
     net.save(nudged)
     bias = weights[-1]

@@ -85,21 +85,33 @@ def through_pipeline(model_path, faces, detector="blazeface", seed=0, sticker_lo
     """Each face on its own generated card, through the scan's detect -> crop -> classify -> vote:
     (probabilities [N,7] where a face was found, else zeros; found [N] bool)."""
     from ..model.faces import make_detector
-    from ..sorter.pipeline import frame_faces
-    from ..sorter.vote import face_weight, vote
+    from ..sorter.media import Frame, Media
+    from ..sorter.pipeline import read_clip
     from .cards import make_card
 
     detect, classifier = make_detector(detector), Classifier(model_path)
     probs, found = np.zeros((len(faces), len(EMOTIONS)), "float32"), np.zeros(len(faces), bool)
     for i, face in enumerate(faces):
         card = make_card(face, seed * 1_000_003 + i, sticker_look).rgb
-        boxes, crops = frame_faces(detect, card)
-        if boxes:
-            area = card.shape[0] * card.shape[1]
-            weights = [face_weight(b.w * b.h / area, b.score, 1.0) for b in boxes]
-            result = vote(classifier.predict(np.stack(crops)), weights)
+        h, w = card.shape[:2]
+        seen, result = read_clip(Media("image", w, h, 1, 0.0, [Frame(0, 0.0, 1.0, card)]), detect, classifier)
+        if seen:
             probs[i], found[i] = [result.scores[e] for e in EMOTIONS], True
     return probs, found
+
+
+def calibrate_split(data, split, detector="blazeface", limit=None):
+    """`stickersort evaluate DATA --calibrate`: where a FER2013 frame lies around the detector's
+    box on cards of the split's faces (training.cards.calibrate_frame). Raises DataError."""
+    from .cards import calibrate_frame
+    from .data import load
+    return calibrate_frame(load(data)[split][0][:limit], detector)
+
+
+def format_calibration(frame, split):
+    return (f"FER2013 frame around {frame['detector']}'s box on {split} cards ({frame['found']} of "
+            f"{frame['faces']} found): side {frame['scale']} x the box's longer side, centre offset "
+            f"dx {frame['dx']}, dy {frame['dy']}")
 
 
 def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False, limit=None, against=None,

@@ -14,7 +14,7 @@ def from_onnx(path, arch, faces):
     import onnx
     from onnx import numpy_helper
 
-    from ..model.network import build
+    from .network import build
 
     graph = onnx.load(str(path)).graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}

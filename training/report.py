@@ -21,7 +21,7 @@ def command_line():
 def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0, soup=()):
     import keras
 
-    from ..model.network import arch_of, count_macs
+    from .network import arch_of, count_macs
     from .export import to_int8, to_onnx
 
     out = Path(out)

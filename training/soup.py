@@ -21,9 +21,9 @@ def _publictest_faces(net, splits):
 
 
 def _ingredients(paths, arch, faces):
-    from .train import _start_net
+    from .train import start_net
 
-    nets = [_start_net(p, arch, faces) for p in paths]
+    nets = [start_net(p, arch, faces) for p in paths]
     shapes = [[w.shape for w in n.get_weights()] for n in nets]
     for path, shape in zip(paths, shapes):
         if shape != shapes[0]:

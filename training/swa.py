@@ -2,7 +2,7 @@
 weights saved every half epoch and averaged at the end, each trajectory's first quarter left out.
 `starts` runs several trajectories, each from the start weights with a fresh optimizer: on the
 shipped net one trajectory's average gained 13 PublicTest faces in float32, two trajectories'
-27 (MODEL_CARD.md: it also lost agreement with the FER+ majority, so it did not ship)."""
+27 (docs/model-history.md: it also lost agreement with the FER+ majority, so it did not ship)."""
 from pathlib import Path
 
 import numpy as np

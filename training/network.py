@@ -6,7 +6,6 @@ Input: 48x48x1 float in [0, 1]. Output: 7 softmax probabilities.
 import keras
 from keras import layers
 
-from .labels import EMOTIONS
 INPUT_SHAPE = (48, 48, 1)
 
 
