@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ..model.labels import DEFAULT_MIN_CONFIDENCE
 from ..training.config import Config  # the train knobs' defaults; no TensorFlow
+from . import __version__
 from .paths import default_db
-from .vote import DEFAULT_MIN_CONFIDENCE  # numpy, which it needs, comes with sqlite-utils for every query anyway
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 

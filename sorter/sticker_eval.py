@@ -79,7 +79,10 @@ def prediction(record):
 def score(labels, records):
     """Every figure of the report from truths and records."""
     files = [(name, truth, source, *prediction(records.get(name))) for name, (truth, source) in labels.items()]
-    report = {"files": len(files), **_figures(files), "curve": _curve(files), "confusion": _confusion(files)}
+    curve = _curve(files)
+    threshold, covered = threshold_for(curve)
+    report = {"files": len(files), **_figures(files), "curve": curve, "confusion": _confusion(files),
+              "threshold_80": {"threshold": threshold, "coverage_at_least_60": covered}}
     sources = sorted({f[2] for f in files})
     if len(sources) > 1:
         report["by_source"] = {s: _figures([f for f in files if f[2] == s]) for s in sources}
@@ -169,6 +172,9 @@ def format_report(report):
         prec = f"{p['precision']:.3f}" if p["precision"] is not None else "  -  "
         cov = f"{p['coverage']:.3f}" if p["coverage"] is not None else "  -  "
         lines.append(f"   {p['threshold']:.2f}    {p['given']:>4}    {prec}     {cov}")
+    t = report["threshold_80"]
+    lines.append(f"lowest threshold with precision >= 0.80: {t['threshold']}"
+                 + ("" if t["threshold"] is None else f" (coverage >= 0.60: {'yes' if t['coverage_at_least_60'] else 'no'})"))
     if report.get("against"):
         a = report["against"]
         lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}); only this model right: "
@@ -184,9 +190,12 @@ def plot_curve(report, path):
     points = [p for p in report["curve"] if p["precision"] is not None]
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     ax.plot([p["coverage"] for p in points], [p["precision"] for p in points], marker="o")
+    shown = set()
     for p in points[::2]:
-        ax.annotate(f"{p['threshold']:.2f}", (p["coverage"], p["precision"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, 3))
+        if (p["coverage"], p["precision"]) not in shown:  # thresholds that change nothing share a point
+            shown.add((p["coverage"], p["precision"]))
+            ax.annotate(f"{p['threshold']:.2f}", (p["coverage"], p["precision"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel("coverage (emotion files given an emotion)")
     ax.set_ylabel("precision (files given an emotion that are right)")
     ax.set_xlim(0, 1.02)

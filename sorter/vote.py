@@ -3,11 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.labels import EMOTIONS, NOFACE, UNSURE
-
-# Below this winning confidence a file goes to OUT/unsure/ (`scan --min-confidence`). Chosen on
-# stickers-dev: the value is to be set from `stickersort evaluate --stickers`.
-DEFAULT_MIN_CONFIDENCE = 0.5
+from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
 
 
 @dataclass
