@@ -188,7 +188,7 @@ def make_detector(name="blazeface"):
 
 # Where FER2013's 48x48 frame lies around each detector's box: its side as a multiple of the box's
 # longer side, and its centre's offset from the box's centre in box widths and heights. Medians
-# over Training faces put on generated cards (`stickersort evaluate DATA --pipeline --calibrate`):
+# over Training faces put on generated cards (`stickersort evaluate DATA --split Training --calibrate`):
 # BlazeFace's box is most of a FER frame, centred a little below the frame's centre.
 FER_FRAMES = {"blazeface": (1.18, 0.0, -0.09), "haar": (1.06, 0.0, 0.0)}
 

@@ -36,7 +36,7 @@ def make_card(face, seed, sticker_look=False):
     if rng.random() < BORDER_P:
         _border(card, rng)
     if rng.random() < CAPTION_P:
-        _caption(card, rng, y, side)
+        _caption(card, rng)
     if sticker_look:
         card = _look(card, rng)
     return Card(card, (x, y, side))
@@ -85,7 +85,7 @@ def _border(card, rng):
     cv2.rectangle(card, (0, 0), (card.shape[1] - 1, card.shape[0] - 1), _colour(rng).tolist(), thick)
 
 
-def _caption(card, rng, face_y, face_side):
+def _caption(card, rng):
     """White text with a black outline, at the top or bottom, often over the face's edge."""
     height, width = card.shape[:2]
     text = CAPTIONS[rng.integers(len(CAPTIONS))]

@@ -135,8 +135,9 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     if labels == "ferplus":
         result["skipped_no_majority"] = skipped
     if pipeline:
-        result["pipeline"] = _pipeline_figures(model, faces, targets, result["accuracy"])
-        probs = _found_or_none(*through_pipeline(model, faces))
+        seen, found = through_pipeline(model, faces)
+        result["pipeline"] = _pipeline_figures(seen, found, targets, result["accuracy"])
+        probs = _found_or_none(seen, found)
     if against:
         other = (_found_or_none(*through_pipeline(against, faces)) if pipeline
                  else predict(against, faces, tta=tta))
@@ -151,8 +152,7 @@ def _found_or_none(probs, found):
     return probs
 
 
-def _pipeline_figures(model, faces, targets, direct):
-    probs, found = through_pipeline(model, faces)
+def _pipeline_figures(probs, found, targets, direct):
     true = targets.argmax(1)
     right = (probs.argmax(1) == true) & found
     return {"face_found": round(float(found.mean()), 4), "accuracy_found": round(float(right[found].mean()), 4)
