@@ -143,3 +143,35 @@ def worker_main(end_to_end, model_figures, packages):
     job_path, out_path = sys.argv[1:3]
     result = measure(json.loads(Path(job_path).read_text()), end_to_end, model_figures, packages)
     Path(out_path).write_text(json.dumps(result, indent=1))
+
+
+# --- libraries of many files ---------------------------------------------------------------------
+
+# Trailing bytes that every decoder here stops before (PNG after IEND, JPEG after EOI, GIF after
+# its trailer, WebP after its RIFF chunk), making each copy's content, so its hash, its own.
+COPY_TAG = b"\0stickersort-copy-%d"
+FILES_PER_FOLDER = 1000
+
+
+def build_library(sources, dest, n, same_reading):
+    """n byte-unique copies of `sources` under dest, FILES_PER_FOLDER to a folder, cycling
+    through the sources that `same_reading(original, copy)` confirms read as the original does
+    (checked on one copy each). Returns the sources kept."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for source in sources:
+        probe = dest / f"probe{source.suffix}"
+        probe.write_bytes(source.read_bytes() + COPY_TAG % 0)
+        if same_reading(source, probe):
+            kept.append((source.name, source.read_bytes()))
+        probe.unlink()
+    if not kept:
+        raise SystemExit("no source file reads the same with a byte appended")
+    for i in range(n):
+        name, data = kept[i % len(kept)]
+        folder = dest / f"{i // FILES_PER_FOLDER:04d}"
+        if i % FILES_PER_FOLDER == 0:
+            folder.mkdir(exist_ok=True)
+        (folder / f"{i:07d}-{name}").write_bytes(data + COPY_TAG % i)
+    return [name for name, _ in kept]

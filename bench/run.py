@@ -52,6 +52,7 @@ EXTRA = [
     ("sticker_noface_correct", "stickers: noface files right", "{:.1%}", "higher"),
     ("peak_rss_mb_with_model_bench", "peak RSS incl. PrivateTest, MB", "{:,.0f}", "lower"),
 ]
+SPEED_GOAL = 10  # issue 27's goal for files/s against fer's, beside the first bar of 5x
 STAGES = ("decode", "detect", "crop", "classify", "vote", "hash", "record", "link", "other")
 
 
@@ -244,6 +245,9 @@ def text_table(results):
         out.append(f"  {name:<12} " + "   ".join(f"{s} {ms} ms ({share})" for s, ms, share in stage_rows(results[name])))
     out.append("\nbar:")
     out += [f"  [{'x' if ok else ' '}] {what}" for what, ok in verdict(results)]
+    speedup = results["ratio"].get("files_per_s") or 0
+    out.append(f"  [{'x' if speedup >= SPEED_GOAL else ' '}] end-to-end files/s >= {SPEED_GOAL}x fer's "
+               f"(issue 27; now {speedup:.2f}x)")
     return "\n".join(out)
 
 

@@ -104,18 +104,23 @@ def _anchors(size, strides, per_cell):
     return np.concatenate(centres).astype("float32")
 
 
+_STDERR = threading.Lock()  # reader threads load their interpreters at once: else one saves the
+# other's /dev/null as "stderr" and puts it back for good, and every later message is lost
+
+
 @contextmanager
 def _quiet_stderr():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with _STDERR:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 class BlazeFaceDetector:

@@ -10,6 +10,17 @@ from pathlib import Path
 import numpy as np
 
 SHIPPED_MODEL = Path(__file__).with_name("stickernet.onnx")
+FACE_SHAPE = (48, 48, 1)  # one input face; a batch of them is [N, 48, 48, 1]
+N_CLASSES = 7
+
+
+class ModelError(Exception):
+    """A model that cannot be used, or that gave no usable answer; one line for the user."""
+
+
+def _first_line(e):
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
 
 
 def model_id(path):
@@ -43,7 +54,31 @@ class Classifier:
         # Scans interleave decoding, detection and classification: threads that spin waiting
         # for the next batch only steal the core the decoder needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ONNX Runtime's own exception types, one per way of failing
+            raise ModelError(f"model {self.path}: not an ONNX model ONNX Runtime can load ({_first_line(e)})") from None
+        self._check(session)
+        return session
+
+    def _check(self, session):
+        """Refuse a model that does not take [N, 48, 48, 1] faces to [N, 7] scores: found out now,
+        once, rather than as an error on every file."""
+        inputs = session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        fits = shape is not None and len(shape) == 4 and all(
+            not isinstance(d, int) or d == want for d, want in zip(shape[1:], FACE_SHAPE))
+        if not fits or inputs[0].type != "tensor(float)":
+            got = ", ".join(f"{i.name} {i.shape} {i.type}" for i in inputs)
+            raise ModelError(f"model {self.path}: takes {got}, not one float input [N, 48, 48, 1] "
+                             f"(48x48 gray faces)")
+        try:
+            out = session.run(None, {inputs[0].name: np.zeros((1, *FACE_SHAPE), "float32")})[0]
+        except Exception as e:
+            raise ModelError(f"model {self.path}: fails on a face ({_first_line(e)})") from None
+        if np.shape(out) != (1, N_CLASSES):
+            raise ModelError(f"model {self.path}: gives {list(np.shape(out))} for one face, not the "
+                             f"{N_CLASSES} expression scores")
 
     @cached_property
     def id(self):
@@ -57,4 +92,9 @@ class Classifier:
         name = self.session.get_inputs()[0].name
         chunks = [self.session.run(None, {name: faces[i:i + batch_size]})[0]
                   for i in range(0, len(faces), batch_size)]
-        return np.concatenate(chunks).astype("float32")
+        probs = np.concatenate(chunks).astype("float32")
+        if not np.isfinite(probs).all():  # stored, NaN would be a NULL confidence nothing can sort
+            bad = int((~np.isfinite(probs)).any(axis=1).sum())
+            raise ModelError(f"model {self.path.name} ({self.id}) gave NaN or infinite scores "
+                             f"for {bad} of {len(probs)} faces")
+        return probs

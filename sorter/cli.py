@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..model.labels import DEFAULT_MIN_CONFIDENCE
-from ..training.config import Config  # the train knobs' defaults; no TensorFlow
+from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
+from ..training.config import ARCHS, Config  # the train knobs' defaults; no TensorFlow
 from . import __version__
-from .paths import default_db
+from .paths import default_db, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -20,9 +20,13 @@ class Fail(click.ClickException):
     """A one-line error for the user; exit status 2."""
     exit_code = EXIT_USAGE
 
+    def format_message(self):
+        return shown(self.message)  # a path in it may hold anything
+
 
 # Packages the base install leaves out (setup.cfg), and the extra that brings each.
-EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "plot"}
+EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "plot",
+          "ray": "ray"}
 TRAINING = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib")
 
 
@@ -31,11 +35,31 @@ def _need(what, *modules):
     from importlib.util import find_spec
     missing = [m for m in modules if find_spec(m) is None]
     if missing:
-        extra = "train" if "train" in {EXTRAS[m] for m in missing} else "plot"
+        extras = {EXTRAS[m] for m in missing}
+        extra = "train" if "train" in extras else extras.pop()
         raise Fail(f"{what} needs {', '.join(missing)}, not in the base install: pip install 'stickersort[{extra}]'")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands. A KeyboardInterrupt that reaches here (a second Ctrl-C, or a first in a command
+    that does not wait for a safe point) ends with one line and status 130, not click's `Aborted!` and 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("stickersort: interrupted", err=True)
+            ctx.exit(130)
+
+
+def _stopped(stop, what):
+    """After work that a Ctrl-C or SIGTERM ended at a safe point: one line, status 128 + the signal."""
+    from .interrupt import exit_status
+    click.echo(f"stickersort: interrupted; {what}", err=True)
+    sys.exit(exit_status(stop.signum))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stickersort")
 def cli():
     """Sort stickers, memes and GIFs by the facial expression in them."""
@@ -68,7 +92,8 @@ def _db_option(f):
 # The face finder and the model: scan, watch and live.
 model_options = _options(
     # The names of model.faces.DETECTORS, spelled out so --help does not import OpenCV.
-    click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True),
+    click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True,
+                 help="Face finder (BlazeFace chosen by measurement: docs/detectors.md)"),
     click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]"))
 
 
@@ -83,7 +108,9 @@ def scan_options(dry_run=False):
                      help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
                           "kept in the database (query LABEL --include-unsure finds it)"),
         click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink",
-                     show_default=True),
+                     show_default=True, help="How OUT points at the originals (relative symlinks; hardlinks or "
+                                             "copies where symlinks are not possible); a rescan with another "
+                                             "mode converts the links it made"),
         *([click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")] if dry_run else []),
         click.option("--rescan", is_flag=True, help="Classify every file again, changed or not"),
         model_options,
@@ -102,52 +129,81 @@ preview_options = _options(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 
 
-def _scan_setup(directory, out, db, model):
-    """scan's and watch's arguments checked, OUT and DB resolved: (root, out, db)."""
+def _scan_setup(directory, out, db, model, files=False):
+    """scan's and watch's arguments checked, OUT and DB resolved: (root, out, db). files: a single
+    sticker file may stand for DIRECTORY (scan)."""
     from .paths import PathError, scan_paths
     with _failing(PathError):
-        root, out, db = scan_paths(directory, out, db)
-    if model is not None and not model.is_file():
-        raise Fail(f"model file not found: {model}")
+        root, out, db = scan_paths(directory, out, db, files)
+    _check_model(model)
     return root, out, db
 
 
+def _check_model(model):
+    """A --model that is missing, not ONNX, or not faces -> 7 scores is refused now, not per file."""
+    if model is None:
+        return
+    if not model.is_file():
+        raise Fail(f"model file not found: {model}")
+    from ..model.inference import Classifier, ModelError
+    with _failing(ModelError):
+        Classifier(model).session
+
+
 def _echo(quiet):
-    return (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    return (lambda m: None) if quiet else (lambda m: click.echo(shown(m), err=True))
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @scan_options(dry_run=True)
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Files read at once [default: CPU cores, at most 4]")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where files are read: here, or as a Ray Data job (needs the [ray] extra; on a cluster, "
+                   "DIR must be at the same path on every node)")
+@click.option("--address", metavar="HOST:PORT", help="Ray cluster to run on (--engine ray) [default: a local Ray "
+                                                     "with this machine's cores]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout")
 @quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="A line per file")
 def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan, detector, model, follow_links, jobs,
-         as_json, quiet, verbose):
-    """Classify every sticker under DIRECTORY and link it into OUT/<emotion>/.
+         engine, address, as_json, quiet, verbose):
+    """Classify every sticker under DIRECTORY and link it into OUT/<emotion>/. DIRECTORY may also
+    be one sticker file: only it is scanned, its folder standing for DIRECTORY.
 
     Exit status: 0 all files filed; 1 done, but some files could not be read (each recorded
     with its error); 2 nothing done (bad arguments, unusable DB or OUT).
     """
+    from .interrupt import deferred
     from .links import LinkError
+    from .media import Interrupted
     from .paths import inside
     from .scan import Options, Scanner
     from .store import StoreError
 
-    root, out, db = _scan_setup(directory, out, db, model)
+    root, out, db = _scan_setup(directory, out, db, model, files=True)
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
-                      **({"jobs": jobs} if jobs else {}))
+                      engine=engine, address=address, **({"jobs": jobs} if jobs else {}))
+    errors = (StoreError, LinkError)
+    if engine == "ray":
+        _need("--engine ray", "ray")
+        from .engine_ray import EngineError
+        errors += (EngineError,)
+    elif address:
+        raise Fail("--address needs --engine ray")
     if not quiet and inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
-    with _failing(StoreError, LinkError):  # a link that cannot be made fails for every file
+    with _failing(*errors), deferred() as stop:  # a link that cannot be made fails for every file
         scanner = Scanner(options, echo=echo)
-        summary = scanner.scan(root, progress=None if quiet else _progress)
+        try:
+            summary = scanner.scan(root, progress=None if quiet else _progress, stop=stop)
+        except Interrupted:
+            _stopped(stop, "every file done so far is recorded and linked; scan again to finish")
     if verbose and not as_json:
         for row in scanner.store.query(root=str(root)):
-            click.echo(_row_line(row))
+            click.echo(shown(_row_line(row)))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
 
@@ -167,53 +223,83 @@ def _print_summary(summary, as_json):
                f"{summary.classified} classified, {summary.unchanged} unchanged, "
                f"{summary.errors} errors, {summary.vanished} vanished")
     click.echo(f"labels: {labels or 'none'}")
-    click.echo(f"links in {summary.out}: {links.get('created', 0)} created, {links.get('moved', 0)} moved, "
-               f"{links.get('removed', 0)} removed; database {summary.db}")
+    click.echo(shown(f"links in {summary.out}: {links.get('created', 0)} created, {links.get('moved', 0)} moved, "
+                     f"{links.get('removed', 0)} removed; database {summary.db}"))
     for e in summary.error_files[:20]:
-        click.echo(f"error: {e['path']}: {e['error']}", err=True)
+        click.echo(shown(f"error: {e['path']}: {e['error']}"), err=True)
 
 
 def _row_line(row):
-    """One filed sticker as text; an unsure one says what it would have been."""
-    line = f"{row['label']:<9} {row['confidence']:.2f}  {row['path']}"
+    """One filed sticker as text; an unsure one says what it would have been; an unreadable one why."""
+    if row.get("error"):
+        return f"{'error':<9}       {row['path']}: {row['error']}"
+    score = "   -" if row["confidence"] is None else f"{row['confidence']:.2f}"  # noface: nothing was scored
+    line = f"{row['label']:<9} {score}  {row['path']}"
+    if row.get("user_label"):  # `stickersort label`: the model's vote, if another, is its guess
+        return f"{line}  (yours; model: {row['guess'] or 'noface'})" if row["guess"] != row["label"] else f"{line}  (yours)"
     return f"{line}  (guess: {row['guess']})" if row["guess"] and row["guess"] != row["label"] else line
 
 
-def _open_store(db):
+def _open_store(db, readonly=True):
+    """The database of a command that reads it (read-only, so a file nobody may write works too),
+    or with readonly=False of one that writes to it; it must exist."""
     from .store import Store, StoreError
     with _failing(StoreError):
-        return Store(db or default_db(), create=False)
+        return Store(db or default_db(), create=False, readonly=readonly)
 
 
-@cli.command()
+# What query takes and stats lists (store.LABELS, named here so --help does not import the store).
+LABELS = (*EMOTIONS, UNSURE, NOFACE, "error")
+
+
+@cli.command(help=f"""List filed stickers, best match first: all, or those with LABEL, one of
+{', '.join(LABELS)} (error: the files that could not be read, each with why).
+
+When nothing matches, stdout stays empty (--json: an empty list), stderr says so, and the exit
+status is 0.""")
 @click.argument("label", required=False)
 @_db_option
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0,
               help="List only stickers scored at least this (a filter; scan's --min-confidence files the unsure)")
 @click.option("--include-unsure", is_flag=True,
               help="With an expression LABEL, also list the unsure stickers whose best guess it is, after the sure ones")
-@click.option("--limit", type=click.IntRange(1), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=click.IntRange(1), default=None, metavar="N", help="List at most N stickers")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list on stdout, one object per sticker (noface ones have confidence null)")
 def query(label, db, min_confidence, include_unsure, limit, as_json):
-    """List filed stickers, best match first: all, or those with LABEL (e.g. happy, noface, unsure)."""
-    from ..model.labels import EMOTIONS, NOFACE, UNSURE
-    labels = (*EMOTIONS, NOFACE, UNSURE)
-    if label and label not in labels:
-        raise Fail(f"unknown label {label!r}; choose from {', '.join(labels)}")
-    rows = _open_store(db).query(label, min_confidence, limit, include_unsure=include_unsure)
+    if label and label not in LABELS:
+        raise Fail(f"unknown label {label!r}; choose from {', '.join(LABELS)}")
+    from .store import StoreError
+    store = _open_store(db)
+    with _failing(StoreError):  # a damaged page
+        rows = store.query(label, min_confidence, limit, include_unsure=include_unsure)
+    store.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(_row_line(row))
+    for row in [] if as_json else rows:
+        click.echo(shown(_row_line(row)))
+    if not rows:
+        click.echo(f"{_nothing(label, min_confidence)} in {store.path}", err=True)
+
+
+def _nothing(label, min_confidence):
+    if label == "error":
+        return "no unreadable files"
+    scored = f" scored {min_confidence} or more" if min_confidence else ""
+    return f"no {label + ' ' if label else ''}stickers{scored}"
 
 
 @cli.command()
 @_db_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, label: count, on stdout")
 def stats(db, as_json):
-    """Count filed stickers per label."""
-    counts = _open_store(db).stats()
+    """Count the stickers per label, every label listed, zeros too: the expressions, unsure,
+    noface, and error (files that could not be read; `query error` lists them)."""
+    from .store import StoreError
+    store = _open_store(db)
+    with _failing(StoreError):  # a damaged page
+        counts = store.stats()
+    store.close()
     if as_json:
         click.echo(json.dumps(counts))
         return
@@ -223,13 +309,17 @@ def stats(db, as_json):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--arch", default=Config.arch, show_default=True, help="sticker-deep, sticker-wide (shipped, in int8), sticker or seed; --init brings its own")
-@click.option("--epochs", default=Config.epochs, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=Config.batch_size, show_default=True, type=click.IntRange(1))
+@click.option("--arch", type=click.Choice(ARCHS), default=Config.arch, show_default=True,
+              help="The net to build (sticker-wide is the shipped one, in int8); --init brings its own")
+@click.option("--epochs", default=Config.epochs, show_default=True, type=click.IntRange(1), help="Passes over Training")
+@click.option("--batch-size", default=Config.batch_size, show_default=True, type=click.IntRange(1),
+              help="Faces per step")
 @click.option("--lr", default=Config.lr, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last epoch")
-@click.option("--seed", default=Config.seed, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
+              help="The run's folder: best.keras, stickernet.onnx, options.json, history.csv, metrics.json, plots")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last finished epoch (weights, optimizer, "
+              "schedule); other options than the run's own (--epochs, --int8 aside) are refused")
+@click.option("--seed", default=Config.seed, show_default=True, help="Seeds weights, shuffling and augmentation")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default=Config.labels, show_default=True,
               help="blend: FER2013 labels with 30 % FER+ vote shares mixed into Training's targets")
 @click.option("--ferplus", type=click.Path(path_type=Path), default=Config.ferplus,
@@ -254,15 +344,28 @@ def stats(db, as_json):
 @click.option("--cards", type=click.IntRange(0), default=Config.cards,
               help="Also train on N views of each Training face as the scan sees it: put on a generated "
                    "sticker card (captions, palettes, JPEG, blur, tilt), found by the detector and cropped")
-def train(data, out, resume, **knobs):
-    """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout)."""
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no line per epoch on stderr")
+def train(data, out, resume, quiet, **knobs):
+    """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout).
+
+    Ctrl-C stops it between batches (exit status 130); OUT keeps every finished epoch, and the
+    same command with --resume goes on from there.
+    """
     _need("stickersort train", *TRAINING)
+    from ..training.quiet import import_tensorflow
+    import_tensorflow()
     from ..training.data import DataError
-    from ..training.train import run
+    from ..training.train import read_history, run
     try:
-        metrics = run(data, out, Config(**knobs), resume=resume, verbose=2)
+        metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
+    except KeyboardInterrupt:
+        record = out / "options.json"
+        click.echo(f"stickersort: interrupted after {len(read_history(out / 'history.csv'))} of {knobs['epochs']} "
+                   "epochs" + (f"; `{json.loads(record.read_text())['command']} --resume` goes on"
+                               if record.exists() else ""), err=True)
+        raise click.exceptions.Exit(130)
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
                f"{metrics['privatetest_accuracy']:.4f}  (flip TTA {metrics['privatetest_accuracy_tta_flip']:.4f})")
     click.echo(f"wrote {out}/: best.keras, stickernet.onnx, metrics.json, history.csv, curves.png, confusion.png, samples.png")
@@ -273,12 +376,16 @@ def train(data, out, resume, **knobs):
 @click.option("--model", "models", multiple=True, required=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="A last cycle's .keras model (or an int8 .onnx export, rebuilt as in train --init); repeat it")
-@click.option("--arch", default="sticker-wide", show_default=True, help="The arch of any .onnx --model")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/soup"), show_default=True)
+@click.option("--arch", type=click.Choice(ARCHS), default="sticker-wide", show_default=True,
+              help="The arch of any .onnx --model")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/soup"), show_default=True,
+              help="What train writes (less history and curves), plus soup.json: every mixture tried")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 def soup(data, models, arch, out, int8):
     """Average the weights of several fine-tunes of one start (a greedy model soup, chosen on PublicTest)."""
     _need("stickersort soup", *TRAINING)
+    from ..training.quiet import import_tensorflow
+    import_tensorflow()
     from ..training.data import DataError
     from ..training.soup import run
     try:
@@ -292,9 +399,11 @@ def soup(data, models, arch, out, int8):
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path), required=False)
-@click.option("--split", type=click.Choice(["PrivateTest", "PublicTest", "Training"]), default="PrivateTest", show_default=True)
+@click.option("--split", type=click.Choice(["PrivateTest", "PublicTest", "Training"]), default="PrivateTest",
+              show_default=True, help="The FER2013 split to score (select on PublicTest, report PrivateTest)")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="An .onnx or .keras model [default: the bundled one]")
-@click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True)
+@click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True,
+              help="Score against FER2013's labels or the FER+ majority (faces without one are skipped and counted)")
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file [default: ferplus/fer2013new.csv.gz beside DATA's folder]")
 @click.option("--tta", is_flag=True, help="Average with the mirrored face (reported apart from the plain pass)")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N faces of the split")
@@ -312,9 +421,13 @@ def soup(data, models, arch, out, int8):
               help="Instead of FER2013: scan this folder as `scan` would and score it against its labels.csv")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
               help="With --stickers: draw precision against coverage as the confidence threshold moves into this PNG")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--figures", type=click.Path(path_type=Path, file_okay=False),
+              help="Also draw the split's confusion.png (counts, row shares) and samples.png (faces, predicted "
+                   "against true) into this folder, as train does")
+@click.option("--json", "as_json", is_flag=True, help="Everything as JSON (with --stickers, each file's result too)")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no header on stderr")
 def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline, calibrate, detector, stickers, plot,
-             as_json):
+             figures, as_json, quiet):
     """Accuracy, per-class table and confusion matrix of a model on one FER2013 split, directly or
     through the scan's pipeline (--pipeline), or on a labelled sticker folder (--stickers DIR)."""
     from ..model.inference import SHIPPED_MODEL
@@ -322,6 +435,12 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     for path in filter(None, (model, against)):
         if not Path(path).is_file():
             raise Fail(f"model file not found: {path}")
+    if figures:
+        _need("--figures", "matplotlib")
+    if any(Path(p).suffix == ".keras" for p in filter(None, (model, against))):
+        _need("a .keras model", *TRAINING)
+        from ..training.quiet import import_tensorflow
+        import_tensorflow()
     if stickers:
         if plot:
             _need("--plot", "matplotlib")
@@ -334,9 +453,9 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
         with _failing(DataError):
             frame = ev.calibrate_split(data, split, detector, limit)
         return click.echo(json.dumps(frame, indent=2) if as_json else ev.format_calibration(frame, split))
-    click.echo(f"evaluating {model} on {split}{' through the scan pipeline' if pipeline else ''}", err=True)
+    _echo(quiet)(f"evaluating {model} on {split} of {data}{' through the scan pipeline' if pipeline else ''}")
     with _failing(DataError):
-        result = ev.evaluate_split(data, split, model, labels, ferplus, tta, limit, against, pipeline)
+        result = ev.evaluate_split(data, split, model, labels, ferplus, tta, limit, against, pipeline, figures, quiet)
     click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
 
 
@@ -363,13 +482,18 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
     Without --web it opens a window (needs a display); with --json alone it runs without one.
     Ctrl-C, q in the window, or the end of a file source (unless --loop) ends it.
     """
+    from .interrupt import deferred
     from .live import LiveError, run_live
+    _check_model(model)
     if db is not None:
         _open_store(db)  # a one-line error now rather than in the middle of the preview
-    with _failing(LiveError):
-        stats = run_live(source, web, db, detector, model, loop, max_frames, window=not as_json, echo=_echo(False))
+    with _failing(LiveError), deferred() as stop:  # Ctrl-C ends the run after the frame under way
+        stats = run_live(source, web, db, detector, model, loop, max_frames, window=not as_json, stop=stop,
+                         echo=_echo(False))
     if as_json:
         click.echo(json.dumps(stats, indent=2))
+    if stop.signum:
+        _stopped(stop, f"{stats.get('frames', 0)} frames shown")
 
 
 @cli.command()
@@ -379,11 +503,15 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
               help="Seconds a new or changed file must stay the same size before it is read")
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
 @preview_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON line per event on stdout: added, changed, removed, moved or error, with its path")
 @quiet_option
 def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detector, model, follow_links, settle,
-          with_live, source, web, loop, quiet):
+          with_live, source, web, loop, as_json, quiet):
     """Scan DIRECTORY like `scan`, then keep following it: new and changed files are classified,
-    moved ones keep their record, deleted ones lose record and link. Ctrl-C stops."""
+    moved ones keep their record, deleted ones lose record and link. After lost events (the
+    kernel's queue overflowed) it rescans; past the inotify watch limit it polls. Ctrl-C stops (130)."""
+    from .interrupt import deferred, exit_status
     from .live import LiveError, run_live
     from .scan import Options
     from .store import Store, StoreError
@@ -399,9 +527,122 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     def preview(stop):
         return run_live(source, web, db, detector, model, loop, stop=stop, echo=_echo(False))
 
-    with _failing(LiveError):
-        summary = run_watch(options, root, settle, echo, None if quiet else _progress, preview if with_live else None)
+    report = (lambda event: click.echo(json.dumps(event))) if as_json else None
+    with _failing(LiveError), deferred() as stop:
+        summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
+                            preview if with_live else None, report)
     echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")
+    if stop.signum:
+        sys.exit(exit_status(stop.signum))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the record, its faces and links as JSON")
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also draw the sampled frames with each face's box and label into this PNG")
+def show(file, db, as_json, image):
+    """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector
+    score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
+    from .library import LibraryError, describe, show_file
+    with _failing(LibraryError):
+        info = show_file(db or default_db(), file)
+        if image:
+            from .contact_sheet import draw
+            draw(info, image)
+    click.echo(json.dumps(info, indent=2) if as_json else "\n".join(map(shown, describe(info))))
+    if image and not as_json:
+        click.echo(f"wrote {image}", err=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("emotion", metavar="EMOTION")
+@_db_option
+def label(file, emotion, db):
+    """File FILE under EMOTION for good (one of the seven expressions, or noface): its link moves to
+    OUT/EMOTION/ and no rescan, --rescan or new model changes it; the model's vote stays in the record."""
+    from .library import LibraryError, label_file
+    with _failing(LibraryError):
+        record = label_file(db or default_db(), file, emotion)
+    click.echo(shown(f"{record['path']}: {emotion} (yours)" + (f", linked at {record['link']}" if record["link"] else
+                                                                ", no link yet (the next scan makes it)")))
+
+
+def _forgetting(forget_files, db, dry_run, nothing, **args):
+    """forget's and prune's run and report: a line per step, then what was done (or `nothing`)."""
+    from .library import LibraryError
+    echo = _echo(False)
+    with _failing(LibraryError):
+        done = forget_files(db or default_db(), dry_run=dry_run, report=lambda action, path: echo(
+            f"{'would ' if dry_run else ''}{action}: {path}"), **args)
+    if not done["files"]:
+        return echo(shown(nothing))
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(f"{verb} {len(done['files'])} files, {'would remove' if dry_run else 'removed'} "
+               f"{done['links_removed']} links" + (f", kept {len(done['kept'])} last copies" if done["kept"] else ""))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@_db_option
+@click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
+def forget(path, db, dry_run):
+    """Drop the records of the files at or under PATH and the links stickersort made for them in
+    OUT. The files themselves are never touched; a later scan of PATH records them again."""
+    from .library import forget as forget_files
+    _forgetting(forget_files, db, dry_run, f"no records at or under {path}", path=path)
+
+
+@cli.command()
+@_db_option
+@click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
+def prune(db, dry_run):
+    """Forget every recorded file that no longer exists (a deleted folder's, say), with its links.
+    A hard link or copy in OUT whose original is gone is the last copy: it stays, as the user's."""
+    from .library import prune as prune_files
+    _forgetting(prune_files, db, dry_run, "every recorded file still exists: nothing to prune")
+
+
+@cli.command()
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON")
+def dupes(db, as_json):
+    """List groups of recorded files with the same content, the most space taken twice first."""
+    from .library import LibraryError, dupes as find_dupes
+    with _failing(LibraryError):
+        groups = find_dupes(db or default_db())
+    if as_json:
+        return click.echo(json.dumps(groups, indent=2))
+    for group in groups:
+        click.echo(f"{len(group['files'])} copies of {group['size']} bytes ({group['hash'][:12]}):")
+        for f in group["files"]:
+            click.echo(shown(f"  {f['label'] or 'error':<9} {f['path']}"))
+    if not groups:
+        click.echo("no files with the same content", err=True)
+
+
+@cli.command()
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on (0.0.0.0: every address; other machines then see the library)")
+@click.option("--port", default=8766, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one)")
+def browse(db, host, port):
+    """Serve the library as a web page: a shelf per expression, unsure and noface, search by
+    name, and a button per sticker that corrects its label as `stickersort label` does.
+    Ctrl-C stops."""
+    from . import browse as pages
+    from .interrupt import deferred
+    from .serving import ServeError
+    db = db or default_db()
+    _open_store(db).close()  # a one-line error now for a missing or foreign database
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"note: serving on {host}: other machines can see the stickers and relabel them", err=True)
+    with _failing(ServeError), deferred() as stop:
+        pages.serve(db, host, port, echo=_echo(False), stop=stop)
+    if stop.signum:
+        _stopped(stop, "the library page is closed")
 
 
 def main():

@@ -1,24 +1,37 @@
 """Emotion folders: OUT/<label>/<name> pointing at the original file.
 
-Rules that keep a user's files safe: every entry is recorded in the links table before it is
-made, so a kill at any moment leaves no entry we would not know as ours; only recorded entries
-that still are what we made (same symlink target, or same inode) are ever moved or removed; an
-existing name is never overwritten, a unique one is chosen instead. Processes sharing a database
-(two scans, a scan and a watch) take turns through a lock file beside it, one file at a time.
+The rule that keeps a user's files safe: stickersort makes, moves or removes an entry in OUT only
+when its links table says it made it and the entry still is what it made (same symlink target, or
+same inode), and it makes one only where nothing was: a free name, in a label folder that is a
+folder (never a link to elsewhere), by calls that fail rather than overwrite or follow a link.
+`_folder` and `_ours` enforce it; everything else goes through them. So:
+- every entry is recorded before it is made: a kill at any moment leaves no entry we would not
+  know as ours (a record of nothing is dropped by the next place());
+- a copy is written under a random temporary name, recorded before it is made, and linked into
+  place whole; a kill leaves that recorded temporary, which the next place() removes;
+- OUT carries a marker naming its database (paths.OWNER_FILE): one OUT, one database.
+Processes sharing a database (two scans, a scan and a watch) take turns through a lock file
+beside it, one file at a time.
 """
+import errno
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from .paths import path_key
+from .paths import OWNER_FILE, PathError, key_path, lock_path, out_owner, path_key
 
 MODES = ("symlink", "hardlink", "copy")
-# A name's share of the file system's 255 bytes, leaving room for "-<hash8>-999" and for copy
-# mode's ".<name>.stickersort-tmp".
+TEMPORARY = "tmp"  # a copy in flight, in the links table's mode column
+TMP_SUFFIX = ".stickersort-tmp"
+# A name's share of the file system's 255 bytes, leaving room for "-<hash8>-999".
 MAX_NAME_BYTES = 255 - 30
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LinkError(Exception):
@@ -29,32 +42,40 @@ class Linker:
     def __init__(self, out, store, mode="symlink", dry_run=False, report=None):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}")
-        self.out = Path(out)
+        # Resolved: a relative link is followed from where its folder really is.
+        self.out = Path(os.path.realpath(out))
         self.store = store
         self.mode = mode
         self.dry_run = dry_run
         self.report = report or (lambda action, link, source: None)
         self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0}
+        self._planned = set()  # a dry run's names, so its plan does not give one twice
+        self._claimed = False
 
     def place(self, source, key, label, file_hash=""):
-        """Make sure `key`'s file has exactly one entry, under OUT/<label>/; returns its path."""
+        """Make sure `key`'s file has exactly one entry, under OUT/<label>/, made the way this
+        Linker's mode says; returns its path."""
         with self._turn():
             current = [row for row in self.store.links_of(key) if self._ours(row)]
-            kept = next((row["link"] for row in current if Path(row["link"]).parent == self.out / label
-                         and Path(row["link"]).exists()), None)
-            # The link's own name is always valid UTF-8, so the record of it names it exactly.
-            link = kept or str(self._free_name(self.out / label, path_key(Path(source).name), file_hash))
+            folder = self.out / label
+            kept = next((str(_path(row)) for row in current if _path(row).parent == folder
+                         and row["mode"] == self.mode and _path(row).exists()), None)
+            # An entry of another mode here (a rescan with another --link-mode) goes first, so
+            # the new one can take its name.
+            replaced = [] if kept else [row for row in current if _path(row).parent == folder]
+            for row in replaced:
+                self._remove(row)
             if kept:
                 self.counts["kept"] += 1
-            else:
-                self._make(Path(source), Path(link), key, label)
+            link = kept or str(self._make(Path(source), key, folder, file_hash))
             # Older entries go, among them one that a kill left between making and moving.
-            stale = [row for row in current if row["link"] != link]
+            stale = [row for row in current if row["link"] != path_key(link) and row not in replaced]
             for row in stale:
                 self._remove(row)
             if not kept:
-                self.counts["moved" if stale else "created"] += 1
-                self.report("move" if stale else "link", link, source)
+                moved = any(row["mode"] != TEMPORARY for row in stale + replaced)
+                self.counts["moved" if moved else "created"] += 1
+                self.report("move" if moved else "link", link, source)
             return link
 
     def unlink_all(self, key):
@@ -62,8 +83,9 @@ class Linker:
             for row in self.store.links_of(key):
                 if self._ours(row):
                     self._remove(row)
-                    self.counts["removed"] += 1
-                    self.report("unlink", row["link"], key)
+                    if row["mode"] != TEMPORARY:
+                        self.counts["removed"] += 1
+                        self.report("unlink", str(_path(row)), key)
                 elif not self.dry_run:
                     self.store.drop_link(row["link"])  # changed by the user: theirs now, leave it
 
@@ -75,74 +97,214 @@ class Linker:
         if self.dry_run:
             yield
             return
-        with open(f"{self.store.path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = lock_path(self.store.path)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise LinkError(f"cannot use the lock file {lock}: {e.strerror}; remove it") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
 
-    def _free_name(self, folder, name, file_hash):
-        name = _shortened(name)
-        candidate = folder / name
-        if not os.path.lexists(candidate) and not self._claimed(candidate):
-            return candidate
-        stem, suffix = os.path.splitext(name)
-        tag = (file_hash or hashlib.sha256(name.encode()).hexdigest())[:8]
-        for i in range(1000):
-            candidate = folder / f"{stem}-{tag}{'-' + str(i) if i else ''}{suffix}"
-            if not os.path.lexists(candidate) and not self._claimed(candidate):
-                return candidate
+    def _make(self, source, key, folder, file_hash):
+        """A new entry for source in folder, recorded first; its path."""
+        name = path_key(source.name)  # always valid UTF-8, so the record names the entry exactly
+        if self.dry_run:
+            link = _free_name(folder, name, file_hash, lambda p: os.path.lexists(p) or str(p) in self._planned)
+            self._planned.add(str(link))
+            return link
+        with self._folder(folder.name) as fd:
+            for _ in range(3):  # a name someone took between the look and the making: another
+                link = _free_name(folder, name, file_hash, lambda p: _exists(fd, p.name))
+                row = {"link": path_key(link), "file": key, "label": folder.name, "mode": self.mode,
+                       "target": "", "inode": None}
+                try:
+                    getattr(self, f"_make_{self.mode}")(fd, source, link, row)
+                    return link
+                except FileExistsError:
+                    self.store.drop_link(row["link"])
         raise LinkError(f"no free name for {name} in {folder}")
 
-    def _claimed(self, link):
-        # In a dry run nothing is made, so remember planned names to keep the plan honest.
-        return self.dry_run and str(link) in getattr(self, "_planned", set())
+    # Each records the entry, then makes it by a call that fails on a taken name (FileExistsError).
 
-    def _make(self, source, link, key, label):
-        if self.dry_run:
-            self.__dict__.setdefault("_planned", set()).add(str(link))
-            return
-        link.parent.mkdir(parents=True, exist_ok=True)
-        # Recorded before it is made, with what it will be: a kill in between leaves a record of
-        # nothing, which the next place() drops, never an entry that nobody knows is ours.
-        row = {"link": str(link), "file": key, "label": label, "mode": self.mode, "target": "", "inode": None}
-        if self.mode == "symlink":
-            target = os.path.relpath(source, link.parent)
-            self.store.add_link(row | {"target": path_key(target)})
-            os.symlink(target, link)
-        elif self.mode == "hardlink":
-            self.store.add_link(row | {"inode": os.stat(source).st_ino})
+    def _make_symlink(self, fd, source, link, row):
+        target = os.path.relpath(source, link.parent)
+        self.store.add_link(row | {"target": path_key(target)})
+        os.symlink(target, link.name, dir_fd=fd)
+
+    def _make_hardlink(self, fd, source, link, row):
+        self.store.add_link(row | {"inode": os.stat(source).st_ino})
+        try:
+            os.link(source, link.name, dst_dir_fd=fd)
+        except FileExistsError:
+            raise
+        except OSError as e:
+            self.store.drop_link(row["link"])
+            raise LinkError(f"cannot hard-link {source} into {link.parent}: {e.strerror} "
+                            f"(try --link-mode copy)") from None
+
+    def _make_copy(self, fd, source, link, row):
+        """Written whole under a temporary name first, so OUT never shows half a copy."""
+        tmp = link.with_name(f".{secrets.token_hex(8)}{TMP_SUFFIX}")
+        self.store.add_link(row | {"link": path_key(tmp), "mode": TEMPORARY})
+        try:
+            inode = _copy(source, fd, tmp.name)
+            self.store.add_link(row | {"inode": inode})
+            _link_whole(fd, tmp.name, link.name)
+        finally:
+            _unlink(fd, tmp.name)
+            self.store.drop_link(path_key(tmp))
+
+    @contextmanager
+    def _folder(self, label):
+        """OUT/<label> as an open folder, made if need be (OUT too, with its marker): the only
+        way in for anything made. Never a link: one put there would lead the entries elsewhere."""
+        self._claim()
+        out = os.open(self.out, _FOLDER)
+        try:
             try:
-                os.link(source, link)
+                os.mkdir(label, dir_fd=out)
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(label, _FOLDER, dir_fd=out)
             except OSError as e:
-                self.store.drop_link(str(link))
-                raise LinkError(f"cannot hard-link {source} into {link.parent}: {e.strerror} "
-                                f"(try --link-mode copy)") from None
-        else:
-            tmp = link.with_name(f".{link.name}.stickersort-tmp")  # a rerun copies over a leftover
-            shutil.copy2(source, tmp)
-            self.store.add_link(row | {"inode": os.stat(tmp).st_ino})
-            os.replace(tmp, link)
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise LinkError(f"{self.out / label} is in the way of the {label} folder (not a folder of its "
+                                f"own); move it, or choose another --out") from None
+        finally:
+            os.close(out)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _claim(self):
+        """OUT made, and marked as this database's (refused when it is another's)."""
+        if self._claimed:
+            return
+        os.makedirs(self.out, exist_ok=True)
+        db = os.path.realpath(self.store.path)
+        try:
+            fd = os.open(self.out / OWNER_FILE, _NEW_FILE, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.fsencode(db) + b"\n")
+        except FileExistsError:
+            try:
+                owner = out_owner(self.out)
+            except PathError as e:
+                raise LinkError(str(e)) from None
+            if owner != db:
+                raise LinkError(f"{self.out} belongs to the database {owner}: scan with --db {owner}, or choose "
+                                f"another --out") from None
+        self._claimed = True
 
     def _ours(self, row):
         """Is the entry still exactly what we made? Anything else now belongs to the user."""
-        link = row["link"]
+        link = _path(row)
         try:
-            st = os.lstat(link)
+            fd = os.open(link.parent, _FOLDER)
+        except FileNotFoundError:
+            return True  # gone already, folder and all: only the record is left to drop
+        except OSError:
+            return False  # its folder is no longer a folder (a link to elsewhere): not ours
+        try:
+            st = os.stat(link.name, dir_fd=fd, follow_symlinks=False)
+            if row["mode"] == "symlink":
+                return stat.S_ISLNK(st.st_mode) and path_key(os.readlink(link.name, dir_fd=fd)) == row["target"]
         except FileNotFoundError:
             return True  # gone already: only the record is left to drop
-        if row["mode"] == "symlink":
-            return os.path.islink(link) and path_key(os.readlink(link)) == row["target"]
-        return st.st_ino == row["inode"] and not os.path.islink(link)
+        finally:
+            os.close(fd)
+        if row["mode"] == TEMPORARY:
+            return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
+        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode)
 
     def _remove(self, row):
+        """Only ever called for an entry _ours() has just vouched for."""
         if self.dry_run:
             return
-        if os.path.lexists(row["link"]):
-            os.unlink(row["link"])
+        link = _path(row)
+        try:
+            fd = os.open(link.parent, _FOLDER)
+        except OSError:
+            fd = None  # its folder is gone (nothing to remove), or no longer ours
+        if fd is not None:
+            try:
+                _unlink(fd, link.name)
+            finally:
+                os.close(fd)
         self.store.drop_link(row["link"])
         try:
-            os.rmdir(Path(row["link"]).parent)  # only succeeds when the label folder is empty
+            os.rmdir(link.parent)  # only succeeds when the label folder is empty
         except OSError:
             pass
+
+
+def _path(row):
+    """Where a links row's entry is (the row names it by its key)."""
+    return Path(key_path(row["link"]))
+
+
+def _free_name(folder, name, file_hash, taken):
+    """folder/name, or, when taken, folder/<stem>-<hash8>[-i]<suffix>."""
+    name = _shortened(name)
+    candidate = folder / name
+    if not taken(candidate):
+        return candidate
+    stem, suffix = os.path.splitext(name)
+    tag = (file_hash or hashlib.sha256(name.encode()).hexdigest())[:8]
+    for i in range(1000):
+        candidate = folder / f"{stem}-{tag}{'-' + str(i) if i else ''}{suffix}"
+        if not taken(candidate):
+            return candidate
+    raise LinkError(f"no free name for {name} in {folder}")
+
+
+def _exists(fd, name):
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _unlink(fd, name):
+    try:
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+
+
+def _copy(source, fd, name):
+    """source's bytes, mode and times into a new file `name` in folder fd; its inode."""
+    src = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO in its place never blocks
+    with os.fdopen(src, "rb") as fin:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise LinkError(f"{source} is no longer a regular file; scan again")
+        with os.fdopen(os.open(name, _NEW_FILE, 0o600, dir_fd=fd), "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
+            os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+            return os.fstat(fout.fileno()).st_ino
+
+
+def _link_whole(fd, tmp, name):
+    """tmp given its final name, never over an existing one (FileExistsError)."""
+    try:
+        os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        # A file system without hard links (FAT): a rename, after the look, under our lock.
+        if _exists(fd, name):
+            raise FileExistsError(errno.EEXIST, "File exists", name) from None
+        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
 
 
 def _shortened(name):

@@ -7,10 +7,12 @@ tracking between them would save little (bench/live_fps.py prints the stages).
 """
 import os
 import re
+import stat
 import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,7 +21,7 @@ import numpy as np
 from ..model.faces import Face, _quiet_stderr, make_detector
 from ..model.inference import Classifier
 from ..model.labels import EMOTIONS, UNSURE
-from . import pipeline
+from . import media, pipeline
 
 BOX = (60, 220, 60)  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -31,10 +33,26 @@ class LiveError(Exception):
 
 
 def open_source(source):
-    """A camera index ("0"), a video or GIF file, or a stream URL -> an opened capture."""
+    """A camera index ("0") or device (/dev/video0), a video or GIF file, or a stream URL -> an
+    opened capture. A file must be a regular one: OpenCV would wait forever on a FIFO."""
     target = int(source) if source.isdigit() else source
-    if isinstance(target, str) and "://" not in target and not os.path.exists(target):
+    if isinstance(target, int) or "://" in target:
+        return _capture(source, target)
+    if not os.path.exists(target):
         raise LiveError(f"--source {source}: no such file (give a camera index, a video or GIF file, or a stream URL)")
+    if stat.S_ISCHR(os.stat(target).st_mode):  # a camera's device node
+        return _capture(source, target)
+    try:
+        with media.open_regular(target) as f:  # without blocking, and OpenCV opens this very file
+            return _capture(source, media.fd_path(f))
+    except media.MediaError:
+        raise LiveError(f"--source {source}: not a regular file (a FIFO, folder or socket); give a camera index, "
+                        f"a video or GIF file, or a stream URL") from None
+    except OSError as e:
+        raise LiveError(f"--source {source}: cannot open: {e.strerror or e}") from None
+
+
+def _capture(source, target):
     with _quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
         capture = cv2.VideoCapture(target)
     if not capture.isOpened():
@@ -250,14 +268,13 @@ class Matches:
         self._cache = (None, [])
 
     def __call__(self, label):
-        from .store import Store
         if not label:
             return []
         # The window asks every frame; a `watch` in the same process may add stickers meanwhile.
         key = (label, int(time.monotonic() / self.fresh_for))
         if self._cache[0] != key:
-            # A fresh connection each time: viewers ask from their own threads.
-            self._cache = (key, Store(self.db, create=False).top(label, self.limit))
+            with self._store() as store:
+                self._cache = (key, _distinct(store.top(label, self.limit * SAME_CONTENT_SLACK), self.limit))
         return self._cache[1]
 
     def lines(self, label):
@@ -266,11 +283,31 @@ class Matches:
         return [f"{label}: {len(rows)} stickers"] + [
             f"  {r['name']}{' (unsure)' if r['label'] == UNSURE else ''}" for r in rows] if label else []
 
-    def file(self, digest):
-        """The path of the sticker with this content hash, found in the database or None."""
+    def rows(self, digest):
+        """The records of the stickers with this content hash (see serving.recorded)."""
+        from .serving import recorded
+        with self._store() as store:
+            return recorded(store, digest)
+
+    @contextmanager
+    def _store(self):
+        # A fresh read-only connection each time: viewers ask from their own threads.
         from .store import Store
-        row = Store(self.db, create=False).by_hash(digest)
-        return row["path"] if row else None
+        store = Store(self.db, readonly=True)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+# Rows asked for per sticker shown: copies of one file (one content, several paths) show once.
+SAME_CONTENT_SLACK = 4
+
+
+def _distinct(rows, limit):
+    """rows, the first of each content hash only, at most limit of them."""
+    seen = set()
+    return [r for r in rows if not (r["hash"] in seen or seen.add(r["hash"]))][:limit]
 
 
 def run_live(source="0", web=None, db=None, detector="blazeface", model=None, loop=False, max_frames=None,

@@ -1,9 +1,14 @@
 """Read a sticker file into a few RGB frames sampled evenly by time.
 
 Bounds that keep hostile files cheap: MAX_PIXELS per frame (checked from the header, before any
-decoding), MAX_FRAMES frames walked per file, MAX_SECONDS of decoding per file, and frames
-downscaled to MAX_SIDE before anything else sees them.
+decoding), MAX_FRAMES frames walked per file, MAX_SECONDS of decoding per file (looked at between
+chunks of input and between frames, so an overrun is cut off), and frames downscaled to MAX_SIDE
+before anything else sees them. Files are opened without blocking and read only if regular: a FIFO
+or device swapped in after the walk's stat would otherwise hang the reader.
 """
+import io
+import os
+import stat
 import struct
 import time
 import warnings
@@ -13,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile
 
 MAX_PIXELS = 40_000_000
 MAX_FRAMES = 3000
@@ -21,6 +26,12 @@ MAX_SECONDS = 20.0
 MAX_SIDE = 640
 DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10 ms
 HOLD_BYTES = 48 << 20  # decoded frames of one animation kept for sampling
+# Each scan of a progressive JPEG walks the whole image, and a scan can be a dozen bytes, so a
+# few KB can hold minutes of work: libjpeg gets such a file's input in chunks of
+# JPEG_CHUNK_WORK / pixels bytes (between these bounds), a fraction of a second of work between
+# two looks at the clock. (A sequential JPEG's data grows with the blocks it decodes.)
+JPEG_CHUNK_WORK = 1 << 31
+JPEG_CHUNK_BYTES = (64, 1 << 16)
 # Frames over BIG_PIXELS are decoded one file at a time, always in the same thread: memory a
 # thread frees stays with that thread's allocator arena, so huge frames decoded in turn by
 # several threads would each keep their own copy of that memory.
@@ -35,11 +46,69 @@ SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 PILLOW_FORMATS = ("GIF", "WEBP", "PNG", "JPEG", "BMP")
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# What Pillow raises for a file it cannot decode (or that ends too soon).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class MediaError(Exception):
     """A file that cannot be read as a sticker; the message is one line for the user."""
+
+
+class Interrupted(Exception):
+    """The reading was called off (Ctrl-C): no verdict on the file."""
+
+
+class Budget:
+    """MAX_SECONDS of decoding for one file (or `seconds`), and `cancel` (a threading.Event, or
+    None) by which another thread calls the reading off. Looked at before every chunk of input
+    and every frame."""
+
+    def __init__(self, cancel=None, seconds=None):
+        self.cancel, self.seconds = cancel, seconds
+        self.restart()
+
+    def restart(self):
+        self.deadline = time.monotonic() + (MAX_SECONDS if self.seconds is None else self.seconds)
+
+    def check(self):
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted()
+        if time.monotonic() > self.deadline:
+            raise MediaError(f"decoding took over {MAX_SECONDS:.0f} s; gave up")
+
+
+class _Input(io.BufferedReader):
+    """A file that looks at its Budget before each read: Pillow's decoders take their input a
+    chunk at a time, so a decode that overruns stops at its next chunk."""
+
+    def __init__(self, raw, budget):
+        super().__init__(raw)
+        self.budget = budget
+
+    def read(self, size=-1):
+        self.budget.check()
+        return super().read(size)
+
+
+def open_regular(path, budget=None):
+    """path opened for reading, or MediaError if it is not a regular file. O_NONBLOCK: opening a
+    FIFO (or a device) that replaced the file since its stat must not wait for a writer."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MediaError("not a regular file")
+        return _Input(io.FileIO(fd, "rb", closefd=True), budget or Budget())
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def fd_path(f):
+    """A name by which a library that wants a path (OpenCV) opens this very file, not whatever
+    its path names by now."""
+    proc = f"/proc/self/fd/{f.fileno()}"
+    return proc if os.path.exists(proc) else f.name
 
 
 @dataclass
@@ -58,6 +127,7 @@ class Media:
     frames_total: int
     duration: float
     frames: list
+    note: str | None = None  # what was read despite a fault (a truncated animation's whole frames)
 
 
 def is_media(path):
@@ -109,25 +179,34 @@ def _check_size(w, h):
         raise MediaError(f"image too large: {w}x{h} is over {MAX_PIXELS:,} pixels")
 
 
-def read(path, max_frames=8):
+def read(path, max_frames=8, cancel=None):
+    """The file's sampled frames as Media, or MediaError; Interrupted once `cancel` is set."""
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise MediaError("empty file (0 bytes)")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        return _read_video(path, max_frames)
+    budget = Budget(cancel)
+    with open_regular(path, budget) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise MediaError("empty file (0 bytes)")
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return _read_video(f, max_frames, budget)
+        return _read_pillow(f, max_frames, budget)
+
+
+def _read_pillow(f, max_frames, budget):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=PILLOW_FORMATS) as im:
-                return _in_turn(im.width * im.height, _read_image, im, max_frames)
+            with Image.open(f, formats=PILLOW_FORMATS) as im:
+                if im.format == "JPEG" and im.info.get("progressive"):
+                    pixels = max(1, im.width * im.height)
+                    im.decodermaxblock = int(np.clip(JPEG_CHUNK_WORK // pixels, *JPEG_CHUNK_BYTES))
+                return _in_turn(im.width * im.height, _read_image, im, max_frames, budget)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise MediaError(f"image too large: {e}") from None
     except Image.UnidentifiedImageError:
         raise MediaError("not an image file (unknown format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError,
-            struct.error) as e:
+    except (*DECODE_ERRORS, MemoryError) as e:
         raise MediaError(f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
@@ -138,19 +217,23 @@ def _in_turn(pixels, decode, *args):
     return decode(*args)
 
 
-def _read_image(im, max_frames):
+def _read_image(im, max_frames, budget):
+    budget.restart()  # the clock counts decoding, not the wait for the big-frame thread
     w, h = im.size
     _check_size(w, h)
-    n = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
+    n = _frame_count(im)
     if n <= 1:
-        im.load()
-        frame = Frame(0, 0.0, 1.0, _fit(_rgb(im)))
-        return Media("image", w, h, 1, 0.0, [frame])
-    started = time.monotonic()
-    n = min(n, MAX_FRAMES)
-    durations, held, held_bytes = [], {}, 0
+        return _read_still(im, w, h)
+    durations, held, held_bytes, note = [], {}, 0, None
     for i in range(n):  # a frame's duration is known once it is decoded (WebP)
-        _step(im, i, started)
+        try:
+            _step(im, i, budget)
+        except DECODE_ERRORS:
+            if i == 0:
+                raise
+            # Cut off mid-frame: the whole frames before are shown, as browsers show them.
+            n, note = i, f"truncated: kept the {i} whole frame{'s' if i > 1 else ''} before the cut"
+            break
         d = im.info.get("duration") or 0
         durations.append((d if d > 10 else DEFAULT_FRAME_MS) / 1000)
         # Every frame held, so the picks need no second decoding; past HOLD_BYTES, none is,
@@ -162,45 +245,82 @@ def _read_image(im, max_frames):
             held = None
     picks, starts = sample_times(durations, max_frames)
     wanted = dict(picks)
-    chosen = ((i, held[i]) for i in sorted(wanted)) if held is not None else _decode_again(im, wanted, started)
+    chosen = ((i, held[i]) for i in sorted(wanted)) if held is not None else _decode_again(im, wanted, budget)
     frames = [Frame(i, float(starts[i]), wanted[i], _fit(_rgb(frame))) for i, frame in chosen]
-    return Media("animation", w, h, n, float(sum(durations)), frames)
+    return Media("animation", w, h, n, float(sum(durations)), frames, note)
 
 
-def _decode_again(im, wanted, started):
+# EXIF orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def _read_still(im, w, h):
+    """A still, upright as its EXIF orientation says (a phone's photo is stored sideways), its
+    width and height as shown. A JPEG many times MAX_SIDE is decoded at 1/2, 1/4 or 1/8 scale
+    (libjpeg's DCT scaling, draft()): a fraction of the work, and still at least MAX_SIDE."""
+    turn = ORIENTATIONS.get(_orientation(im))
+    if im.format == "JPEG" and max(w, h) >= 2 * MAX_SIDE:
+        scale = MAX_SIDE / max(w, h)
+        im.draft(None, (max(1, int(w * scale)), max(1, int(h * scale))))
+    im.load()
+    rgb = _fit(_rgb(im))
+    if turn is not None:
+        rgb = np.asarray(Image.fromarray(rgb).transpose(turn))
+        if turn in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
+                    Image.Transpose.ROTATE_270):
+            w, h = h, w
+    return Media("image", w, h, 1, 0.0, [Frame(0, 0.0, 1.0, rgb)])
+
+
+def _orientation(im):
+    try:
+        return im.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # a mangled EXIF block says nothing about the picture
+        return None
+
+
+def _frame_count(im):
+    """Frames to walk: as many as the file has, at most MAX_FRAMES; MAX_FRAMES too when counting
+    them runs into the end of a file cut short (the walk then stops where the frames do)."""
+    try:
+        n = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
+    except DECODE_ERRORS:
+        n = MAX_FRAMES
+    return min(n, MAX_FRAMES)
+
+
+def _decode_again(im, wanted, budget):
     for i in range(max(wanted) + 1):
-        _step(im, i, started)
+        _step(im, i, budget)
         if i in wanted:
             yield i, im
 
 
-def _step(im, i, started):
+def _step(im, i, budget):
     """Frame i, right after frame i - 1: every format here decodes frames in order anyway, and one
     step at a time keeps a single frame's work between two looks at the clock (a seek far ahead
     is one long call). load() because WebP reads a frame's duration only when decoding it."""
-    _check_clock(started)
+    budget.check()
     im.seek(i)
     im.load()
 
 
-def _check_clock(started):
-    if time.monotonic() - started > MAX_SECONDS:
-        raise MediaError(f"decoding took over {MAX_SECONDS:.0f} s; gave up")
-
-
-def _read_video(path, max_frames):
-    cap = cv2.VideoCapture(str(path))
+def _read_video(f, max_frames, budget):
+    cap = cv2.VideoCapture(fd_path(f))
     try:
         if not cap.isOpened():
             raise MediaError("cannot open as video")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         _check_size(w, h)
-        return _in_turn(w * h, _read_frames, cap, w, h, max_frames)
+        return _in_turn(w * h, _read_frames, cap, w, h, max_frames, budget)
     finally:
         cap.release()
 
 
-def _read_frames(cap, w, h, max_frames):
+def _read_frames(cap, w, h, max_frames, budget):
+    budget.restart()
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if n <= 0:
@@ -209,11 +329,10 @@ def _read_frames(cap, w, h, max_frames):
     picks, starts = sample_times([1 / fps] * n, max_frames)
     wanted = dict(picks)
     frames = []
-    started = time.monotonic()
     # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
     # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
     for i in range(max(wanted) + 1):
-        _check_clock(started)
+        budget.check()
         if not cap.grab():
             break
         if i in wanted:

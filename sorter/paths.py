@@ -1,5 +1,7 @@
 """Where things go when the user does not say: discoverable in --help and printed by scan."""
 import os
+import re
+import stat
 from pathlib import Path
 
 
@@ -16,9 +18,27 @@ def default_out(root):
 
 
 def path_key(path):
-    """Text for a path that SQLite can store, even when the name is not valid UTF-8 (the bad
-    bytes become \\xNN); one path always gives the same key."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """Text for a path that SQLite can store, one-to-one: a UTF-8 name is its own key, a byte that
+    is not UTF-8 becomes \\xNN, and so that no name can pass for another, a backslash becomes
+    \\x5c (the name `\\xff` is `\\x5cxff`, the byte 0xFF `\\xff`). key_path undoes it."""
+    return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
+
+
+def key_path(key):
+    """The path a key names (path_key's inverse)."""
+    if "\\" not in key:
+        return key
+    return os.fsdecode(re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), key.encode()))
+
+
+# Characters that would act on a terminal rather than show: controls (C0, DEL, C1: colours,
+# window titles, clearing) and the marks that reorder text (a name could show another's).
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def shown(text):
+    """text safe to print on a terminal: every control or reordering character as \\xNN/\\uNNNN."""
+    return _UNSHOWN.sub(lambda m: ascii(m[0])[1:-1], str(text))
 
 
 class PathError(ValueError):
@@ -31,21 +51,71 @@ def inside(path, root):
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def scan_paths(directory, out=None, db=None):
+def scan_paths(directory, out=None, db=None, files=False):
     """The folder to scan (resolved), OUT and the database (absolute, defaults filled in), checked
-    before anything is written: (root, out, db), or PathError."""
+    before anything is written: (root, out, db), or PathError. With files, DIRECTORY may also be
+    one sticker file (root is then that file, and its folder stands for the folder scanned)."""
+    from .media import SUFFIXES, is_media  # here: OpenCV is no import for query and stats
     directory = Path(directory)
     if not directory.exists():
-        raise PathError(f"no such directory: {directory}")
-    if not directory.is_dir():
-        raise PathError(f"not a directory: {directory}")
+        raise PathError(f"no such {'file or ' * files}directory: {directory}")
+    if files and directory.is_file() and not is_media(directory):
+        raise PathError(f"not a sticker file: {directory} (scan reads {', '.join(sorted(SUFFIXES))})")
+    if not directory.is_dir() and not (files and directory.is_file()):
+        raise PathError(f"not a {'sticker file or ' * files}directory: {directory}")
     root = Path(os.path.realpath(directory))
-    out = Path(os.path.abspath(out)) if out else default_out(root)
-    db = Path(os.path.abspath(db)) if db else default_db()
+    # Resolved: links are computed from where OUT really is (a symlinked home or macOS's /tmp
+    # would leave them dangling), and OUT's marker names the database however it was spelt.
+    out = Path(os.path.realpath(out)) if out else default_out(root if root.is_dir() else root.parent)
+    db = Path(os.path.realpath(db if db else default_db()))
     if inside(root, out):
         raise PathError(f"--out {out} contains the folder being scanned; choose another --out")
     if out.exists() and not out.is_dir():
         raise PathError(f"--out {out} exists and is not a directory")
     if db.is_dir():
         raise PathError(f"--db {db} is a directory; give a file path")
+    _check_out(out, db)
     return root, out, db
+
+
+# OUT's marker: the database that owns OUT. Another database's scan into it would file every
+# sticker a second time beside the first.
+OWNER_FILE = ".stickersort-db"
+
+
+def lock_path(db):
+    """The lock file beside the database that scans and watches sharing it take turns by."""
+    return Path(f"{db}.lock")
+
+
+def _check_out(out, db):
+    """Refuses, before anything is made, an OUT another database owns, an entry in OUT where a
+    label folder goes that is not a folder (a user's file, or a link to elsewhere), and a lock
+    file that is not a file."""
+    from ..model.labels import EMOTIONS, NOFACE, UNSURE
+    owner = out_owner(out)
+    if owner is not None and owner != str(db):
+        raise PathError(f"{out} belongs to the database {owner}: scan with --db {owner}, or choose another "
+                        f"--out (or delete {out / OWNER_FILE} to give it to {db})")
+    for label in (*EMOTIONS, NOFACE, UNSURE):
+        folder = out / label
+        if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
+            raise PathError(f"{folder} is in the way of the {label} folder (not a folder of its own); "
+                            f"move it, or choose another --out")
+    lock = lock_path(db)
+    if os.path.lexists(lock) and (lock.is_symlink() or not lock.is_file()):
+        raise PathError(f"{lock} (the database's lock file) is not a plain file; remove it")
+
+
+def out_owner(out):
+    """The database OUT's marker names (a str), or None when it has none."""
+    try:
+        fd = os.open(Path(out) / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PathError(f"cannot read {Path(out) / OWNER_FILE}: {e.strerror}; remove it") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PathError(f"{Path(out) / OWNER_FILE} is not stickersort's marker; remove it")
+        return os.fsdecode(f.read(4096).rstrip(b"\n"))

@@ -46,21 +46,25 @@ class FaceSeen:
         return EMOTIONS[int(np.argmax(self.probs))]
 
 
-def read_file(path, frames, detector, classifier, timer=no_timer):
+def read_file(path, frames, detector, classifier, timer=no_timer, cancel=None):
     """A file's sampled frames, their faces and the vote: (clip, [FaceSeen], Vote). Raises
-    media.MediaError for a file that is not a readable sticker, OSError as reading does."""
+    media.MediaError for a file that is not a readable sticker, OSError as reading does, and
+    media.Interrupted once `cancel` (a threading.Event) is set."""
     with timer("decode"):
-        clip = media.read(path, frames)
+        clip = media.read(path, frames, cancel)
     return (clip, *read_clip(clip, detector, classifier, timer))
 
 
 def read_clip(clip, detector, classifier, timer=no_timer):
     """Every sampled frame's faces with their probabilities (one classifier batch), and the vote."""
-    seen, crops = [], []
+    seen, crops, last = [], [], None
     for frame in clip.frames:
         h, w = frame.rgb.shape[:2]
         scale = clip.width / w  # boxes in the original file's pixels
-        faces, frame_crops = frame_faces(detector, frame.rgb, timer)
+        # A held pose samples the same picture again: its faces and crops are the last ones.
+        if last is None or not same_picture(last[0], frame.rgb):
+            last = (frame.rgb, *frame_faces(detector, frame.rgb, timer))
+        faces, frame_crops = last[1:]
         crops += frame_crops
         seen += [FaceSeen(frame.index, round(frame.time, 3),
                           tuple(round(v * scale) for v in f.box), f.score,
@@ -72,6 +76,10 @@ def read_clip(clip, detector, classifier, timer=no_timer):
         face.probs = p
     with timer("vote"):
         return seen, vote(probs, [f.weight for f in seen])
+
+
+def same_picture(a, b):
+    return a.shape == b.shape and np.array_equal(a, b)
 
 
 def frame_faces(detector, rgb, timer=no_timer):

@@ -3,18 +3,21 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.labels import EMOTIONS
+from ..model.inference import ModelError
+from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import Linker
 from .paths import path_key
 from .pipeline import no_timer, read_file
 from .store import Store, now
+from .twins import Twins
 from .vote import DEFAULT_MIN_CONFIDENCE, filed_label
 
 
@@ -34,6 +37,10 @@ class Options:
     # Files decoded and searched at once. Decoders, detector and classifier release the GIL;
     # records and links stay in the scanning thread, in walk order.
     jobs: int = min(4, os.cpu_count() or 1)
+    # Where files are read: "local" (threads here) or "ray" (a Ray Data job, sorter/engine_ray.py,
+    # on the cluster at `address`, or on a local Ray); records and links are made here either way.
+    engine: str = "local"
+    address: str | None = None
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Summary:
     unchanged: int = 0
     errors: int = 0
     vanished: int = 0
+    duplicates: int = 0  # of the classified: a twin's reading reused, nothing decoded
     labels: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)
     error_files: list = field(default_factory=list)
@@ -70,10 +78,12 @@ class ScanFile:
 
 @dataclass
 class Read:
-    """What reading a file gave: its content hash, its record and its face rows."""
+    """What reading a file gave: its content hash, its record and its face rows; twin: reused
+    from a file of the same content (sorter/twins.py)."""
     digest: str
     record: dict
     faces: list
+    twin: bool = False
 
 
 @dataclass
@@ -88,9 +98,10 @@ class Outcome:
     vanished: bool = False
 
 
-def file_hash(path):
+def file_hash(path, cancel=None):
+    """sha256 of a regular file (opened without blocking: see media.open_regular)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with media.open_regular(path, media.Budget(cancel, seconds=float("inf"))) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -106,25 +117,46 @@ def _inline(fn, *args):
     return job
 
 
-def walk(root, skip=(), follow_links=False):
-    """Media files under root, sorted, never entering `skip` (OUT) nor looping through symlinks."""
+def walk(root, skip=(), follow_links=False, unreadable=None):
+    """Media files under root, sorted, never entering `skip` (OUT), a folder twice (symlink loops)
+    nor, below root, a file system that holds no files (/proc, /sys: no blocks). A folder it cannot
+    list (no permission, path too long) goes into the list `unreadable` as (path, reason): its
+    files are not known to be gone."""
     skip = {os.path.realpath(s) for s in skip}
-    seen_dirs = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_links):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop when following links
-            dirnames[:] = []
+    unreadable = [] if unreadable is None else unreadable
+    seen = set()
+    stack = [(str(root), None)]
+    while stack:
+        folder, parent_dev = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen or (parent_dev not in (None, st.st_dev)
+                                                  and os.statvfs(folder).f_blocks == 0):
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # removed since its parent was listed: its files are gone
+        except OSError as e:
+            unreadable.append((folder, f"cannot read folder: {e.strerror or e}"))
             continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames
-                             if os.path.realpath(os.path.join(dirpath, d)) not in skip)
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if os.path.realpath(path) in skip or not media.is_media(name):
-                continue
-            if os.path.islink(path) and not follow_links:
-                continue
-            yield Path(path)
+        subfolders = []
+        for entry in entries:
+            if _is_folder(entry, follow_links):
+                if os.path.realpath(entry.path) not in skip:
+                    subfolders.append((entry.path, st.st_dev))
+            elif media.is_media(entry.name) and (follow_links or not entry.is_symlink()) \
+                    and os.path.realpath(entry.path) not in skip:
+                yield Path(entry.path)
+        stack.extend(reversed(subfolders))
+
+
+def _is_folder(entry, follow_links):
+    try:
+        return entry.is_dir(follow_symlinks=follow_links)
+    except OSError:  # cannot tell (no search permission): a file, for _start to say why
+        return False
 
 
 class Scanner:
@@ -138,6 +170,8 @@ class Scanner:
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
                              report=self._report_link)
         self._classifier, self._detector = classifier, detector
+        self.twins = Twins(options.db)
+        self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
 
     def _report_link(self, action, link, source):
         if self.options.dry_run:
@@ -161,42 +195,77 @@ class Scanner:
     def model_id(self):
         return f"{self.classifier.id}:{self.options.detector}"
 
-    def scan(self, root, progress=None):
-        root = Path(os.path.realpath(root))
+    def scan(self, root, progress=None, stop=None):
+        """Every media file under root, or root alone when it is a file (its folder is its root).
+        stop: an Event (sorter/interrupt.py) that ends the scan between two files, calls off the
+        readings under way, and raises media.Interrupted; what was recorded stays, whole."""
+        self.cancel = stop if stop is not None else threading.Event()
+        root = only = Path(os.path.realpath(root))
+        if not root.is_dir():
+            root = root.parent
         summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db))
         started = time.monotonic()
         skip = [self.options.out, self.options.db]
         # Taken before the walk: a file recorded later (by another scan or a watch, after this
         # walk passed) is not one that vanished.
         known = set(self.store.paths_under(path_key(root)))
-        paths = list(walk(root, skip, self.options.follow_links))
+        unreadable = []
+        paths = list(walk(root, skip, self.options.follow_links, unreadable)) if only == root else [only]
+        self._unreadable(unreadable, summary)
+        if only != root:  # the folder's other files are not this scan's business
+            known &= {path_key(only)}
         seen = set()
-        pool = ThreadPoolExecutor(self.options.jobs) if self.options.jobs > 1 else None
+        pool = self._readers()
+        ahead = getattr(pool, "ahead", 2 * self.options.jobs)
         try:
             # A few files ahead of the one being recorded keep every worker busy; no more,
             # since each holds its frames until its turn.
             pending = deque()
             for path in (progress(paths) if progress else paths):
+                self._go_on()
                 seen.add(path_key(path))
                 pending.append(self._start(path, root, summary, pool.submit if pool else _inline))
-                if len(pending) > 2 * self.options.jobs:
+                if len(pending) > ahead:
                     self._record(pending.popleft(), summary)
             while pending:
+                self._go_on()
                 self._record(pending.popleft(), summary)
+        except BaseException:  # Ctrl-C: the readers stop at their next chunk, not at their file's end
+            self.cancel.set()
+            raise
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)
+        # Gone only where the walk could look: a file in a folder it could not read is still there.
+        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
         for key in known - seen:
-            self.forget(key)
-            summary.vanished += 1
+            if not key.startswith(hidden):
+                self.forget(key)
+                summary.vanished += 1
         summary.seconds = time.monotonic() - started
         summary.links = dict(self.linker.counts)
-        for key in seen:
-            row = self.store.get(key) if not self.options.dry_run else None
-            label = (row or {}).get("label") or ("error" if row else None)
-            if label:
-                summary.labels[label] = summary.labels.get(label, 0) + 1
+        if not self.options.dry_run:
+            summary.labels = self.store.labels_of(seen)
         return summary
+
+    def _go_on(self):
+        if self.cancel.is_set():
+            raise media.Interrupted()
+
+    def _readers(self):
+        """What reads the files that must be read: a thread pool, this thread alone (None), or a
+        Ray Data job, which also says how many files may wait for their turn (`ahead`)."""
+        if self.options.engine == "ray":
+            from .engine_ray import RayReaders
+            return RayReaders(self)
+        return ThreadPoolExecutor(self.options.jobs) if self.options.jobs > 1 else None
+
+    def _unreadable(self, folders, summary):
+        """Folders the walk could not list: errors (exit status 1), their files' records kept."""
+        for folder, reason in folders:
+            summary.errors += 1
+            summary.error_files.append({"path": path_key(folder), "error": reason})
+            self.echo(f"{path_key(folder)}: {reason}; its files are kept as they were")
 
     def forget(self, key):
         """A file that vanished: drop its links and record (never touching anything else)."""
@@ -216,11 +285,13 @@ class Scanner:
         file = ScanFile(path, path_key(path), root)
         summary.files += 1
         try:
-            file.st = os.stat(path)
+            file.st = os.stat(path) if self.options.follow_links else os.lstat(path)
         except FileNotFoundError:  # deleted after the walk listed it
             return Outcome(file, vanished=True)
-        except OSError as e:  # a symlink loop, a name too long, ...
+        except OSError as e:  # a symlink loop, a name too long, no search permission...
             return Outcome(file, error=f"cannot stat: {e.strerror or e}")
+        if not self._in_place(file):
+            return Outcome(file, vanished=True)
         if not stat.S_ISREG(file.st.st_mode):
             return Outcome(file, error="not a regular file")
         old = self.store.get(file.key)
@@ -267,19 +338,35 @@ class Scanner:
         else:
             read = outcome.read
             summary.classified += 1
+            if read.record.get("note"):
+                self.echo(f"{file.key}: {read.record['note']}")
+            self._keep_user_label(read.record)
             if self.options.dry_run:
                 self.echo(f"{file.key}: {read.record['label']} ({read.record['confidence']:.2f})")
             else:
                 with self.timer("record"):
                     self.store.save(read.record, read.faces)
+            self.twins.done(read.digest)  # a dry run's later twins read again: memory stays bounded
+            summary.duplicates += read.twin
             with self.timer("link"):
                 self.linker.place(file.path, file.key, read.record["label"], read.digest)
+
+    def _in_place(self, file, st=None):
+        """Is the file still one the walk would list? Not following links, a file that has become
+        a link, or lies in a folder that has (swapped in since the walk), would lead out of DIR:
+        it is not read, or what was read of it is not recorded."""
+        if self.options.follow_links:
+            return True
+        return not stat.S_ISLNK((st or file.st).st_mode) and os.path.realpath(file.path) == str(file.path)
 
     def _settle(self, outcome):
         """The outcome of a reading: what it read, or why it could not."""
         try:
-            return Outcome(outcome.file, read=outcome.job.result())
-        except media.MediaError as e:
+            read = outcome.job.result()
+            if not self._in_place(outcome.file, os.lstat(outcome.file.path)):
+                return Outcome(outcome.file, vanished=True)
+            return Outcome(outcome.file, read=read)
+        except (media.MediaError, ModelError) as e:
             return Outcome(outcome.file, error=str(e))
         except FileNotFoundError:
             return Outcome(outcome.file, vanished=True)
@@ -288,10 +375,19 @@ class Scanner:
         except OSError as e:
             return Outcome(outcome.file, error=f"cannot read: {e.strerror or e}")
 
+    def _keep_user_label(self, record):
+        """A label the user gave (`stickersort label`) outlasts any reading: the record keeps the
+        vote, and the label and link stay the user's."""
+        old = self.store.get(record["path"])
+        if old and old["user_label"]:
+            record.update(label=old["user_label"], user_label=old["user_label"])
+
     def _refiled(self, key, old):
         """An unchanged file's label under this scan's min_confidence, from its stored vote, so a
-        new threshold costs no decoding or classifying. A record from before `guess` existed
-        gets one here (its label was then always the vote's winner)."""
+        new threshold costs no decoding or classifying; the user's label, if they gave one. A
+        record from before `guess` existed gets one here (its label was then always the vote's winner)."""
+        if old["user_label"]:
+            return old["user_label"]
         guess = old["guess"] or (old["label"] if old["label"] in EMOTIONS else None)
         label = filed_label(guess, old["confidence"], self.options.min_confidence) if guess else old["label"]
         if (label, guess) != (old["label"], old["guess"]) and not self.options.dry_run:
@@ -300,8 +396,19 @@ class Scanner:
 
     def _read(self, file):
         with self.timer("hash"):
-            digest = file_hash(file.path)
-        return Read(digest, *self.classify(file, digest))
+            digest = file_hash(file.path, self.cancel)
+        record, faces, twin = self.twins.read_once(digest, self.model_id, lambda: self.classify(file, digest),
+                                                   recorded=not self.options.rescan)
+        return Read(digest, *(self._twin_of(file, digest, record, faces) if twin else (record, faces)), twin)
+
+    def _twin_of(self, file, digest, record, faces):
+        """A twin's reading as this file's record and face rows: the same vote, filed under this
+        scan's min_confidence, never the twin's user label."""
+        label = filed_label(record["guess"], record["confidence"], self.options.min_confidence) \
+            if record["guess"] else NOFACE
+        record = {k: v for k, v in record.items() if k != "user_label"} | self._base(file, digest) | {
+            "label": label, "scanned_at": now()}
+        return record, [{k: v for k, v in f.items() if k not in ("id", "file")} for f in faces]
 
     def _unchanged(self, file, old):
         if old is None or self.options.rescan:
@@ -328,7 +435,12 @@ class Scanner:
 
     def classify(self, file, digest):
         """Read, find faces, classify them in one batch and vote: the record and face rows."""
-        clip, seen, result = read_file(file.path, self.options.frames, self.detector, self.classifier, self.timer)
+        clip, seen, result = read_file(file.path, self.options.frames, self.detector, self.classifier, self.timer,
+                                       cancel=self.cancel)
+        return self.record_of(file, digest, clip, seen, result)
+
+    def record_of(self, file, digest, clip, seen, result):
+        """The record and face rows of what the pipeline read (here, or on a Ray worker)."""
         faces = [{"frame": f.frame, "time": f.time, "x": f.box[0], "y": f.box[1], "w": f.box[2],
                   "h": f.box[3], "detector_score": round(f.score, 4), "label": f.label,
                   "probs": json.dumps([round(float(v), 4) for v in f.probs])} for f in seen]
@@ -340,5 +452,5 @@ class Scanner:
             "guess": result.label if result.label in EMOTIONS else None,
             "confidence": result.confidence, "margin": result.margin,
             "scores": json.dumps(result.scores), "model_id": self.model_id,
-            "scanned_at": now(), "error": None}
+            "scanned_at": now(), "error": None, "note": clip.note}
         return record, faces

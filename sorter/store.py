@@ -3,28 +3,78 @@
 Tables (documented in docs/database.md): files (one row per sticker), faces (one row per face
 found in a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
 WAL mode, a busy timeout and write transactions that take the lock first let scans and a
-`watch` share one database.
+`watch` share one database. The file is marked as stickersort's (PRAGMA application_id) with its
+schema's version (PRAGMA user_version): another program's file, a damaged one or a newer schema is
+refused before anything is written.
 """
+import functools
 import json
+import os
 import sqlite3
+import sys
+import urllib.parse
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import sqlite_utils
+from ..model.labels import EMOTIONS, NOFACE, UNSURE
 
-from ..model.labels import UNSURE
+
+def _import_sqlite_utils():
+    """sqlite-utils imports pandas whenever it is installed (the [ray] extra brings it), only to
+    map its Timestamp type, which no record has: half a second or more added to every `query`
+    and `stats`. Hidden from that one import; anything may import pandas later as usual."""
+    hidden = "pandas" not in sys.modules
+    if hidden:
+        sys.modules["pandas"] = None  # import pandas -> ImportError
+    try:
+        import sqlite_utils
+    finally:
+        if hidden:
+            del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+# What query and stats call the files that could not be read (their label is null, their error says why).
+ERROR = "error"
+LABELS = (*EMOTIONS, UNSURE, NOFACE, ERROR)
 
 FILES = {
     "path": str, "root": str, "name": str, "hash": str, "size": int, "mtime_ns": int,
     "kind": str, "width": int, "height": int, "frames_total": int, "frames_sampled": int,
     "frames_with_faces": int, "faces": int, "label": str, "guess": str, "confidence": float,
     "margin": float, "scores": str, "model_id": str, "scanned_at": str, "error": str,
+    "user_label": str, "note": str,
 }
+# Columns added since the first databases were made, added to an older one when it is opened:
+# `guess` (unsure files), `user_label` (`stickersort label`: the user's label, which no scan overrides).
+# `note`: what a file was read despite (a truncated animation keeps its whole frames).
+ADDED = ("guess", "user_label", "note")
 FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int, "w": int,
          "h": int, "detector_score": float, "label": str, "probs": str}
 LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
          "created_at": str}
+TABLES = {"files", "faces", "links"}
+# Marks a database as stickersort's ("stks"): another program's SQLite file is refused, untouched.
+APPLICATION_ID = int.from_bytes(b"stks", "big")
+
+
+def _add_missing_columns(db):
+    for column in ADDED:
+        if column not in db["files"].columns_dict:
+            db["files"].add_column(column, FILES[column])
+
+
+# The schema's version (PRAGMA user_version). A new database is made at SCHEMA_VERSION from the
+# tables above; an older one is brought up by the steps after its version, UPGRADES[v - 1] taking
+# it from v - 1 to v, in one transaction with the new version. Steps are idempotent. Version 0: a
+# database from before the marking (our three tables, no application_id), adopted when opened.
+UPGRADES = (
+    _add_missing_columns,  # 1: marked; the ADDED columns
+)
+SCHEMA_VERSION = len(UPGRADES)
 
 
 class StoreError(Exception):
@@ -35,71 +85,181 @@ def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _reading(method):
+    """An SQLite error while reading (a damaged page) as a one-line StoreError."""
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read database {self.path}: {e}") from None
+    return read
+
+
 class Store:
-    def __init__(self, path, create=True):
+    def __init__(self, path, create=True, readonly=False):
+        """create: make the database if it is missing (scan, watch); else it must exist. readonly:
+        open it read-only (SQLite mode=ro: query, stats, show), which works on a file nobody may
+        write. A file that is another program's, damaged, of a newer schema, or for a writer not
+        writable, is refused with a one-line StoreError before anything is written."""
         self.path = Path(path)
-        if not create and not self.path.exists():
+        self.db = None
+        if (readonly or not create) and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `stickersort scan` first, or pass --db)")
         try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-            self.db = sqlite_utils.Database(conn)
-            self.db.execute("PRAGMA busy_timeout = 60000")
-            if create:
-                self.db.enable_wal()
-                # WAL + NORMAL cannot corrupt the database; a power cut may only lose the last
-                # commits, which the next scan redoes. FULL would fsync every row.
-                self.db.execute("PRAGMA synchronous = NORMAL")
+            if readonly:
+                self._open_readonly()
+            else:
+                self._open_writable(create)
+        except BaseException as e:
+            self.close()
+            if isinstance(e, (sqlite3.Error, OSError)):
+                raise StoreError(_failure(self.path, e)) from None
+            raise
+
+    def close(self):
+        if self.db is not None:
+            self.db.conn.close()
+            self.db = None
+
+    def _connect(self, target, uri=False):
+        self.db = sqlite_utils.Database(sqlite3.connect(target, timeout=60, isolation_level=None, uri=uri))
+        self.db.execute("PRAGMA busy_timeout = 60000")
+
+    def _open_writable(self, create):
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"database {self.path} is read-only, and this command writes to it "
+                             f"(make it writable, or pass another --db)")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connect(str(self.path))
+        self._version()  # a look before the first write: another program's file stays as it was
+        self._check_intact()
+        self.db.enable_wal()
+        # WAL + NORMAL cannot corrupt the database; a power cut may only lose the last
+        # commits, which the next scan redoes. FULL would fsync every row.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        with self._writing():  # all or nothing, one process at a time; looked at again under the lock
+            version = self._version()
+            if version is None:
                 self._schema()
-            self._upgrade()
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open database {self.path}: {e}") from None
+            for step in () if version is None else UPGRADES[version:]:
+                step(self.db)
+            # Written on every open: also proves the file and its folder writable (a read-only
+            # mount) before a scan starts.
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _open_readonly(self):
+        self._connect_readonly()
+        version = self._version()
+        if version is None:
+            raise StoreError(f"{self.path} is empty: no stickersort records in it (run `stickersort scan` first)")
+        if version < SCHEMA_VERSION and os.access(self.path, os.W_OK):
+            # An older stickersort's database, upgraded once by a short writing open; a file that
+            # cannot be written is read as it is.
+            self.close()
+            Store(self.path, create=False).close()
+            self._connect_readonly()
+
+    def _connect_readonly(self):
+        uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(self.path)))}?mode=ro"
+        self._connect(uri, uri=True)
+        try:
+            self.db.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if os.access(self.path.parent, os.W_OK):
+                raise
+            # A WAL database without its -shm in a folder nobody may write: SQLite cannot make
+            # one, and nobody can be writing the database there either.
+            self.close()
+            self._connect(uri + "&immutable=1", uri=True)
+
+    def _version(self):
+        """The open database's schema version, None for an empty file; StoreError for another
+        program's file or a newer schema. A database lacking a column it should have (edited
+        by hand) counts as version 0: every (idempotent) step runs again."""
+        app = self.db.execute("PRAGMA application_id").fetchone()[0]
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        names = [r[0] for r in self.db.execute("select name from sqlite_master where type = 'table'")
+                 if not r[0].startswith("sqlite_")]
+        if app == APPLICATION_ID and version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}, newer than this stickersort knows "
+                             f"({SCHEMA_VERSION}): upgrade stickersort, or pass another --db")
+        if app == APPLICATION_ID or (app == version == 0 and set(names) == TABLES and _OLD_COLUMNS <= set(
+                self.db["files"].columns_dict)):
+            return 0 if any(c not in self.db["files"].columns_dict for c in ADDED) else version
+        if app == version == 0 and not self.db.execute("select count(*) from sqlite_master").fetchone()[0]:
+            return None
+        whose = f"application id {app:#x}" if app else f"tables {', '.join(sorted(names)) or 'none'}"
+        raise StoreError(f"{self.path} is not a stickersort database ({whose}); nothing was changed: "
+                         f"pass another --db")
+
+    def _check_intact(self):
+        problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            problem = problem.splitlines()[-1]  # after a "*** in database main ***" line
+            raise StoreError(f"database {self.path} is damaged ({problem}); nothing was written: restore "
+                             f"it from a backup, or pass another --db")
 
     def _schema(self):
-        with self._writing():  # all or nothing, and one process at a time for a new database
-            if "files" in self.db.table_names():
-                return
-            self.db["files"].create(FILES, pk="path", if_not_exists=True)
-            self.db["faces"].create(FACES, pk="id", foreign_keys=[("file", "files", "path")],
-                                    if_not_exists=True)
-            self.db["links"].create(LINKS, pk="link", if_not_exists=True)
-            self.db["files"].create_index(["label"], if_not_exists=True)
-            self.db["files"].create_index(["hash"], if_not_exists=True)
-            self.db["files"].create_index(["root"], if_not_exists=True)
-            self.db["faces"].create_index(["file"], if_not_exists=True)
-            self.db["links"].create_index(["file"], if_not_exists=True)
-
-    def _upgrade(self):
-        """Columns added since a database was made, so an older one keeps working: `guess`
-        (unsure files). Checked again under the write lock: another process may be at it too."""
-        if "files" not in self.db.table_names() or "guess" in self.db["files"].columns_dict:
-            return
-        with self._writing():
-            if "guess" not in self.db["files"].columns_dict:
-                self.db["files"].add_column("guess", str)
+        self.db["files"].create(FILES, pk="path")
+        self.db["faces"].create(FACES, pk="id", foreign_keys=[("file", "files", "path")])
+        self.db["links"].create(LINKS, pk="link")
+        self.db["files"].create_index(["label"])
+        self.db["files"].create_index(["hash"])
+        self.db["files"].create_index(["root"])
+        self.db["faces"].create_index(["file"])
+        self.db["links"].create_index(["file"])
 
     @contextmanager
     def _writing(self):
         """One transaction that holds the write lock from its start. A plain BEGIN (sqlite-utils'
         atomic()) reads first, and in WAL mode a reader that another process wrote past cannot
         upgrade: it fails at once with "database is locked", busy timeout or not. Statements
-        inside that use atomic() become savepoints."""
-        self.db.execute("BEGIN IMMEDIATE")
+        inside that use atomic() become savepoints. An SQLite error (a full disk, a read-only
+        file) undoes the transaction and is a one-line StoreError."""
         try:
-            yield
-        except BaseException:
-            if self.db.conn.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot write database {self.path}: {e}") from None
+
+    def _rows(self, sql, args):
+        """Rows as dicts, straight from the connection: sqlite-utils' query() wraps each read in
+        a savepoint, three statements where a rescan wants one per file."""
+        cursor = self.db.conn.execute(sql, args)
+        keys = [d[0] for d in cursor.description]
+        return [dict(zip(keys, row)) for row in cursor]
 
     def get(self, path):
-        rows = list(self.db.query("select * from files where path = ?", [path]))
+        rows = self._rows("select * from files where path = ?", [path])
         return rows[0] if rows else None
+
+    def labels_of(self, paths, chunk=500):
+        """How many of these files each label has (errors as "error"), in a few queries."""
+        paths, counts = list(paths), {}
+        for i in range(0, len(paths), chunk):
+            part = paths[i:i + chunk]
+            for label, n in self.db.conn.execute(
+                    f"select coalesce(label, 'error'), count(*) from files where path in "
+                    f"({','.join('?' * len(part))}) group by 1", part):
+                counts[label] = counts.get(label, 0) + n
+        return counts
 
     def paths_under(self, root):
         return [r["path"] for r in self.db.query("select path from files where root = ?", [root])]
+
+    def signatures_under(self, root):
+        """Each file recorded under root: path -> (size, mtime_ns), what a rescan by stat compares."""
+        return {r["path"]: (r["size"], r["mtime_ns"])
+                for r in self.db.query("select path, size, mtime_ns from files where root = ?", [root])}
 
     def save(self, record, faces):
         """One file's record and its faces, replaced together or not at all."""
@@ -126,13 +286,32 @@ class Store:
                             [new, root, name, old])
             self.db.execute("update links set file = ? where file = ?", [new, old])
 
+    def label_by_user(self, path, label):
+        """The user's label (`stickersort label`) for a file: filed under it from now on."""
+        self.db.execute("update files set user_label = ?, label = ? where path = ?", [label, label, path])
+
+    def paths_within(self, path):
+        """The recorded files at path or under it."""
+        folder = path.rstrip("/") + "/"
+        return [r["path"] for r in self.db.query("select path from files where path = ? or substr(path, 1, ?) = ? "
+                                                 "order by path", [path, len(folder), folder])]
+
+    def same_content(self):
+        """Readable files whose content another recorded file shares, by hash then path."""
+        return list(self.db.query("select hash, path, size, label from files where error is null and hash in "
+                                  "(select hash from files where error is null group by hash having count(*) > 1) "
+                                  "order by hash, path"))
+
+    def faces_of(self, path):
+        return list(self.db.query("select * from faces where file = ? order by frame, id", [path]))
+
     def forget(self, path):
         with self._writing():
             self.db.execute("delete from faces where file = ?", [path])
             self.db.execute("delete from files where path = ?", [path])
 
     def links_of(self, path):
-        return list(self.db.query("select * from links where file = ?", [path]))
+        return self._rows("select * from links where file = ?", [path])
 
     def link_at(self, link):
         rows = list(self.db.query("select * from links where link = ?", [link]))
@@ -145,27 +324,33 @@ class Store:
     def drop_link(self, link):
         self.db.execute("delete from links where link = ?", [link])
 
+    @_reading
     def query(self, label=None, min_confidence=0.0, limit=None, root=None, include_unsure=False):
         """Filed stickers, best first; with include_unsure, an expression's unsure files (those
-        whose best guess it is) follow its confident ones."""
-        where, args = ["error is null"], []
-        if label:
+        whose best guess it is) follow its confident ones. Label ERROR: the files that could not
+        be read, each with why. A noface file has no confidence (null): nothing was scored."""
+        where, args = ["error is not null" if label == ERROR else "error is null"], []
+        if label and label != ERROR:
             where.append(_matching(include_unsure)); args += [label] * (2 if include_unsure else 1)
         if min_confidence:
             where.append("confidence >= ?"); args.append(min_confidence)
         if root:
             where.append("root = ?"); args.append(root)
         order = _BEST_FIRST if label and include_unsure else "confidence desc, path"
-        sql = (f"select path, label, guess, confidence, margin, faces, kind, scanned_at from files "
+        sql = (f"select path, label, user_label, guess, {_UNLESS_NOFACE.format('confidence')}, "
+               f"{_UNLESS_NOFACE.format('margin')}, faces, kind, scanned_at, error from files "
                f"where {' and '.join(where)} order by {order}")
         if limit:
             sql += f" limit {int(limit)}"
         return list(self.db.query(sql, args))
 
+    @_reading
     def stats(self):
-        rows = self.db.query("select coalesce(label, 'error') as label, count(*) as n from files "
-                             "group by 1 order by n desc, label")
-        return {r["label"]: r["n"] for r in rows}
+        """Files per label, every one of LABELS listed, zeros included."""
+        counts = dict.fromkeys(LABELS, 0)
+        for row in self.db.query(f"select coalesce(label, '{ERROR}') as label, count(*) as n from files group by 1"):
+            counts[row["label"]] = row["n"]
+        return counts
 
     def top(self, label, limit):
         """The best stickers for an expression, for `live`, the unsure ones whose best guess it
@@ -178,6 +363,21 @@ class Store:
         rows = list(self.db.query("select path, kind from files where hash = ? and error is null "
                                   "limit 1", [digest]))
         return rows[0] if rows else None
+
+
+# Columns every stickersort database has had: with the three tables, what marks an unmarked one as ours.
+_OLD_COLUMNS = {"path", "root", "hash", "label", "confidence", "error"}
+
+
+def _failure(path, e):
+    """One line for an SQLite or OS error met while opening."""
+    if type(e) is sqlite3.DatabaseError:  # not an OperationalError: the file itself is bad
+        return f"{path} is damaged or not an SQLite database ({e}); nothing was written: pass another --db"
+    return f"cannot open database {path}: {e}"
+
+
+# A column's value, or null for a noface file: no face, so nothing was scored.
+_UNLESS_NOFACE = f"case when label = '{NOFACE}' then null else {{0}} end as {{0}}"
 
 
 def _matching(include_unsure):

@@ -5,26 +5,34 @@ download or a slow copy is read once, whole. Everything runs in the calling thre
 watchdog's observer, which only queues events; `stop` ends the run between two files, so the
 database and the links are never left half-done.
 
-`run_watch` is the whole command, from plain arguments: Ctrl-C and SIGTERM end it, and a preview
-(`watch --live`) may run beside it.
+Events can be lost: the kernel's queue overflows under a burst of changes, and a tree may have
+more folders than inotify may watch. After an overflow the tree is rescanned (by stat, reading
+only what changed); past the watch limit, the watch polls instead, and says so.
+
+`run_watch` is the whole command, from plain arguments: a preview (`watch --live`) may run beside it.
 """
+import ctypes
+import errno
+import logging
 import os
 import queue
-import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
 
 from . import media
-from .paths import path_key
-from .scan import Scanner, Summary, file_hash
+from .paths import key_path, path_key, shown
+from .scan import Scanner, Summary, file_hash, walk
 
-
-class Stopped(Exception):
-    pass
+POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
+RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one rescan this often
+WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
+OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
 
 class _Queue(FileSystemEventHandler):
@@ -35,41 +43,129 @@ class _Queue(FileSystemEventHandler):
         self.events.put(event)
 
 
+class _Overflows(logging.Handler):
+    """watchdog (7.1 on) tells of an overflow of the kernel's event queue only by a warning in its
+    log: each one becomes an OVERFLOW in the event queue. While it is attached, watchdog's other
+    warnings are not printed raw either."""
+    LOGGER = "watchdog.observers"
+
+    def __init__(self, events):
+        super().__init__(logging.WARNING)
+        self.events = events
+        logging.getLogger(self.LOGGER).addHandler(self)
+
+    def emit(self, record):
+        if "overflow" in record.getMessage().lower():
+            self.events.put(OVERFLOW)
+
+    def close(self):
+        logging.getLogger(self.LOGGER).removeHandler(self)
+        super().close()
+
+
+def _watches_exhausted(path):
+    """Whether this user's inotify watches are all taken, so that some folders went unwatched or
+    a new one would be (watchdog says nothing when it cannot watch a folder below the root):
+    asked of the kernel by taking one more watch and giving it back."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return False
+    try:
+        in_attrib = 0x4
+        return libc.inotify_add_watch(fd, os.fsencode(path), in_attrib) < 0 and ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def _watch_limit():
+    try:
+        with open(WATCH_LIMIT) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def describe(event):
+    """An event as `watch` prints it without --json (an error has the scan's own line)."""
+    path = shown(event["path"])
+    if event["event"] == "moved":
+        return f"{shown(event['from'])}: moved to {path}"
+    if event["event"] == "removed":
+        return f"{path}: deleted"
+    if event["event"] in ("added", "changed"):
+        confidence = event["confidence"]
+        return f"{path}: {event['label']}" + (f" ({confidence:.2f})" if confidence is not None else "")
+    return None
+
+
 class Watcher:
-    def __init__(self, options, root, settle=1.0, echo=None):
+    def __init__(self, options, root, settle=1.0, echo=None, report=None):
+        """echo: a callable for messages to the user; report: one for each event, a dict with
+        `event` (added, changed, removed, moved, error) and `path` (default: its line, echoed)."""
         self.options = options
         self.root = Path(os.path.realpath(root))
         self.settle = settle
         self.echo = echo or (lambda message: None)
+        self.report = report or (lambda event: (line := describe(event)) and self.echo(line))
         self.skip = [os.path.realpath(p) for p in (options.out, options.db)]
         self.events = queue.Queue()
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
         self.gone = {}  # key of a deleted file's record -> when it went
-        self.scanner = None
+        self.lost = False  # events were lost (the kernel's queue overflowed): rescan
+        self.rescanned = -RESCAN_GAP_S
+        self.scanner = self.observer = None
         self.summary = Summary(path_key(self.root), path_key(options.out), path_key(options.db))
 
     def run(self, stop, progress=None, on_scanned=None):
         """Scan once, then follow events until `stop` is set."""
         # Made here: its SQLite connection belongs to the thread that runs the watch.
         self.scanner = Scanner(self.options, echo=self.echo)
-        observer = Observer()
+        overflows = _Overflows(self.events)
         # Watching starts before the scan, so nothing written during the scan is missed.
-        observer.schedule(_Queue(self.events), str(self.root), recursive=True)
-        observer.start()
+        self.observer = self._observe()
         try:
-            summary = self.scanner.scan(self.root, progress=_until(stop, progress))
+            summary = self.scanner.scan(self.root, progress=progress, stop=stop)
             if on_scanned:
                 on_scanned(summary)
             while not stop.is_set():
                 self._take(timeout=min(0.2, self.settle / 2))
+                self._rescan_if_lost()
                 self._classify_settled(stop)
                 self._forget_gone(grace=2 * self.settle + 1)
             self._forget_gone(grace=0)  # leave no record of a file that is gone
-        except Stopped:
+        except media.Interrupted:  # stop, while a file was being read: it waits for the next run
             pass
         finally:
+            self.observer.stop()
+            self.observer.join()
+            overflows.close()
+
+    def _observe(self):
+        """A started observer: inotify's, or, where the user's inotify watches cannot cover every
+        folder, one that polls the tree every POLL_S seconds (said in one line)."""
+        observer = Observer()
+        observer.schedule(_Queue(self.events), str(self.root), recursive=True)
+        try:
+            observer.start()
+            if not _watches_exhausted(self.root):
+                return observer
             observer.stop()
             observer.join()
+        except OSError as e:  # older watchdogs: no watch left even for DIR itself
+            if e.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+        return self._poll()
+
+    def _poll(self):
+        self.echo(f"watch: {shown(self.root)} has more folders than inotify may watch (fs.inotify.max_user_watches = "
+                  f"{_watch_limit()}): polling every {POLL_S:g} s instead")
+        observer = PollingObserver(timeout=POLL_S)
+        observer.schedule(_Queue(self.events), str(self.root), recursive=True)
+        observer.start()
+        return observer
 
     def _take(self, timeout):
         """Handle every queued event, waiting up to `timeout` for the first."""
@@ -81,6 +177,11 @@ class Watcher:
             pass
 
     def _handle(self, event):
+        if event == OVERFLOW:
+            self.lost = True
+            return
+        if event.event_type == "created" and event.is_directory and not isinstance(self.observer, PollingObserver):
+            self._check_room()
         src = os.fsdecode(event.src_path)
         if event.event_type == "moved":
             self._moved(src, os.fsdecode(event.dest_path), event.is_directory)
@@ -89,6 +190,43 @@ class Watcher:
         elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
             if self._wanted(src):
                 self.pending.setdefault(src, None)
+
+    def _check_room(self):
+        """A new folder may have taken the last inotify watch, or found none: then poll instead,
+        and rescan for what happened before polling began."""
+        if _watches_exhausted(self.root):
+            self.observer.stop()
+            self.observer.join()
+            self.observer = self._poll()
+            self.lost = True
+
+    def _rescan_if_lost(self):
+        if self.lost and time.monotonic() - self.rescanned >= RESCAN_GAP_S:
+            self.lost, self.rescanned = False, time.monotonic()
+            self.echo(f"watch: the kernel's event queue overflowed and events were lost: rescanning {shown(self.root)}")
+            self._rescan()
+
+    def _rescan(self):
+        """What lost events may have hidden, found by stat alone: a sticker its record does not
+        match (new, changed or moved here) waits to settle like any new file; a record whose file
+        is not there is gone (and paired by content with a file moved elsewhere, as usual)."""
+        recorded = self.scanner.store.signatures_under(path_key(self.root))
+        unreadable, on_disk = [], set()
+        for path in walk(self.root, self.skip, self.options.follow_links, unreadable):
+            key = path_key(path)
+            on_disk.add(key)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone again: its record, if any, is handled below next time
+            if recorded.get(key) != (st.st_size, st.st_mtime_ns):
+                self.pending.setdefault(os.fspath(path), None)
+        # Gone only where the walk could look: a file in a folder it could not read is still there.
+        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
+        now = time.monotonic()
+        for key in recorded.keys() - on_disk:
+            if not key.startswith(hidden):
+                self.gone.setdefault(key, now)
 
     def _wanted(self, path):
         real = os.path.realpath(path)
@@ -108,6 +246,7 @@ class Watcher:
         if store.get(old):
             if store.get(new):  # renamed over another sticker: that one is gone
                 self.scanner.forget(new)
+                self.report({"event": "removed", "path": new})
             self._move_record(old, dest)
         # Classified as usual once settled: unchanged, so only its link follows it.
         self.pending[dest] = None
@@ -133,9 +272,10 @@ class Watcher:
         for key, since in list(self.gone.items()):
             if now - since >= grace:
                 del self.gone[key]
-                if not os.path.lexists(key):  # else it is back, and pending
-                    self.echo(f"{key}: deleted")
+                # Else it is back (and pending), or its record has moved on.
+                if not os.path.lexists(key_path(key)) and self.scanner.store.get(key):
                     self.scanner.forget(key)
+                    self.report({"event": "removed", "path": key})
 
     def _adopt(self, path, key):
         """A new file with a gone file's content is that file moved: it takes over the record."""
@@ -153,8 +293,9 @@ class Watcher:
         """The record (faces, links) of `old` now belongs to the file at path; its link follows
         when the file is next placed."""
         new = path_key(path)
+        self.gone.pop(old, None)
         self.scanner.store.move(old, new, path_key(self.root), path_key(Path(path).name))
-        self.echo(f"{old}: moved to {new}")
+        self.report({"event": "moved", "path": new, "from": old})
 
     def _classify_settled(self, stop):
         now = time.monotonic()
@@ -166,6 +307,8 @@ class Watcher:
             except FileNotFoundError:
                 del self.pending[path]  # its deleted event does the rest
                 continue
+            except OSError:
+                continue  # unreadable for now: looked at again on the next round
             signature = (st.st_size, st.st_mtime_ns)
             if seen is None or seen[0] != signature:
                 self.pending[path] = (signature, now)
@@ -177,49 +320,33 @@ class Watcher:
         key = path_key(path)
         if self.gone and not self.scanner.store.get(key):
             self._adopt(path, key)
-        before = self.summary.classified
+        existed = self.scanner.store.get(key) is not None
+        classified, errors = self.summary.classified, self.summary.errors
         self.scanner.scan_file(Path(path), self.root, self.summary)
         row = self.scanner.store.get(key)
-        if self.summary.classified > before and row:
-            self.echo(f"{key}: {row['label']} ({row['confidence']:.2f})")
+        if row and self.summary.classified > classified:
+            self.report({"event": "changed" if existed else "added", "path": key, "label": row["label"],
+                         "confidence": row["confidence"], "user_label": row.get("user_label")})
+        elif row and row["error"] and self.summary.errors > errors:
+            self.report({"event": "error", "path": key, "error": row["error"]})
 
 
-def _until(stop, progress=None):
-    """A progress wrapper that ends the first scan between two files when `stop` is set."""
-    def walk(paths):
-        for path in (progress(paths) if progress else paths):
-            if stop.is_set():
-                raise Stopped
-            yield path
-    return walk
-
-
-def run_watch(options, root, settle=1.0, echo=None, progress=None, preview=None):
-    """Scan root, then follow it until Ctrl-C or SIGTERM (caught meanwhile, from the main thread:
-    the watch ends between two files; a second Ctrl-C stops at once). preview: a callable taking
-    the stop event, run in this thread while the watch runs in another (windows want the main
-    thread), e.g. live.run_live. Returns the summary of what was done since the first scan."""
+def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview=None, report=None):
+    """Scan root, then follow it until `stop` is set (sorter/interrupt.py: Ctrl-C or SIGTERM; the
+    watch ends between two files). preview: a callable taking the stop event, run in this thread
+    while the watch runs in another (windows want the main thread), e.g. live.run_live; report: as
+    for Watcher. Returns the summary of what was done since the first scan."""
     echo = echo or (lambda message: None)
-    watcher = Watcher(options, root, settle, echo)
-    stop = threading.Event()
-
-    def interrupted(signum, frame):
-        stop.set()  # the watch ends between two files
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+    watcher = Watcher(options, root, settle, echo, report)
 
     def scanned(summary):
-        echo(f"scanned {watcher.root}: {summary.files} files, {summary.classified} classified, "
+        echo(f"scanned {shown(watcher.root)}: {summary.files} files, {summary.classified} classified, "
              f"{summary.errors} errors; watching (Ctrl-C stops)")
 
-    handlers = {s: signal.signal(s, interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if preview:
-            beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)
-        else:
-            watcher.run(stop, progress, scanned)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
+    if preview:
+        beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)
+    else:
+        watcher.run(stop, progress, scanned)
     return watcher.summary
 
 

@@ -1,27 +1,21 @@
 """`stickersort live --web`: the preview page, its MJPEG stream and the stickers that match.
 
-Werkzeug's threaded server, never in debug mode (its debugger runs code sent by the browser):
-every viewer streams from the one capture loop, and a viewer that goes away only ends its own
-response.
+Served as sorter/serving.py serves every page (waitress; Host checked; errors as JSON; sticker
+files re-checked before they are sent): every viewer streams from the one capture loop, and a
+viewer that goes away only ends its own response.
 """
-import logging
-import os
-import re
-import threading
-
 import cv2
-from flask import Flask, Response, abort, jsonify, send_file
-from werkzeug.serving import make_server
+from flask import Flask, Response, abort, jsonify
 
 from ..model.labels import UNSURE
 from . import media
 from .live import LiveError
-
-SHA256 = re.compile(r"[0-9a-f]{64}")
+from .serving import Server, ServeError, Streams, guard, open_recorded, send_recorded, view_page
 
 
 def create_app(live, matches=None):
     app = Flask(__name__)
+    streams = Streams()
 
     @app.get("/")
     def page():
@@ -29,7 +23,7 @@ def create_app(live, matches=None):
 
     @app.get("/stream.mjpg")
     def stream():
-        return Response(_mjpeg(live), mimetype="multipart/x-mixed-replace; boundary=frame")
+        return streams.open(Response(_mjpeg(live), mimetype="multipart/x-mixed-replace; boundary=frame"))
 
     @app.get("/state.json")
     def state():
@@ -40,29 +34,39 @@ def create_app(live, matches=None):
                      "unsure": r["label"] == UNSURE} for r in rows]
         return jsonify(now | {"library": matches is not None, "stickers": stickers})
 
-    def library_file(digest):
-        # Files are found by content hash in the database, never by a path from the URL, so no
-        # URL can reach a file outside the library.
-        path = matches.file(digest) if matches and SHA256.fullmatch(digest) else None
-        if not path or not os.path.isfile(path):
-            abort(404)
-        return path
-
+    # Files are found by content hash in the database, never by a path from the URL; the name
+    # after the hash is only what the browser titles a tab with.
     @app.get("/sticker/<digest>")
-    def sticker(digest):
-        return send_file(library_file(digest))
+    @app.get("/sticker/<digest>/<path:name>")
+    def sticker(digest, name=None):
+        return send_recorded(matches.rows(digest) if matches else [])
+
+    @app.get("/view/<digest>/<path:name>")
+    def view(digest, name):
+        return view_page(matches.rows(digest) if matches else [])
 
     @app.get("/poster/<digest>")
-    def poster(digest):
+    @app.get("/poster/<digest>/<path:name>")
+    def poster(digest, name=None):
         """A frame of a video sticker: browsers play few of the codecs clips come in (not mp4v)."""
-        try:
-            frame = media.read(library_file(digest), 1).frames[0].rgb
-        except media.MediaError:
-            abort(404)
-        jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1]
-        return Response(jpeg.tobytes(), mimetype="image/jpeg")
+        return poster_of(matches.rows(digest) if matches else [])
 
     return app
+
+
+def poster_of(rows):
+    """The first frame of the first of rows still as scanned, as a JPEG response; 404 if none."""
+    for row in rows:
+        f = open_recorded(row)
+        if not f:
+            continue
+        with f:  # decoded from the file checked, not from whatever its path names by now
+            capture = cv2.VideoCapture(media.fd_path(f))
+            ok, bgr = capture.read()
+            capture.release()
+        if ok:
+            return Response(cv2.imencode(".jpg", bgr)[1].tobytes(), mimetype="image/jpeg")
+    abort(404, "no such sticker (or its file changed since the scan: scan again)")
 
 
 def _mjpeg(live):
@@ -85,16 +89,15 @@ def parse_address(text):
 
 def serve(live, host, port, matches=None, show=None, echo=print):
     """Serve the page while `live` runs in this thread; returns the run's stats."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+    app = create_app(live, matches)
     try:
-        server = make_server(host, port, create_app(live, matches), threaded=True)
-    except OSError as e:
-        raise LiveError(f"--web {host}:{port}: cannot listen there: {e.strerror or e}") from None
-    shown = f"[{host}]" if ":" in host else host
-    echo(f"live preview at http://{shown}:{server.port}/ (Ctrl-C stops)")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = Server(app, host, port)
+    except ServeError as e:
+        raise LiveError(f"--web {e}") from None
+    guard(app, host, server.port)
+    echo(f"live preview at {server.url} (Ctrl-C stops)")
+    server.start()
     try:
         return live.run(show)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()

@@ -266,7 +266,7 @@ def sticker_folder(src):
     face_gif(src / "b" / "wave.gif")
     face_mp4(src / "b" / "drift.mp4", seconds=1)
     data = (src / "b" / "wave.gif").read_bytes()
-    (src / "truncated.gif").write_bytes(data[: len(data) // 2])
+    (src / "truncated.gif").write_bytes(data[: len(data) // 8])  # cut inside its first frame
     (src / "text.png").write_text("not a picture")
     (src / "empty.gif").write_bytes(b"")
     return src

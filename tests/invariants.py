@@ -3,7 +3,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from stickersort.sorter.paths import path_key
+from stickersort.sorter.paths import OWNER_FILE, key_path, path_key
 
 TMP_SUFFIX = ".stickersort-tmp"  # copy mode's file in flight
 
@@ -38,11 +38,13 @@ def has_schema(db):
 
 
 def entries(out):
-    """Every file and link under OUT (folders aside), as str paths."""
+    """Every file and link under OUT (folders and OUT's marker aside), as str paths."""
     found = []
     for dirpath, dirnames, filenames in os.walk(out):
         for name in filenames + dirnames:
             path = os.path.join(dirpath, name)
+            if path == os.path.join(out, OWNER_FILE):
+                continue
             if name in filenames or os.path.islink(path):
                 found.append(path)
     return sorted(found)
@@ -64,12 +66,14 @@ def check_out(out, db, mine=(), complete=True):
         if row["mode"] == "symlink":
             target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
             assert path_key(os.readlink(link)) == row["target"] and path_key(target) == row["file"], link
+        elif row["mode"] == "tmp":  # a copy in flight: recorded by its random name before it was made
+            assert link.endswith(TMP_SUFFIX) and not os.path.islink(link), link
         else:
             assert os.lstat(link).st_ino == row["inode"] and not os.path.islink(link), link
     if not complete:
         return
     assert in_flight == [] and [e for e in made if not os.path.exists(e)] == []  # nothing dangling
-    assert sorted(k for k in links if not os.path.lexists(k)) == []
+    assert sorted(k for k in links if not os.path.lexists(key_path(k))) == []
     labelled = query(db, "select path, label from files where label is not null")
     per_file = {}
     for row in links.values():

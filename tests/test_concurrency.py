@@ -100,7 +100,7 @@ def watch_and_scan(tmp_path):
     finally:
         watch.send_signal(signal.SIGINT)
         _, stderr = finish(watch)
-    assert watch.returncode == 0 and "Traceback" not in stderr, stderr
+    assert watch.returncode == 130 and "Traceback" not in stderr, stderr
     check_db(db)
     check_out(str(out), db)
     assert len(query(db, "select path from files where label is not null")) == 17

@@ -22,7 +22,7 @@ DEADLINE_S = 120  # no run may hang the suite
 # writes (upsert, insert_all: inside a file's transaction) and the making of an entry. After the
 # user's edit, in this order, each the first of its kind and each sure to come: removing a moved
 # file's old entry (unlink, then drop_link) and forgetting a deleted file (forget, then _remove).
-MAKING = {"symlink": ["symlink"], "hardlink": ["link"], "copy": ["copy2", "replace"]}
+MAKING = {"symlink": ["symlink"], "hardlink": ["link"], "copy": ["_copy", "_link_whole"]}
 AFTER_EDIT = ["unlink", "drop_link", "forget", "_remove"]
 
 
@@ -38,16 +38,25 @@ def template(tmp_path_factory):
     return src, labels, time.monotonic() - started
 
 
-def scan_cli(src, out, db, mode, *extra, kill_at=None, kill_after=None):
+def scan_cli(src, out, db, mode, *extra, kill_at=None, kill_after=None, sig="SIGKILL", again=False):
+    """A real scan, sent `sig` at the call kill_at = (function, n) or after kill_after seconds
+    (and, with again, a second time 0.1 s later: a second Ctrl-C)."""
     cmd = stickersort(["scan", src, "--out", out, "--db", db, "--link-mode", mode, "-q", "--json", *extra],
-                      at_call=("SIGKILL", *kill_at) if kill_at else None)
+                      at_call=(sig, *kill_at) if kill_at else None)
+    return run_signalled(cmd, getattr(signal, sig), kill_after, again)
+
+
+def run_signalled(cmd, sig, after=None, again=False):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if kill_after is not None:
+        if after is not None:
             try:
-                proc.wait(kill_after)
+                proc.wait(after)
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
+                proc.send_signal(sig)
+                if again:
+                    time.sleep(0.1)
+                    proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=DEADLINE_S)
     finally:
         proc.kill()
@@ -137,3 +146,74 @@ def test_kill_9_many_times(template, tmp_path):
             kills += kill_trials(template, tmp_path / f"{mode}{round_}", mode, random.Random(f"{mode}-{seed}-{round_}"))
             trials += 4 + 1 + len(AFTER_EDIT) + 1
     print(f"{kills} kills survived in {trials} trials")
+
+
+# Ctrl-C: the first asks for a stop at the next safe point (between two files, between two frames),
+# so every run ends whole, not merely recoverable: status 130, one line, every invariant of a
+# finished run (check_out complete); a second Ctrl-C stops at once, as recoverable as a kill.
+STEPS = ["upsert", "insert_all", "add_link"]  # inside a file's recording, in the main thread
+
+
+def interrupted(proc):
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert "interrupted" in proc.stderr and "Aborted" not in proc.stderr and "Traceback" not in proc.stderr, proc.args[4:]
+
+
+@pytest.mark.parametrize("mode", ["symlink", "copy"])
+def test_ctrl_c_in_scan_exits_130_and_leaves_everything_whole(template, tmp_path, mode):
+    rng = random.Random(f"int-{mode}")
+    src = tmp_path / "memes"
+    shutil.copytree(template[0], src, symlinks=True)
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    mine = out / "noface" / "mine.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+    before = tree_hash(src)
+    # Each point comes in every run while files are left to do: each run files one or two more.
+    for point in [(p, 1) for p in (*STEPS, *MAKING[mode])]:
+        done_before = done(src, db) if db.exists() else 0
+        proc = scan_cli(src, out, db, mode, kill_at=point, sig="SIGINT")
+        interrupted(proc)
+        check_db(db)
+        check_out(str(out), db, mine=[str(mine)])
+        assert done(src, db) >= done_before + 1, point  # the file under way was finished
+    proc = scan_cli(src, out, db, mode, kill_after=rng.uniform(0.2, template[2]), sig="SIGINT")
+    # 1: it had finished (the unreadable files); -SIGINT: it came in Python's start-up, before any
+    # of stickersort ran (a shell shows $? = 130 all the same).
+    assert proc.returncode in (1, 130, -signal.SIGINT), proc.stderr
+    check_db(db)
+    check_out(str(out), db, mine=[str(mine)])
+    # A second Ctrl-C stops at once: 130 still, and nothing a kill would not leave.
+    proc = scan_cli(src, out, db, mode, "--rescan", kill_after=rng.uniform(0.2, template[2]), sig="SIGINT",
+                    again=True)
+    # -SIGINT: one came in Python's start-up, or the second as it was exiting.
+    assert proc.returncode in (1, 130, -signal.SIGINT) and "Traceback" not in proc.stderr, proc.stderr
+    check_db(db)
+    check_out(str(out), db, mine=[str(mine)], complete=False)
+    finish(src, out, db, mode, template[1], mine, files=17)
+    assert tree_hash(src) == before
+
+
+def test_ctrl_c_in_watch_mid_scan_exits_130_and_leaves_everything_whole(template, tmp_path):
+    src = tmp_path / "memes"
+    shutil.copytree(template[0], src, symlinks=True)
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    mine = out / "noface" / "mine.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+    cmd = stickersort(["watch", src, "--out", out, "--db", db, "-q"], at_call=("SIGINT", "upsert", 3))
+    proc = run_signalled(cmd, signal.SIGINT)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    check_db(db)
+    check_out(str(out), db, mine=[str(mine)])
+    assert 1 <= done(src, db) < 17  # stopped within its first scan
+    finish(src, out, db, "symlink", template[1], mine, files=17)
+
+
+def test_ctrl_c_in_live_exits_130_after_the_frame_under_way(tmp_path):
+    from media_makers import face_mp4
+    clip = face_mp4(tmp_path / "clip.mp4")
+    cmd = stickersort(["live", "--source", clip, "--loop", "--json"], at_call=("SIGINT", "_step", 5))
+    proc = run_signalled(cmd, signal.SIGINT)
+    interrupted(proc)
+    assert json.loads(proc.stdout)["frames"] == 5  # the frame under way was shown, no more

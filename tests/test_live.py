@@ -83,6 +83,17 @@ def test_a_bad_web_address_is_refused(cli, tmp_path):
     assert result.exit_code == 2 and "HOST:PORT" in result.output
 
 
+def test_a_port_in_use_is_one_line(cli, tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("live", "--source", face_gif(tmp_path / "wave.gif"), "--web", f"127.0.0.1:{port}")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert f"--web 127.0.0.1:{port}: cannot listen there" in result.output
+
+
 def test_mood_is_the_last_second_of_faces():
     from stickersort.model.labels import EMOTIONS
     from stickersort.sorter.live import Mood, Seen

@@ -2,7 +2,13 @@
 import csv
 import dataclasses
 import gzip
+import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -33,6 +39,7 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     result = cli("train", data, "--epochs", "1", "--batch-size", "16", "--out", out, "--limit", "60")
     assert result.exit_code == 0, result.output
     assert OUTPUTS <= {p.name for p in out.iterdir()}
+    assert "epoch 1/1: loss " in result.stderr and "; PublicTest loss " in result.stderr  # a line per epoch
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("publictest_accuracy", "privatetest_accuracy", "privatetest_accuracy_tta_flip",
                 "params", "macs", "onnx_bytes", "train_seconds", "command", "versions"):
@@ -43,8 +50,9 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     other = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume",
                 "--seed", "1")
     assert other.exit_code == 2 and "other seed: resume with `" in other.stderr  # its first command line
-    resumed = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume")
+    resumed = cli("train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume", "-q")
     assert resumed.exit_code == 0, resumed.output
+    assert resumed.stderr == ""  # -q: no line per epoch
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
     assert epochs == [0, 1]  # epoch 0 was not trained again
     seconds = [float(r["seconds"]) for r in csv.DictReader(open(out / "history.csv"))]
@@ -58,7 +66,7 @@ def test_every_train_option_takes_its_default_from_the_config():
     from stickersort.sorter.cli import train
     from stickersort.training.config import Config
 
-    options = {p.name: p.default for p in train.params if p.name not in ("data", "out", "resume")}
+    options = {p.name: p.default for p in train.params if p.name not in ("data", "out", "resume", "quiet")}
     knobs = {f.name: f.default for f in dataclasses.fields(Config)}
     assert options == {name: knobs[name] for name in options}
     assert set(knobs) - set(options) == {"teacher_weight", "label_smoothing"}  # for Python callers
@@ -241,6 +249,7 @@ def test_an_onnx_start_of_another_arch_is_a_one_line_error(cli, tmp_path):
                  "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert "is not a sticker-deep net" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused: nothing to trip a later run
 
 
 def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
@@ -372,3 +381,166 @@ def test_a_soup_averages_the_fine_tunes_that_help_and_leaves_out_one_that_hurts(
     mixed = cli("soup", data, "--model", good, "--model", other, "--out", tmp_path / "mixed")
     assert mixed.exit_code == 2 and "not the same net" in mixed.stderr
     assert len(mixed.stderr.strip().splitlines()) == 1 and not (tmp_path / "mixed").exists()
+
+
+def test_a_misspelt_arch_or_a_missing_votes_file_is_refused_before_any_data_is_read(cli, tmp_path):
+    from stickersort.training.config import Config
+    from stickersort.training.data import DataError
+    from stickersort.training.train import check_run
+
+    data = write_csv(tmp_path / "mini.csv")
+    started = time.monotonic()
+    typo = cli("train", data, "--arch", "sticker-wdie", "--out", tmp_path / "bad")
+    assert typo.exit_code == 2 and "'sticker-wdie' is not one of 'sticker-deep', 'sticker-wide'" in typo.stderr
+    assert time.monotonic() - started < 5  # a usage error, not the end of a data load
+    # A data file that would fail its own check says nothing: the votes were checked first.
+    broken = write_csv(tmp_path / "broken.csv", header="label,pixels,split")
+    votes = cli("train", broken, "--labels", "blend", "--ferplus", tmp_path / "nope.csv", "--out", tmp_path / "bad")
+    assert votes.exit_code == 2 and "nope.csv: no such file" in votes.stderr
+    unnamed = cli("train", broken, "--labels", "ferplus", "--out", tmp_path / "bad")
+    assert unnamed.exit_code == 2 and "--labels ferplus needs the FER+ votes file" in unnamed.stderr
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(DataError, match="unknown arch 'x'; choose from sticker-deep"):  # a Python caller too
+        check_run(tmp_path / "bad", Config(arch="x"), False, "")
+
+
+def test_archs_named_for_the_cli_are_the_nets_it_can_build():
+    from stickersort.training.config import ARCHS
+    from stickersort.training.network import ARCHS as NETS
+
+    assert set(ARCHS) == set(NETS)
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal: tqdm draws its bars only on one."""
+
+    def isatty(self):
+        return True
+
+
+def test_each_epoch_draws_a_bar_over_its_batches_with_loss_and_accuracy_then_a_line(monkeypatch):
+    import keras
+
+    from stickersort.training.train import EpochProgress
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "160")  # tqdm's width where it finds no terminal size
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(7, activation="softmax")])
+    net.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((48, 4), "float32"), np.eye(7, dtype="float32")[np.arange(48) % 7]
+    slow = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *a, **k: time.sleep(0.15))  # past tqdm's 0.1 s
+    net.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0, callbacks=[slow, EpochProgress(2, 3)])
+    text = terminal.getvalue()
+    assert re.search(r"epoch 2/2: 100%\|.*\| 3/3 \[.*, loss \d\.\d{4}, accuracy 0\.\d{4}\]", text)
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.startswith("epoch") and "|" not in line]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("; PublicTest loss " in line for line in lines)
+    monkeypatch.setattr(sys, "stderr", quiet := Terminal())
+    net.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EpochProgress(1, 3, quiet=True)])
+    assert quiet.getvalue() == ""
+
+
+# `stickersort ARGS` sending itself SIGINT as history.csv's Nth row (the header first) is written.
+# tests/procs.py's profile hook does this for any call, but slows TensorFlow's import tenfold.
+_SIGINT_AT_ROW = """
+import csv, os, signal, sys
+nth, rows, write = int(sys.argv[1]), [0], csv.DictWriter.writerow
+def writerow(self, row):
+    rows[0] += 1
+    if rows[0] == nth:
+        os.kill(os.getpid(), signal.SIGINT)
+    return write(self, row)
+csv.DictWriter.writerow = writerow
+sys.argv = ["stickersort", *sys.argv[2:]]
+from stickersort.sorter.cli import main
+main()
+"""
+
+
+def test_ctrl_c_in_train_exits_130_between_batches_and_resume_finishes_the_run(cli, tmp_path):
+    """SIGINT as epoch 2's history row is about to be written: its backup is already saved, so
+    an interrupt raised there would leave a run that resumes past an epoch history never saw.
+    Also: TensorFlow's start-up says nothing."""
+    data = write_csv(tmp_path / "mini.csv")
+    out = tmp_path / "run"
+    args = ["train", data, "--arch", "sticker", "--epochs", "3", "--batch-size", "16", "--limit", "60", "--out", out]
+    fresh = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_AT_ROW, "3", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env=fresh)
+    assert proc.returncode == 130, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"stickersort: interrupted after 2 of 3 epochs; `stickersort {' '.join(map(str, args))} --resume` goes on"
+    assert proc.stderr.startswith("epoch 1/3: loss ")  # no TensorFlow start-up lines before it
+    for noise in ("cuInit", "cuda", "absl", "TensorFlow binary", "FutureWarning"):
+        assert noise not in proc.stderr
+    metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 2 and not (out / "metrics.json").exists()
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch 1/3" not in resumed.stderr and "epoch 3/3: loss" in resumed.stderr
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))] == [0, 1, 2]
+
+
+def texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_curves_of_a_one_epoch_run_show_its_points(tmp_path):
+    from stickersort.training.report import plot_curves
+
+    fig = plot_curves([{"epoch": "0", "loss": "1.7", "accuracy": "0.35", "val_loss": "1.9", "val_accuracy": "0.07"}],
+                      tmp_path / "curves.png")
+    for ax in fig.axes:
+        assert [line.get_marker() for line in ax.lines] == ["o", "o"]
+        assert [list(line.get_xdata()) for line in ax.lines] == [[1], [1]]
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1]
+    assert "PublicTest: 0.0700 last" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+
+
+def test_confusion_shows_counts_and_row_shares_and_an_absent_class_as_such(tmp_path):
+    from PIL import Image
+
+    from stickersort.training.report import plot_confusion
+
+    confusion = np.diag([8, 0, 5, 5, 5, 5, 5])
+    confusion[0, 6] = 2  # angry: 8 right, 2 read as neutral
+    path = tmp_path / "confusion.png"
+    fig = plot_confusion(confusion, path)
+    drawn = texts(fig)
+    assert "8\n80%" in drawn and "2\n20%" in drawn and "5\n100%" in drawn
+    assert "no faces" in drawn and "0\n0%" not in drawn
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["angry (10)", "disgust (0)"]
+    assert "35 faces" in ax.get_title()
+    # The disgust row is grey, not the white of a zero share.
+    x, y = ax.transData.transform((0, 1))
+    r, g, b = Image.open(path).convert("RGB").getpixel((int(x), int(fig.bbox.height - y)))
+    assert r == g == b and 180 < r < 240
+
+
+def test_samples_title_each_face_with_its_prediction_and_mark_mistakes(tmp_path):
+    from stickersort.training.report import plot_samples
+
+    faces = np.zeros((4, 48, 48), np.uint8)
+    true = np.eye(7)[[3, 3, 4, 4]]  # two happy faces, two sad
+    probs = np.eye(7)[[3, 6, 4, 4]]  # one happy face read as neutral
+    fig = plot_samples(faces, true, probs, tmp_path / "samples.png", per_class=2)
+    titles = {(ax.get_title(), ax.title.get_color()) for ax in fig.axes if ax.get_title()}
+    assert titles == {("happy", "black"), ("neutral (happy)", "red"), ("sad", "black")}
+    assert texts(fig).count("no faces") == 5  # angry, disgust, fear, surprise, neutral
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_evaluate_names_model_data_and_split_and_draws_its_figures(cli, tmp_path):
+    from stickersort.model.inference import SHIPPED_MODEL
+
+    data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 2))
+    result = cli("evaluate", data, "--split", "PrivateTest", "--figures", tmp_path / "fig")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"model {SHIPPED_MODEL} on PrivateTest of {data} (fer2013 labels)"
+    assert result.stderr.startswith(f"evaluating {SHIPPED_MODEL} on PrivateTest of {data}")
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"confusion.png", "samples.png"}
+    quiet = cli("evaluate", data, "-q", "--json")
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["n"] == 14

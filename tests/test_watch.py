@@ -1,6 +1,7 @@
 """`stickersort watch`: the real command in its own process, a real watchdog observer on a temp
 folder, real files written, moved and deleted, the database and the links checked after each step."""
 import io
+import json
 import os
 import queue
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from conftest import wait_for
 from media_makers import blank, face_gif, hopper
 
 SETTLE = 1.5  # seconds a file must stand still; the slow writer below pauses 0.1 s
+STARTUP_S = 180  # a bound on start-up (imports, models, the first scan) on a busy machine
 
 
 class Watch:
@@ -30,15 +33,15 @@ class Watch:
         self.lines = queue.Queue()
         self.log = []
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
-        self.wait_line("watching")
+        self.wait_line("watching", seconds=STARTUP_S)
 
-    def wait_line(self, text):
+    def wait_line(self, text, seconds=60):
         def seen():
             while not self.lines.empty():
                 self.log.append(self.lines.get())
             assert self.proc.poll() is None, "".join(self.log)
             return next((line for line in self.log if text in line), None)
-        return wait_for(seen, f"{text!r} from watch")
+        return wait_for(seen, f"{text!r} from watch", seconds)
 
     def rows(self):
         conn = sqlite3.connect(self.db)
@@ -136,7 +139,7 @@ def test_watch_follows_creates_writes_moves_and_deletes(watch, tmp_path):
     wait_for(lambda: set(watch.rows()) == {"slow.png"}, "the deleted and moved-out files to be forgotten")
     assert watch.links() == {"noface/slow.png": "slow.png"}
 
-    assert watch.stop() == 0
+    assert watch.stop() == 130
     check_consistent(watch)
 
 
@@ -152,7 +155,7 @@ def test_ctrl_c_stops_cleanly_mid_stream_of_files(watch):
     for i in range(6):
         hopper(200 + 10 * i).save(watch.dir / f"h{i}.png")
     wait_for(lambda: len(watch.rows()) >= 3, "some of the new files to be filed")
-    assert watch.stop() == 0
+    assert watch.stop() == 130
     assert "stopped:" in "".join(watch.log) and "Traceback" not in "".join(watch.log)
     check_consistent(watch)
     # A later scan finds the database sound and files the rest.
@@ -178,7 +181,168 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
         # The preview matches against the library the watch keeps: new.png shows the same face.
         state = wait_for(lambda: live_state(f"http://{url.rstrip('/')}")["stickers"], "a match")
         assert [s["name"] for s in state] == ["new.png"] and state[0]["label"] == label
-        assert w.stop() == 0
+        assert w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
+INOTIFY = Path("/proc/sys/fs/inotify")
+
+
+@contextmanager
+def kernel_limit(name, value):
+    """/proc/sys/fs/inotify/NAME set to value for the block (as root), then put back; a skip,
+    with the reason, where it cannot be written. The kernel reads it when a watcher starts."""
+    path = INOTIFY / name
+    try:
+        old = path.read_text()
+        path.write_text(str(value))
+    except OSError as e:
+        pytest.skip(f"cannot set {path}: {e.strerror} (needs root)")
+    try:
+        yield int(old)
+    finally:
+        path.write_text(old)
+
+
+def sticker(i, size=64):
+    """A small, byte-unique face-less sticker: quick to read."""
+    return png_bytes(blank(size, color=(i % 256, (i // 256) % 256, 120)))
+
+
+def test_overflow_rescans_what_the_events_missed(tmp_path):
+    """The kernel's queue holds 64 events; the watch is paused while 50 stickers are written among
+    3,000 other changes, 200 more into a new folder, one recorded sticker is deleted and one moved:
+    the queue overflows, and the watch rescans to find every one of them."""
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    for name in ("gone.png", "moved.png"):
+        (memes / name).write_bytes(sticker(hash(name) % 1000 + 5000))
+    with kernel_limit("max_queued_events", 64):
+        w = Watch(tmp_path)
+    try:
+        with sqlite3.connect(w.db) as conn:
+            conn.execute("update files set scanned_at = 'marked' where path like '%/moved.png'")
+        os.kill(w.proc.pid, signal.SIGSTOP)  # reads nothing meanwhile: the kernel's queue fills
+        try:
+            noise = memes / "notes.txt"
+            for i in range(3000):
+                noise.write_text(str(i))
+                if i % 60 == 0:
+                    (memes / f"s{i // 60:02d}.png").write_bytes(sticker(i // 60))
+            (memes / "burst").mkdir()
+            for i in range(200):
+                (memes / "burst" / f"b{i:03d}.png").write_bytes(sticker(1000 + i))
+            os.remove(memes / "gone.png")
+            os.rename(memes / "moved.png", memes / "burst" / "moved.png")
+        finally:
+            resumed = time.monotonic()
+            os.kill(w.proc.pid, signal.SIGCONT)
+        want = {f"s{i:02d}.png" for i in range(50)} | {f"burst/b{i:03d}.png" for i in range(200)} | {"burst/moved.png"}
+        rows = wait_for(lambda: (r := w.rows()) and set(r) == want and r, "every sticker recorded", seconds=180)
+        print(f"all {len(want)} recorded {time.monotonic() - resumed:.1f} s after the queue overflowed")
+        assert rows["burst/moved.png"]["scanned_at"] == "marked"  # the record moved with the file
+        assert w.stop() == 130
+        assert "overflow" in "".join(w.log)
+        check_consistent(w)
+        assert len(w.links()) == len(want)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
+def inotify_watches_in_use():
+    """Every process's inotify watches: what counts against the limit (all of this machine's
+    processes run as one user here)."""
+    n = 0
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        try:
+            n += sum(line.startswith("inotify wd:") for line in fdinfo.read_text().splitlines())
+        except OSError:
+            pass  # a process or descriptor gone meanwhile
+    return n
+
+
+def test_past_the_inotify_watch_limit_it_says_so_and_polls(tmp_path):
+    """30 folders and room for 10 more watches: one line says so, and a sticker dropped into a
+    folder inotify could not watch is filed all the same."""
+    memes = tmp_path / "memes"
+    for i in range(30):
+        (memes / f"d{i:02d}").mkdir(parents=True)
+    (memes / "d00" / "first.png").write_bytes(sticker(1))
+    with kernel_limit("max_user_watches", inotify_watches_in_use() + 10):
+        started = time.monotonic()
+        w = Watch(tmp_path)
+        print(f"watching, by polling, {time.monotonic() - started:.1f} s after start")
+    try:
+        line = w.wait_line("polling")
+        assert "inotify" in line and "max_user_watches" in line
+        assert sum("polling" in line for line in w.log) == 1
+        (memes / "d29" / "late.png").write_bytes(sticker(2))
+        dropped = time.monotonic()
+        wait_for(lambda: "d29/late.png" in w.rows(), "the sticker in an unwatched folder to be filed")
+        print(f"filed by polling {time.monotonic() - dropped:.1f} s after it was written")
+        assert w.stop() == 130
+        check_consistent(w)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
+def test_a_tree_that_grows_past_the_inotify_watch_limit_is_polled(tmp_path):
+    """Room for every folder at start; then 12 new folders take the last watches: one line says
+    so, and a sticker in the last of them is filed."""
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    with kernel_limit("max_user_watches", inotify_watches_in_use() + 6):
+        w = Watch(tmp_path)
+        try:
+            assert not any("polling" in line for line in w.log)
+            for i in range(12):
+                (memes / f"d{i:02d}").mkdir()
+            (memes / "d11" / "late.png").write_bytes(sticker(3))
+            w.wait_line("polling")
+        finally:
+            if w.proc.poll() is None and not any("polling" in line for line in w.log):
+                w.proc.kill()
+    try:
+        wait_for(lambda: "d11/late.png" in w.rows(), "the sticker in a folder made past the limit to be filed")
+        assert w.stop() == 130
+        check_consistent(w)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
+def test_json_prints_one_line_per_event(tmp_path):
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    w = Watch(tmp_path, "--json")
+
+    def events():
+        if w.proc.poll() is None:
+            w.wait_line("")  # takes in what has come
+        return [json.loads(line) for line in w.log if line.startswith("{")]
+
+    def wait_event(kind, path):
+        return wait_for(lambda: next((e for e in events() if e["event"] == kind and e["path"] == str(path)), None),
+                        f"a {kind} event for {path}")
+
+    try:
+        hopper().save(memes / "new.png")
+        added = wait_event("added", memes / "new.png")
+        assert added["label"] == w.rows()["new.png"]["label"] and 0 < added["confidence"] <= 1
+        blank().save(memes / "new.png")
+        assert wait_event("changed", memes / "new.png")["label"] == "noface"
+        os.rename(memes / "new.png", memes / "renamed.png")
+        assert wait_event("moved", memes / "renamed.png")["from"] == str(memes / "new.png")
+        (memes / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+        assert wait_event("error", memes / "broken.png")["error"]
+        os.remove(memes / "renamed.png")
+        wait_event("removed", memes / "renamed.png")
+        assert w.stop() == 130
+        assert [e["event"] for e in events()] == ["added", "changed", "moved", "error", "removed"]
     finally:
         if w.proc.poll() is None:
             w.proc.kill()

@@ -1,18 +1,12 @@
 """`stickersort live --web`: the real server in its own process, a real library scanned from real
 faces, the page in a real headless Chromium."""
 import json
-import queue
+import os
 import shutil
-import signal
 import socket
 import sqlite3
 import struct
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import cv2
 import numpy as np
@@ -21,8 +15,7 @@ from click.testing import CliRunner
 
 from conftest import wait_for
 from media_makers import blank, face_gif, hopper
-
-STARTUP = 60  # seconds; the box may be busy
+from webpages import HTTP, Served, chromium, get, get_json, raw
 
 
 def card_frame():
@@ -42,19 +35,6 @@ def still_clip(path, frames=50):
     return path
 
 
-# No proxy: the test box may have one configured, and the server is local.
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get(url):
-    """(status, body) of a GET."""
-    try:
-        with HTTP.open(url, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, b""
-
-
 def state(url):
     status, body = get(f"{url}/state.json")
     assert status == 200
@@ -62,13 +42,14 @@ def state(url):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def library(tmp_path_factory):
     from stickersort.sorter.cli import cli
 
     tmp = tmp_path_factory.mktemp("web")
     library = tmp / "library"
     library.mkdir()
     clip = still_clip(library / "clip.mp4")
+    shutil.copy(clip, library / "clip-copy.mp4")  # one content at two paths: shown once
     hopper().save(library / "hopper.png")
     face_gif(library / "wave.gif")
     blank().save(library / "nothing.png")
@@ -83,28 +64,29 @@ def server(tmp_path_factory):
     scanned = CliRunner().invoke(cli, ["scan", str(doubtful), "--out", str(tmp / "out"), "--db", str(db), "-q",
                                        "--min-confidence", "1"])
     assert scanned.exit_code == 0, scanned.output
+    return {"clip": clip, "db": db, "tmp": tmp}
 
-    proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "live", "--source", str(clip), "--loop",
-                             "--web", "127.0.0.1:0", "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # A suite run from a background shell job ignores SIGINT, and children
-                            # inherit that; a user's terminal does not.
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
-    url = None
-    deadline = time.monotonic() + STARTUP
-    while url is None and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            continue
-        if "http://" in line:
-            url = line.split("http://", 1)[1].split()[0].rstrip("/")
-    assert url, f"live --web did not start (exit {proc.poll()})"
-    yield {"url": f"http://{url}", "db": db}
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
-    assert proc.wait(timeout=60) == 0
+
+@pytest.fixture(scope="module")
+def server(library):
+    served = Served("live", "--source", library["clip"], "--loop", "--web", "127.0.0.1:0", "--db", library["db"])
+    yield {"url": served.url, "db": library["db"], "served": served}
+    assert served.stop() == 130  # Ctrl-C: a clean stop, the shell's status for it
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    """live --web on a clip with no face and no --db, under the usual 1,024-descriptor limit."""
+    clip = tmp_path_factory.mktemp("bare") / "empty.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for _ in range(25):
+        writer.write(np.full((480, 640, 3), 60, np.uint8))
+    writer.release()
+    served = Served("live", "--source", clip, "--loop", "--web", "127.0.0.1:0", descriptors=1024)
+    yield served
+    started = time.monotonic()
+    assert served.stop(seconds=30) == 130 and time.monotonic() - started < 15  # Ctrl-C, even after a storm
+    assert "Traceback" not in "".join(served.stderr)
 
 
 def frames(response, n):
@@ -152,10 +134,12 @@ def dropped_viewer(url):
     """A viewer that reads some of the stream, then vanishes with a reset, like a closed tab."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
-        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: %s:%s\r\n\r\n" % (host.encode(), port.encode()))
         received = b""
         while received.count(b"\xff\xd9") < 2:  # two whole JPEGs
-            received += s.recv(65536)
+            chunk = s.recv(65536)
+            assert chunk, f"the stream ended: {received[:200]!r}"
+            received += chunk
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
@@ -198,18 +182,7 @@ def test_the_server_answers_on_loopback_only(server):
 
 @pytest.fixture
 def browser(tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server", f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    chrome = chromium(tmp_path)
     yield chrome
     chrome.quit()
 
@@ -227,9 +200,9 @@ def test_the_page_shows_the_stream_and_stickers_of_the_expression_on_screen(serv
     mood, stickers = shown
     conn = sqlite3.connect(server["db"])
     # Filed under the expression on screen first, then the unsure ones whose best guess it is.
-    expected = conn.execute("select hash, label from files where (label = ? or (label = 'unsure' and guess = ?)) "
-                            "and error is null order by label = 'unsure', confidence desc, path",
-                            [mood, mood]).fetchall()[:6]
+    ranked = conn.execute("select hash, label from files where (label = ? or (label = 'unsure' and guess = ?)) "
+                          "and error is null order by label = 'unsure', confidence desc, path", [mood, mood]).fetchall()
+    expected = [row for i, row in enumerate(ranked) if row[0] not in [r[0] for r in ranked[:i]]][:6]  # a content once
     assert [tuple(s[:2]) for s in stickers] == expected
     assert {s[1] for s in stickers} == {mood, "unsure"}
     for _, label, marked, caption in stickers:
@@ -246,4 +219,160 @@ def test_the_page_shows_the_stream_and_stickers_of_the_expression_on_screen(serv
     unsure = [s for s in state(server["url"])["stickers"] if s["unsure"]]
     assert unsure and all(s["label"] == "unsure" and s["guess"] == mood for s in unsure)
     link = browser.find_element("css selector", "#stickers figure a")
-    assert link.get_attribute("target") == "_blank" and "/sticker/" in link.get_attribute("href")
+    assert link.get_attribute("target") == "_blank" and "/view/" in link.get_attribute("href")
+
+
+def test_the_same_content_at_two_paths_shows_once(server):
+    conn = sqlite3.connect(server["db"])
+    clip_hash = conn.execute("select hash from files where name = 'clip.mp4'").fetchone()[0]
+    assert conn.execute("select count(*) from files where hash = ?", [clip_hash]).fetchone()[0] == 2
+    stickers = wait_for(lambda: state(server["url"])["stickers"], "matches")
+    ids = [s["id"] for s in stickers]
+    assert clip_hash in ids and len(ids) == len(set(ids))
+
+
+def test_copy_path_without_a_clipboard_api_selects_the_path_and_copies_it(server, browser):
+    """Served on a non-loopback address a page is no secure context: no navigator.clipboard.
+    The same page, in the real browser, with that API taken away."""
+    browser.get(server["url"] + "/")
+    wait_for(lambda: browser.find_elements("css selector", "#stickers figure button.copy"), "a sticker")
+    browser.execute_script("Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined});"
+                           "Object.defineProperty(window, 'isSecureContext', {get: () => false});")
+    button = browser.find_element("css selector", "#stickers figure button.copy")
+    name = button.find_element("xpath", "./..").text.split(" (")[0].removeprefix("unsure ")
+    button.click()
+    field = wait_for(lambda: browser.find_elements("css selector", "#stickers figure input.path"), "the path field")[0]
+    path = sqlite3.connect(server["db"]).execute("select path from files where name = ?", [name]).fetchone()[0]
+    assert field.get_attribute("value") == path
+    selected = browser.execute_script("const f = arguments[0]; return [document.activeElement === f,"
+                                      " f.value.substring(f.selectionStart, f.selectionEnd)]", field)
+    assert selected == [True, path]  # selected: Ctrl-C copies it even where execCommand is refused
+    assert button.text in ("copied", "press Ctrl-C")
+    # Chromium lets the click copy it the old way; pasted into a field, it is the path.
+    if button.text == "copied":
+        pasted = browser.execute_script(
+            "const t = document.createElement('textarea'); document.body.append(t); t.focus();"
+            "document.execCommand('paste'); return t.value")
+        assert pasted in ("", path)  # reading the clipboard back needs a permission the page lacks
+
+
+def test_a_sticker_opens_in_a_tab_titled_with_its_name(server, browser):
+    browser.get(server["url"] + "/")
+    link = wait_for(lambda: browser.find_elements("css selector", "#stickers figure a"), "a sticker")[0]
+    digest = link.find_element("xpath", "./..").get_attribute("data-id")
+    name = link.find_element("css selector", "img").get_attribute("alt")
+    assert link.get_attribute("href").endswith(f"/view/{digest}/{name}")
+    link.click()
+    wait_for(lambda: len(browser.window_handles) == 2, "the new tab")
+    browser.switch_to.window(browser.window_handles[1])
+    assert wait_for(lambda: browser.title, "a title") == name
+    wait_for(lambda: browser.execute_script(  # the sticker in it: the picture, or a clip's poster frame
+        "const m = document.querySelector('img, video');"
+        "return m && (m.tagName === 'IMG' ? m.complete && m.naturalWidth > 0 : !!m.poster)"), "the sticker in the tab")
+
+
+def test_with_no_face_and_no_library_the_page_says_so(bare, browser):
+    browser.get(bare.url + "/")
+    wait_for(lambda: browser.execute_script("return document.getElementById('stream').naturalWidth") == 640,
+             "the stream to show in the page")
+    hint = wait_for(lambda: browser.find_element("css selector", "#hint").text, "the hint")
+    heading = browser.find_element("css selector", "aside h1").text
+    assert "Stickers for" not in heading and "no face" not in heading.lower() and heading.startswith("Live preview")
+    assert "--db" in hint and not browser.find_elements("css selector", "#stickers figure")
+    assert get_json(bare.url + "/state.json")[1]["library"] is False
+
+
+def test_only_the_bound_address_is_answered(server):
+    url = server["url"]
+    port = url.rsplit(":", 1)[1]
+    for path in ("/state.json", "/stream.mjpg", "/"):
+        for host in ("evil.example", f"evil.example:{port}", "", "127.0.0.1:1"):
+            status, body = raw(url, f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close")
+            assert " 400 " in status and "unknown Host" in json.loads(body)["error"], (path, host)
+        status, body = raw(url, f"GET {path} HTTP/1.0")  # no Host at all
+        assert " 400 " in status and b"library" not in body
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert " 200 " in raw(url, f"GET /state.json HTTP/1.1\r\nHost: {host}\r\nConnection: close")[0]
+
+
+def test_errors_answer_json_never_a_traceback(server):
+    for path, code in [("/no/such/page", 404), ("/sticker/" + "0" * 64, 404), ("/poster/zz", 404)]:
+        status, answer = get_json(server["url"] + path)
+        assert status == code and answer["error"], path
+    status, answer = get_json(server["url"] + "/state.json", data=b"x=1")
+    assert status == 405 and answer["error"]
+
+
+def test_a_sticker_swapped_for_a_link_is_not_served(server, tmp_path):
+    conn = sqlite3.connect(server["db"])
+    path, digest = conn.execute("select path, hash from files where name = 'nothing.png'").fetchone()
+    url = f"{server['url']}/sticker/{digest}/nothing.png"
+    assert get(url) == (200, open(path, "rb").read())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web\n")
+    os.replace(path, tmp_path / "kept.png")
+    try:
+        for swap in (lambda: os.symlink("/etc/passwd", path), lambda: os.link(secret, path)):
+            swap()
+            status, body = get(url)
+            assert status == 404 and b"root:" not in body and b"not for the web" not in body
+            os.unlink(path)
+    finally:
+        os.replace(tmp_path / "kept.png", path)
+    assert get(url)[0] == 200
+
+
+def test_streams_beyond_the_cap_get_503_until_one_leaves(bare):
+    from stickersort.sorter.serving import MAX_STREAMS
+    open_ = [stream(bare.url) for _ in range(MAX_STREAMS)]
+    try:
+        assert all(len(frames(r, 1)) == 1 for r in open_)
+        status, answer = get_json(bare.url + "/stream.mjpg")
+        assert status == 503 and "too many streams" in answer["error"]
+        assert get_json(bare.url + "/state.json")[0] == 200  # requests still have threads
+    finally:
+        open_.pop().close()
+    wait_for(lambda: _stream_opens(bare.url), "a slot freed by the viewer that left")
+    for r in open_:
+        r.close()
+
+
+def _stream_opens(url):
+    try:
+        with stream(url) as r:
+            return len(frames(r, 1)) == 1
+    except OSError:
+        return False
+
+
+def test_a_thousand_idle_connections_only_delay_a_request(bare):
+    """Issue 28: 1,100 idle connections under a 1,024-descriptor limit killed the old server for
+    good (1,024 threads, two cores burnt, every request timed out, Ctrl-C ignored)."""
+    import resource
+    from stickersort.sorter.serving import IDLE_TIMEOUT, THREADS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip("this test process needs 1,400 descriptors to hold the idle connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    idle = []
+    try:
+        for _ in range(1100):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", bare.port))
+            idle.append(s)
+        time.sleep(1)
+        cpu = bare.cpu_seconds()
+        started = time.monotonic()
+        status, _ = get(bare.url + "/state.json", timeout=4 * IDLE_TIMEOUT)
+        waited = time.monotonic() - started
+        assert status == 200 and waited < 3 * IDLE_TIMEOUT
+        assert bare.threads() < THREADS + 20  # a fixed pool, not a thread per connection
+        assert bare.cpu_seconds() - cpu < 0.5 * waited + 1  # waiting, not spinning
+    finally:
+        for s in idle:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    started = time.monotonic()
+    assert get(bare.url + "/state.json", timeout=10)[0] == 200 and time.monotonic() - started < 2
+    assert _stream_opens(bare.url)

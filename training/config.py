@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+# training/network.py's ARCHS, named here so the CLI refuses a misspelt --arch before TensorFlow loads.
+ARCHS = ("sticker-deep", "sticker-wide", "sticker", "seed")
+
 
 @dataclass(frozen=True)
 class Config:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.labels import EMOTIONS
+from . import progress
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 FOLDER_SPLITS = {"train": "Training", "training": "Training", "validation": "PublicTest",
@@ -38,7 +39,7 @@ def one_hot(labels):
     return np.eye(len(EMOTIONS), dtype="float32")[np.asarray(labels, dtype=int)]
 
 
-def load_csv(path):
+def load_csv(path, quiet=False):
     """The Kaggle fer2013.csv (or .csv.gz): header emotion,pixels,Usage."""
     faces, labels, usage = [], [], []
     with _open_text(path) as f:
@@ -46,7 +47,8 @@ def load_csv(path):
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
             raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {header!r}")
-        for line, row in enumerate(reader, start=2):
+        for line, row in enumerate(progress.bar(reader, quiet, desc=f"reading {Path(path).name}", unit=" faces"),
+                                   start=2):
             faces.append(_pixels(path, line, row[1]))
             labels.append(_label(path, line, row[0]))
             usage.append(row[2].strip())
@@ -68,26 +70,24 @@ def _label(path, line, text):
     return int(text)
 
 
-def load_folder(root):
+def load_folder(root, quiet=False):
     """train/<emotion>/*.jpg with validation/ or test/; Training_/PublicTest_/PrivateTest_ name
     prefixes, when present, mark the official split instead of the folder."""
     from PIL import Image
 
     root = Path(root)
+    found = [(img, label, folder_split)
+             for split_dir in sorted(p for p in root.iterdir() if p.is_dir())
+             if (folder_split := FOLDER_SPLITS.get(split_dir.name.lower()))
+             for label, emotion in enumerate(EMOTIONS)
+             for img in sorted((split_dir / emotion).glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES]
     faces, labels, usage = [], [], []
-    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        folder_split = FOLDER_SPLITS.get(split_dir.name.lower())
-        if folder_split is None:
-            continue
-        for label, emotion in enumerate(EMOTIONS):
-            for img in sorted((split_dir / emotion).glob("*")):
-                if img.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                with Image.open(img) as im:
-                    faces.append(np.asarray(im.convert("L").resize((48, 48))))
-                labels.append(label)
-                prefix = img.name.split("_", 1)[0]
-                usage.append(prefix if prefix in SPLITS else folder_split)
+    for img, label, folder_split in progress.bar(found, quiet, desc=f"reading {root.name}", unit=" faces"):
+        with Image.open(img) as im:
+            faces.append(np.asarray(im.convert("L").resize((48, 48))))
+        labels.append(label)
+        prefix = img.name.split("_", 1)[0]
+        usage.append(prefix if prefix in SPLITS else folder_split)
     if not faces:
         raise DataError(f"{root}: no images under train/<emotion>/ (emotions: {', '.join(EMOTIONS)})")
     return np.stack(faces), np.array(labels), np.array(usage)
@@ -113,13 +113,12 @@ def load_ferplus(path, n_rows):
         return np.where(totals > 0, votes / totals, np.nan).astype("float32")
 
 
-def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True):
+def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False):
     path = Path(path)
-    faces, hard, usage = load_folder(path) if path.is_dir() else load_csv(path)
+    check_paths(path, labels, ferplus)
+    faces, hard, usage = load_folder(path, quiet) if path.is_dir() else load_csv(path, quiet)
     targets = one_hot(hard)
     if labels in ("ferplus", "blend"):
-        if ferplus is None:
-            raise DataError(f"--labels {labels} needs the FER+ votes file (--ferplus PATH)")
         votes = load_ferplus(ferplus, len(faces))
         targets = votes if labels == "ferplus" else _blend(targets, votes, usage == "Training")
     keep = ~np.isnan(targets).any(axis=1) if drop_unlabelled else np.ones(len(targets), bool)
@@ -129,6 +128,17 @@ def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True):
         splits[split] = (faces[mask], targets[mask])
     _check(path, splits)
     return splits
+
+
+def check_paths(path, labels="fer2013", ferplus=None):
+    """The files a load needs, there: checked before the seconds of reading that would come first."""
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such file or folder")
+    if labels in ("ferplus", "blend"):
+        if ferplus is None:
+            raise DataError(f"--labels {labels} needs the FER+ votes file (--ferplus PATH)")
+        if not Path(ferplus).exists():
+            raise DataError(f"{ferplus}: no such file")
 
 
 def _blend(labels, votes, rows, weight=BLEND_WEIGHT):

@@ -5,20 +5,34 @@ import numpy as np
 
 from ..model.inference import Classifier, net_inputs
 from ..model.labels import EMOTIONS
+from . import progress
+
+BATCH = 256  # faces per model call: the progress bar's step (ONNX Runtime's batch in Classifier too)
 
 
-def predict(model_path, faces, tta=False):
+def predict(model_path, faces, tta=False, quiet=False):
     """Probabilities from an .onnx (ONNX Runtime) or .keras (Keras) model; tta adds the mirror."""
     if Path(model_path).suffix == ".keras":
         import keras
         model = keras.models.load_model(model_path, compile=False)
-        run = lambda x: np.asarray(model.predict(net_inputs(x), batch_size=256, verbose=0))
+        run = lambda x: np.asarray(model.predict_on_batch(net_inputs(x)))
     else:
         run = Classifier(model_path).predict
-    probs = run(faces)
-    if tta:
-        probs = (probs + run(faces[:, :, ::-1].copy())) / 2
-    return probs
+    views = (faces, faces[:, :, ::-1]) if tta else (faces,)
+    with progress.bar(total=len(faces) * len(views), quiet=quiet, unit=" faces",
+                      desc=f"scoring with {Path(model_path).name}") as bar:
+        probs = [_batched(run, view, bar) for view in views]
+    return sum(probs) / len(probs)
+
+
+def _batched(run, faces, bar):
+    if not len(faces):
+        return np.zeros((0, len(EMOTIONS)), "float32")
+    chunks = []
+    for i in range(0, len(faces), BATCH):
+        chunks.append(run(np.ascontiguousarray(faces[i:i + BATCH])))
+        bar.update(len(chunks[-1]))
+    return np.concatenate(chunks)
 
 
 def scores(probs, targets):
@@ -81,7 +95,7 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def through_pipeline(model_path, faces, detector="blazeface", seed=0, sticker_look=False):
+def through_pipeline(model_path, faces, detector="blazeface", seed=0, sticker_look=False, quiet=False):
     """Each face on its own generated card, through the scan's detect -> crop -> classify -> vote:
     (probabilities [N,7] where a face was found, else zeros; found [N] bool)."""
     from ..model.faces import make_detector
@@ -91,7 +105,7 @@ def through_pipeline(model_path, faces, detector="blazeface", seed=0, sticker_lo
 
     detect, classifier = make_detector(detector), Classifier(model_path)
     probs, found = np.zeros((len(faces), len(EMOTIONS)), "float32"), np.zeros(len(faces), bool)
-    for i, face in enumerate(faces):
+    for i, face in enumerate(progress.bar(faces, quiet, unit=" cards", desc="through the scan pipeline")):
         card = make_card(face, seed * 1_000_003 + i, sticker_look).rgb
         h, w = card.shape[:2]
         seen, result = read_clip(Media("image", w, h, 1, 0.0, [Frame(0, 0.0, 1.0, card)]), detect, classifier)
@@ -115,13 +129,15 @@ def format_calibration(frame, split):
 
 
 def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False, limit=None, against=None,
-                   pipeline=False):
+                   pipeline=False, figures=None, quiet=False):
     """`stickersort evaluate DATA`: one split's figures; with pipeline, the same faces on cards
-    through the scan's path are scored too, beside the direct figure."""
-    from .data import load
+    through the scan's path are scored too, beside the direct figure. FIGURES, a folder, gets
+    confusion.png and samples.png of the direct pass."""
+    from .data import check_paths, load
     if labels == "ferplus" and ferplus is None:
         ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
-    faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False)[split]
+    check_paths(data, labels, ferplus)
+    faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False, quiet=quiet)[split]
     skipped = 0
     if labels == "ferplus":
         keep = majority_only(targets)
@@ -129,20 +145,31 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
         faces, targets = faces[keep], targets[keep]
     if limit:
         faces, targets = faces[:limit], targets[:limit]
-    probs = predict(model, faces, tta=tta)
+    probs = predict(model, faces, tta=tta, quiet=quiet)
     result = scores(probs, targets)
-    result.update({"split": split, "labels": labels, "model": str(model), "tta": tta})
+    result.update({"split": split, "data": str(data), "labels": labels, "model": str(model), "tta": tta})
     if labels == "ferplus":
         result["skipped_no_majority"] = skipped
+    if figures:
+        draw_figures(figures, result, faces, targets, probs)
     if pipeline:
-        seen, found = through_pipeline(model, faces)
+        seen, found = through_pipeline(model, faces, quiet=quiet)
         result["pipeline"] = _pipeline_figures(seen, found, targets, result["accuracy"])
         probs = _found_or_none(seen, found)
     if against:
-        other = (_found_or_none(*through_pipeline(against, faces)) if pipeline
-                 else predict(against, faces, tta=tta))
+        other = (_found_or_none(*through_pipeline(against, faces, quiet=quiet)) if pipeline
+                 else predict(against, faces, tta=tta, quiet=quiet))
         result["against"] = {"model": str(against), **paired(probs, other, targets)}
     return result
+
+
+def draw_figures(folder, result, faces, targets, probs):
+    """FOLDER/confusion.png and FOLDER/samples.png, as `train` draws them for its run."""
+    from .report import plot_confusion, plot_samples
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_confusion(result["confusion"], folder / "confusion.png", title=f"{Path(result['model']).name} on {result['split']}")
+    plot_samples(faces, targets, probs, folder / "samples.png")
 
 
 def _found_or_none(probs, found):
@@ -161,8 +188,8 @@ def _pipeline_figures(probs, found, targets, direct):
 
 
 def format_result(result):
-    head = (f"{result['model']} on {result['split']} ({result['labels']} labels"
-            f"{', flip TTA' if result['tta'] else ''})")
+    head = (f"model {result['model']} on {result['split']} of {result.get('data', 'the data')} "
+            f"({result['labels']} labels{', flip TTA' if result['tta'] else ''})")
     lines = [head, format_table(result)]
     p = result.get("pipeline")
     if p:

@@ -56,7 +56,7 @@ def write_all(out, splits, history, train_seconds, command, labels="fer2013", in
     if history:  # a soup has none of its own: its ingredients' runs have the curves
         plot_curves(history, out / "curves.png")
     plot_confusion(private["confusion"], out / "confusion.png")
-    plot_samples(*splits["Training"], out / "samples.png")
+    plot_samples(*splits["PrivateTest"], private_probs, out / "samples.png")
     return metrics
 
 
@@ -78,44 +78,80 @@ def _pyplot():
 
 
 def plot_curves(history, path):
+    """Loss and accuracy per epoch, train and PublicTest; every epoch a marker, so that a run of
+    one epoch is two points, not empty axes."""
+    from matplotlib.ticker import MaxNLocator
     plt = _pyplot()
     epochs = [int(r["epoch"]) + 1 for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(epochs, [float(r[key]) for r in history], label="train (augmented)")
-        ax.plot(epochs, [float(r["val_" + key]) for r in history], label="PublicTest")
-        ax.set_xlabel("epoch"); ax.set_title(title); ax.grid(alpha=0.3); ax.legend()
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for column, label in ((key, "train (augmented)"), ("val_" + key, "PublicTest")):
+            values = [float(r[column]) for r in history]
+            ax.plot(epochs, values, marker="o", markersize=4, label=f"{label}: {values[-1]:.4f} last")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.set_xlabel("epoch"); ax.set_title(key); ax.grid(alpha=0.3); ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
 
 
-def plot_confusion(confusion, path):
+def plot_confusion(confusion, path, title="PrivateTest"):
+    """Counts and the share of each true class (row) in every cell; a class with no faces in the
+    split is a grey row that says so, not a row of zeros that reads as all wrong."""
     plt = _pyplot()
-    cm = np.asarray(confusion, dtype=float)
-    cm = cm / np.maximum(1, cm.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    counts = np.asarray(confusion, dtype=int)
+    totals = counts.sum(axis=1)
+    shares = np.ma.masked_array(counts / np.maximum(1, totals[:, None]), np.repeat(totals[:, None] == 0, len(EMOTIONS), 1))
+    cmap = plt.get_cmap("Blues").with_extremes(bad="0.85")
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(shares, cmap=cmap, vmin=0, vmax=1)
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45)
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
-    for i in range(len(EMOTIONS)):
-        for j in range(len(EMOTIONS)):
-            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center",
-                    color="white" if cm[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("PrivateTest, normalized")
-    fig.colorbar(im); fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    ax.set_yticks(range(len(EMOTIONS)), [f"{name} ({n})" for name, n in zip(EMOTIONS, totals)])
+    for i, total in enumerate(totals):
+        if not total:
+            ax.text(len(EMOTIONS) / 2 - 0.5, i, "no faces", ha="center", va="center", color="0.35", style="italic")
+            continue
+        for j, n in enumerate(counts[i]):
+            dark = shares[i, j] > 0.5
+            ax.text(j, i, f"{n}\n{shares[i, j]:.0%}" if n else "0", ha="center", va="center", fontsize=8,
+                    color="white" if dark else ("black" if n else "0.6"))
+    ax.set_xlabel("predicted"); ax.set_ylabel("true (faces)")
+    ax.set_title(f"{title}: {totals.sum()} faces, {np.trace(counts) / max(1, totals.sum()):.2%} right\n"
+                 "count and share of the true class", fontsize=10)
+    fig.colorbar(im, label="share of the true class")
+    fig.tight_layout()
+    return _save(fig, path)
 
 
-def plot_samples(faces, targets, path, per_class=7, seed=0):
+def plot_samples(faces, targets, probs, path, per_class=7, seed=0):
+    """PER_CLASS faces of each true class at random, each titled with the model's answer; a
+    mistake is red and reads "predicted (true)"."""
     plt = _pyplot()
     rng = np.random.default_rng(seed)
-    labels = targets.argmax(1)
-    fig, axes = plt.subplots(len(EMOTIONS), per_class, figsize=(per_class * 1.1, len(EMOTIONS) * 1.2))
+    true, pred = targets.argmax(1), probs.argmax(1)
+    fig, axes = plt.subplots(len(EMOTIONS), per_class, figsize=(per_class * 1.3 + 1, len(EMOTIONS) * 1.45))
     for i, name in enumerate(EMOTIONS):
-        idx = np.flatnonzero(labels == i)
+        idx = np.flatnonzero(true == i)
         picks = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
-        for j in range(per_class):
-            ax = axes[i, j]
+        for ax in axes[i]:
             ax.axis("off")
-            if j < len(picks):
-                ax.imshow(faces[picks[j]], cmap="gray", vmin=0, vmax=255)
-        axes[i, 0].set_title(name, fontsize=8, loc="left")
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+        axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=9)
+        if not len(picks):
+            axes[i, 0].text(0, 0.5, "no faces", transform=axes[i, 0].transAxes, va="center", color="0.4",
+                            style="italic", fontsize=8)
+        for ax, k in zip(axes[i], picks):
+            ax.imshow(faces[k], cmap="gray", vmin=0, vmax=255)
+            right = pred[k] == true[k]
+            ax.set_title(EMOTIONS[pred[k]] if right else f"{EMOTIONS[pred[k]]} ({name})", fontsize=7,
+                         color="black" if right else "red")
+    fig.suptitle("rows: true class; titles: predicted, red for a mistake as predicted (true)", fontsize=9)
+    fig.tight_layout(rect=(0.08, 0, 1, 1))
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    """Write FIG to PATH and hand it back closed, for a caller (a test) to read its texts."""
+    plt = _pyplot()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig

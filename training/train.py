@@ -1,13 +1,15 @@
 """`stickersort train`: fit a network on FER2013, select on PublicTest, report PrivateTest once.
 
 `run` is the whole job, in order: check OUT (a new run, or the same run resumed) -> load ->
-limit -> distil -> card views -> fit -> report; the steps follow it. Every knob is a field of
-`Config` (training/config.py), declared there once with its default. An interrupted run
-continues from OUT/backup with `--resume` (weights, optimizer, epoch, LR step).
+limit -> distil -> card views -> net -> fit -> report; the steps follow it. Every knob is a field
+of `Config` (training/config.py), declared there once with its default. An interrupted run
+(Ctrl-C, a kill) continues from OUT/backup with `--resume` (weights, optimizer, epoch, LR step).
 """
 import csv
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +18,10 @@ import numpy as np
 
 from ..model.inference import net_inputs
 from . import data as fer_data
-from . import report, sam, swa
+from . import progress, report, sam, swa
 from .augment import augmenter
 from .cards import scanner_views
-from .config import Config
+from .config import ARCHS, Config
 from .network import build
 from .rebuild import from_onnx
 
@@ -27,23 +29,30 @@ from .rebuild import from_onnx
 RESUMABLE = ("epochs", "int8")
 
 
-def run(data, out, config=Config(), resume=False, verbose=1):
-    """The whole `stickersort train` job; returns metrics.json's content."""
+def run(data, out, config=Config(), resume=False, quiet=False):
+    """The whole `stickersort train` job; returns metrics.json's content. Progress goes to stderr
+    unless quiet."""
     out = Path(out)
     command = report.command_line()
     record = check_run(out, config, resume, command)
-    splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus)
+    splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus, quiet=quiet)
     if config.limit:
         splits = fer_data.limit(splits, config.limit, config.seed)
     if config.teachers:
+        progress.say(f"distilling from {len(config.teachers)} teacher(s)", quiet)
         splits = distil(splits, config.teachers, config.teacher_weight)
     if config.cards:
+        progress.say(f"adding {config.cards} card view(s) of each Training face", quiet)
         splits = with_scanner_views(splits, config.cards, config.seed)
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad data leaves no run folder behind
+    keras.utils.set_random_seed(config.seed)
+    x = net_inputs(splits["Training"][0])  # once: 28,709 faces in float32 are 265 MB
+    net = start_net(config.init, config.arch, x)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or a bad --init leaves no run folder
     (out / "options.json").write_text(json.dumps(record, indent=1))
-    history = fit(splits, out, config, verbose)
+    history = fit(x, splits, net, out, config, quiet)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
+    progress.say("exporting and scoring the best epoch's model", quiet)
     return report.write_all(out, splits, history, train_seconds=train_seconds, command=command,
                             labels=config.labels, int8=config.int8, swa=config.swa)
 
@@ -52,6 +61,7 @@ def check_run(out, config, resume, command):
     """OUT/options.json's content for this run, checked before any data is read. A new run needs
     an OUT of its own. --resume must continue the same run: a teacher or a label set left off
     would silently change every target, so only the RESUMABLE knobs may differ."""
+    check_options(config)
     if (out / "history.csv").exists() and not resume:
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
     options = recorded(config)
@@ -66,6 +76,15 @@ def check_run(out, config, resume, command):
                                      f"resume with `{stored['command']} --resume`")
         return stored
     return {"command": command, "options": options}
+
+
+def check_options(config):
+    """What the CLI's option types check, checked for a Python caller too, before any data."""
+    if config.arch not in ARCHS:
+        raise fer_data.DataError(f"unknown arch {config.arch!r}; choose from {', '.join(ARCHS)}")
+    for path in filter(None, (config.init, *config.teachers)):
+        if not Path(path).is_file():
+            raise fer_data.DataError(f"{path}: no such model file")
 
 
 def recorded(config):
@@ -100,14 +119,12 @@ def with_scanner_views(splits, n, seed):
     return {**splits, "Training": (np.concatenate([x, vx]), np.concatenate([y, vy]))}
 
 
-def fit(splits, out, config, verbose=1):
-    """Train and keep the PublicTest-best model in OUT/best.keras (under swa, the mean of the
-    snapshots of `config.swa` SWA trajectories). Returns the Keras history rows."""
-    keras.utils.set_random_seed(config.seed)
-    x, y = splits["Training"]
+def fit(x, splits, net, out, config, quiet=False):
+    """Train NET on X (Training's net inputs) and keep the PublicTest-best model in OUT/best.keras
+    (under swa, the mean of the snapshots of `config.swa` SWA trajectories). Returns the Keras
+    history rows. Ctrl-C stops it between batches, never while the epoch's backup is written."""
+    y = splits["Training"][1]
     xv, yv = splits["PublicTest"]
-    x = net_inputs(x)  # once: 28,709 faces in float32 are 265 MB
-    net = start_net(config.init, config.arch, x)
     views = augmenter(config.seed, config.augment)
     trainer = (sam.trainer(views, net, config.sam) if config.sam
                else keras.Sequential([keras.Input(net.input_shape[1:]), views, net]))
@@ -124,15 +141,21 @@ def fit(splits, out, config, verbose=1):
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if soft else config.label_smoothing),
         metrics=["accuracy"])
     history_csv = out / "history.csv"
+    interrupt = InterruptBetweenBatches()
     callbacks = [
+        interrupt,
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         EpochSeconds(),  # before the logger, which writes the logs it is handed
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         swa.snapshots(out / "swa", steps_per_epoch, net.get_weights(), max(1, config.epochs // config.swa))
         if config.swa else KeepBest(out / "best.keras", history_csv),
+        EpochProgress(config.epochs, steps_per_epoch, quiet),
     ]
-    trainer.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-                validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=verbose)
+    try:
+        trainer.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+                    validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=0)
+    finally:
+        interrupt.restore()
     if config.swa:
         swa.average(net, out / "swa", x, starts=config.swa)
         net.save(out / "best.keras")
@@ -163,6 +186,70 @@ class KeepBest(keras.callbacks.Callback):
         if accuracy > self.best:
             self.best = accuracy
             self.model.layers[-1].save(self.path)  # the net, without augmentation
+
+
+class InterruptBetweenBatches(keras.callbacks.Callback):
+    """Ctrl-C during fit is raised at the next batch's end, not wherever it lands: an epoch ends
+    with its backup's weights, then the backup's epoch number, then its history row, and a
+    Ctrl-C between two of them would leave a run that resumes from the wrong epoch or without a
+    row; a second Ctrl-C stops at once. Python runs signal handlers in the main thread only;
+    elsewhere this does nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.pressed, self.previous = False, None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._press)
+
+    def _press(self, signum, frame):
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_epoch_begin = on_train_batch_end
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.pressed:  # pressed after the last batch: still a Ctrl-C
+            raise KeyboardInterrupt
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A bar over each epoch's batches with the running loss and accuracy, then one line per
+    epoch with PublicTest's figures (progress.py: the bar on a terminal only)."""
+
+    def __init__(self, epochs, steps, quiet=False):
+        super().__init__()
+        self.epochs, self.steps, self.quiet = epochs, steps, quiet
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.name = f"epoch {epoch + 1}/{self.epochs}"
+        self.bar = progress.bar(total=self.steps, quiet=self.quiet, unit="batch", desc=self.name)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.set_postfix_str(_figures(logs or {}), refresh=False)
+        self.bar.update()
+
+    def on_test_begin(self, logs=None):
+        self.bar.set_description_str(f"{self.name}, scoring PublicTest")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()
+        logs = logs or {}
+        seconds = f" ({logs['seconds']:.0f} s)" if "seconds" in logs else ""
+        progress.say(f"{self.name}: {_figures(logs)}; PublicTest "
+                     f"{_figures({k[4:]: v for k, v in logs.items() if k.startswith('val_')})}{seconds}", self.quiet)
+
+
+def _figures(logs):
+    return ", ".join(f"{k} {float(logs[k]):.4f}" for k in ("loss", "accuracy") if k in logs)
 
 
 class EpochSeconds(keras.callbacks.Callback):

@@ -1,0 +1,104 @@
+"""`stickersort browse`: the library as a page, shelf by shelf (each expression, then unsure and
+noface), searchable by name, each sticker with its confidence and a button that corrects its
+label as `stickersort label` does.
+
+Served as sorter/serving.py serves every page: Host checked, errors as JSON, sticker files
+re-checked before they are sent. A correction comes only as a JSON POST from the page's own
+origin: a form on another site cannot send one (CSRF).
+"""
+import threading
+
+from flask import Flask, abort, jsonify, request
+
+from ..model.labels import EMOTIONS, NOFACE, UNSURE
+from .serving import Server, guard, recorded, send_recorded, view_page
+from .store import Store, StoreError
+
+SHELVES = (*EMOTIONS, UNSURE, NOFACE)
+
+
+def shelves(store):
+    """Every readable sticker, shelf by shelf in SHELVES' order, best first on each."""
+    order = " ".join(f"when '{label}' then {i}" for i, label in enumerate(SHELVES))
+    return list(store.db.query(
+        f"select path, name, hash, kind, label, user_label, guess, confidence from files "
+        f"where error is null and label is not null order by case label {order} end, confidence desc, path"))
+
+
+def create_app(db):
+    from .web import poster_of
+
+    app = Flask(__name__)
+
+    def store():
+        try:
+            return Store(db, readonly=True)
+        except StoreError as e:
+            abort(503, str(e))
+
+    def read(what, *args):
+        s = store()
+        try:
+            return what(s, *args)
+        finally:
+            s.close()
+
+    @app.get("/")
+    def page():
+        return app.send_static_file("browse.html")
+
+    @app.get("/library.json")
+    def library():
+        rows = read(shelves)
+        return jsonify(shelves=list(SHELVES), corrections=[*EMOTIONS, NOFACE],
+                       stickers=[{"id": r["hash"], "name": r["name"], "path": r["path"], "kind": r["kind"],
+                                  "label": r["label"], "yours": r["user_label"] is not None, "guess": r["guess"],
+                                  "confidence": None if r["label"] == NOFACE else r["confidence"]} for r in rows])
+
+    @app.get("/sticker/<digest>")
+    @app.get("/sticker/<digest>/<path:name>")
+    def sticker(digest, name=None):
+        return send_recorded(read(recorded, digest))
+
+    @app.get("/view/<digest>/<path:name>")
+    def view(digest, name):
+        return view_page(read(recorded, digest))
+
+    @app.get("/poster/<digest>")
+    @app.get("/poster/<digest>/<path:name>")
+    def poster(digest, name=None):
+        return poster_of(read(recorded, digest))
+
+    @app.post("/label")
+    def label():
+        from .library import LibraryError, label_file
+        origin = request.headers.get("Origin")
+        if not request.is_json or (origin and origin != request.host_url.rstrip("/")):
+            abort(403, "a correction comes from this page only")
+        body = request.get_json(silent=True) or {}
+        if not isinstance(body.get("path"), str) or not isinstance(body.get("label"), str):
+            abort(400, 'expected {"path": ..., "label": ...}')
+        try:
+            row = label_file(db, body["path"], body["label"])
+        except LibraryError as e:
+            abort(400, str(e))
+        return jsonify(path=row["path"], label=row["label"], link=row["link"])
+
+    return app
+
+
+def serve(db, host, port, echo=print, stop=None):
+    """Serve the library's page until Ctrl-C (or stop is set). Raises serving.ServeError."""
+    app = create_app(db)
+    server = Server(app, host, port)
+    guard(app, host, server.port)
+    echo(f"library {db} at {server.url} (Ctrl-C stops)")
+    server.start()
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(0.5):  # a short wait: Ctrl-C reaches this thread between waits
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,89 @@
+"""`show --image`: a file's sampled frames side by side, each face boxed with its label, in one PNG.
+
+The frames are decoded again as the scan decoded them (media.read with the same frame count
+gives the same frames), and the boxes and labels are the recorded ones: the picture shows what
+the scan saw, not a new reading.
+"""
+from PIL import Image, ImageDraw, ImageFont
+
+from . import media
+from .library import LibraryError
+from .paths import key_path
+
+TILE = 240  # pixels, the longer side of each frame
+COLUMNS = 4
+GAP = 8
+HEADER = 28
+CAPTION = 18
+BOX = (255, 64, 160)
+FRAMES_TRIED = (16, 4, 32, 64)  # --frames counts tried after the default, for a record that lacks it
+
+
+def draw(info, png):
+    """Writes info's (library.show_file) frames with their faces into png."""
+    if info["error"]:
+        raise LibraryError(f"{info['path']} could not be read when scanned ({info['error']}): nothing to draw")
+    clip = _as_scanned(info)
+    tiles = [_tile(frame, clip.width, [f for f in info["faces"] if f["frame"] == frame.index])
+             for frame in clip.frames]
+    sheet = _sheet(tiles, _title(info))
+    try:
+        sheet.save(png, format="PNG")
+    except OSError as e:
+        raise LibraryError(f"cannot write {png}: {e.strerror or e}") from None
+
+
+def _as_scanned(info):
+    """The file read again into the frames the scan sampled. The record keeps how many frames
+    that gave, not the --frames asked (repeated picks of a short animation merge), so the usual
+    counts are tried in turn until one gives those frames."""
+    faced = {f["frame"] for f in info["faces"]}
+    clip = None
+    for asked in dict.fromkeys((8, info["frames_sampled"] or 1, *FRAMES_TRIED)):
+        try:
+            clip = media.read(key_path(info["path"]), asked)
+        except (media.MediaError, OSError) as e:
+            raise LibraryError(f"cannot read {info['path']} again: {e}") from None
+        indices = {frame.index for frame in clip.frames}
+        if len(indices) == info["frames_sampled"] and faced <= indices:
+            break
+    return clip
+
+
+def _title(info):
+    whose = " (yours)" if info["user_label"] else ""
+    vote = f", vote {info['guess']} {info['confidence']:.2f}" if info["guess"] else ""
+    return f"{info['path'].rsplit('/', 1)[-1]}: {info['label']}{whose}{vote}"
+
+
+def _tile(frame, width, faces):
+    """One frame at TILE pixels, its faces boxed (boxes are in the file's own pixels) and labelled."""
+    im = Image.fromarray(frame.rgb)
+    scale = TILE / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    scale *= frame.rgb.shape[1] / width
+    pen = ImageDraw.Draw(im)
+    font = ImageFont.load_default(12)
+    for face in faces:
+        x, y, w, h = (round(v * scale) for v in face["box"])
+        pen.rectangle((x, y, x + w, y + h), outline=BOX, width=2)
+        text = f"{face['label']} {face['probs'][face['label']]:.2f}"
+        left, top, right, bottom = pen.textbbox((x, max(0, y - 15)), text, font=font)
+        pen.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=BOX)
+        pen.text((x, max(0, y - 15)), text, fill=(255, 255, 255), font=font)
+    caption = Image.new("RGB", (im.width, im.height + CAPTION), (255, 255, 255))
+    caption.paste(im, (0, 0))
+    ImageDraw.Draw(caption).text((2, im.height + 2), f"frame {frame.index}  {frame.time:.2f} s  "
+                                 f"{len(faces)} face{'s' * (len(faces) != 1)}", fill=(0, 0, 0), font=font)
+    return caption
+
+
+def _sheet(tiles, title):
+    columns = min(COLUMNS, len(tiles))
+    rows = -(-len(tiles) // columns)
+    cell_w, cell_h = max(t.width for t in tiles), max(t.height for t in tiles)
+    sheet = Image.new("RGB", (GAP + columns * (cell_w + GAP), HEADER + rows * (cell_h + GAP)), (235, 235, 235))
+    ImageDraw.Draw(sheet).text((GAP, 6), title, fill=(0, 0, 0), font=ImageFont.load_default(14))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, (GAP + (i % columns) * (cell_w + GAP), HEADER + (i // columns) * (cell_h + GAP)))
+    return sheet

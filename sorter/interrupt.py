@@ -1,0 +1,38 @@
+"""Ctrl-C and SIGTERM for the commands that run until stopped (scan, watch, live).
+
+The first signal only asks the work to end at its next safe point (between two files, between two
+frames), so the database and OUT are left as a finished step leaves them; a second Ctrl-C stops at
+once (KeyboardInterrupt). Work that ends early because its Stop was set raises media.Interrupted.
+Either way the command exits 128 + the signal's number: 130 for Ctrl-C.
+"""
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class Stop(threading.Event):
+    """Set when the work should end; `signum`: the signal that asked, if one did."""
+    signum = None
+
+
+@contextmanager
+def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Within the block (in the main thread), those signals set the Stop it yields."""
+    stop = Stop()
+
+    def asked(signum, frame):
+        stop.signum = stop.signum or signum
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+    before = {s: signal.signal(s, asked) for s in signals}
+    try:
+        yield stop
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def exit_status(signum):
+    """The shell's convention for a run a signal ended."""
+    return 128 + (signum or signal.SIGINT)

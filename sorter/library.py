@@ -1,0 +1,191 @@
+"""The library after a scan: what is known of one file (`show`), the user's own labels (`label`),
+forgetting files (`forget`, `prune`) and files of the same content (`dupes`).
+
+Every function takes the database's path, and raises LibraryError, whose message is one line for
+the user, for a file, label or database it cannot use. Links move and go only through
+sorter/links.py, so only entries stickersort made and that are still what it made are touched.
+"""
+import json
+import os
+from pathlib import Path
+
+from ..model.labels import EMOTIONS, NOFACE
+from .links import MODES, Linker
+from .paths import key_path, path_key
+from .store import Store, StoreError
+
+# What a user may file a sticker under: an expression, or "there is no face here".
+USER_LABELS = (*EMOTIONS, NOFACE)
+
+
+class LibraryError(Exception):
+    """A file, label or database a library command cannot use; one line for the user."""
+
+
+def open_store(db_path, readonly=False):
+    try:
+        return Store(db_path, create=False, readonly=readonly)
+    except StoreError as e:
+        raise LibraryError(str(e)) from None
+
+
+def find(store, file_path):
+    """The record of file_path: a scanned file, or a link stickersort made to one in OUT."""
+    for key in _keys(file_path):
+        row = store.get(key) or _linked(store, key)
+        if row:
+            return row
+    raise LibraryError(f"no record of {file_path} in {store.path} (scan it first, or pass its --db)")
+
+
+def _keys(file_path):
+    """The keys file_path may be recorded under: as given, with its folder resolved (how a scan
+    names what it finds under DIR), fully resolved."""
+    absolute = os.path.abspath(file_path)
+    in_real_folder = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+    return dict.fromkeys(path_key(p) for p in (absolute, in_real_folder, os.path.realpath(absolute)))
+
+
+def _linked(store, key):
+    link = store.link_at(key)
+    return store.get(link["file"]) if link else None
+
+
+# ---- label --------------------------------------------------------------------------------
+
+def label_file(db_path, file_path, emotion):
+    """Files file_path under emotion for good: the record keeps it as the user's label (no scan,
+    --rescan or new model overrides it) and its link moves to OUT/<emotion>/. Returns the updated
+    record, with `link`: where its link is now (None when it has none; the next scan makes it)."""
+    if emotion not in USER_LABELS:
+        raise LibraryError(f"unknown label {emotion!r}; choose from {', '.join(USER_LABELS)}")
+    store = open_store(db_path)
+    row = find(store, file_path)
+    if row["error"]:
+        raise LibraryError(f"{row['path']} could not be read ({row['error']}): nothing to label")
+    source = key_path(row["path"])
+    if not os.path.exists(source):
+        raise LibraryError(f"{row['path']} no longer exists (`stickersort prune` forgets it)")
+    store.label_by_user(row["path"], emotion)  # the record first, then the link, as a scan does
+    return {**store.get(row["path"]), "link": _relink(store, row, source, emotion)}
+
+
+def _relink(store, row, source, label):
+    """Moves the file's link to <its OUT>/<label>/, in the link's mode; None when it has none."""
+    links = [r for r in store.links_of(row["path"]) if r["mode"] in MODES]  # not a copy in flight
+    if not links:
+        return None
+    last = links[-1]
+    linker = Linker(Path(key_path(last["link"])).parent.parent, store, last["mode"])
+    return linker.place(source, row["path"], label, row["hash"])
+
+
+# ---- show ---------------------------------------------------------------------------------
+
+def show_file(db_path, file_path):
+    """Everything recorded of one file, as plain data: its label and whose it is, the vote with
+    its runner-up, every sampled frame's faces, and its links."""
+    store = open_store(db_path, readonly=True)
+    row = find(store, file_path)
+    scores = json.loads(row["scores"] or "{}")
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    return {
+        "path": row["path"], "label": row["label"], "user_label": row["user_label"],
+        "guess": row["guess"], "confidence": row["confidence"], "margin": row["margin"],
+        "runner_up": dict([ranked[1]]) if len(ranked) > 1 else None, "scores": scores,
+        "kind": row["kind"], "width": row["width"], "height": row["height"],
+        "frames_total": row["frames_total"], "frames_sampled": row["frames_sampled"],
+        "faces": [_face(f) for f in store.faces_of(row["path"])],
+        "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"], "exists": os.path.lexists(key_path(r["link"]))}
+                  for r in store.links_of(row["path"])],
+        "hash": row["hash"], "model_id": row["model_id"], "scanned_at": row["scanned_at"], "error": row["error"]}
+
+
+def _face(row):
+    return {"frame": row["frame"], "time": row["time"], "box": [row["x"], row["y"], row["w"], row["h"]],
+            "detector_score": row["detector_score"], "label": row["label"],
+            "probs": dict(zip(EMOTIONS, json.loads(row["probs"])))}
+
+
+def describe(info):
+    """show's text: a few lines a person reads top to bottom."""
+    lines = [info["path"]]
+    if info["error"]:
+        return lines + [f"  unreadable: {info['error']}"]
+    whose = " (yours)" if info["user_label"] else ""
+    lines.append(f"  label      {info['label']}{whose}")
+    if info["guess"]:
+        (second, p2), = info["runner_up"].items()
+        lines.append(f"  vote       {info['guess']} {info['confidence']:.2f}, runner-up {second} {p2:.2f} "
+                     f"(margin {info['margin']:.4f})")
+    else:
+        lines.append("  vote       no face found")
+    lines.append(f"  file       {info['kind']} {info['width']}x{info['height']}, {info['frames_sampled']} of "
+                 f"{info['frames_total']} frames sampled, {len(info['faces'])} faces")
+    for f in info["faces"]:
+        x, y, w, h = f["box"]
+        top = ", ".join(f"{e} {p:.2f}" for e, p in sorted(f["probs"].items(), key=lambda kv: -kv[1])[:3])
+        lines.append(f"  frame {f['frame']:<4} {f['time']:6.2f} s  box {x},{y} {w}x{h}  score "
+                     f"{f['detector_score']:.2f}  {f['label']:<8} ({top})")
+    for link in info["links"]:
+        lines.append(f"  link       {link['link']}{'' if link['exists'] else '  (missing)'}")
+    lines.append(f"  model      {info['model_id']}, scanned {info['scanned_at']}")
+    return lines
+
+
+# ---- forget, prune ------------------------------------------------------------------------
+
+def forget(db_path, path, dry_run=False, report=None):
+    """Drops the records of the files at or under path and removes the links stickersort made for
+    them; the files themselves are never touched. report(action, path) hears each step."""
+    store = open_store(db_path)
+    keys = {k for key in _keys(path) for k in store.paths_within(key)}
+    return _forget(store, sorted(keys), dry_run, report, originals_gone=False)
+
+
+def prune(db_path, dry_run=False, report=None):
+    """forget() for every recorded file that no longer exists (a deleted folder's, say)."""
+    store = open_store(db_path)
+    gone = [k for k in store.paths_within("/") if not os.path.lexists(key_path(k))]
+    return _forget(store, gone, dry_run, report, originals_gone=True)
+
+
+def _forget(store, keys, dry_run, report, originals_gone):
+    report = report or (lambda action, path: None)
+    linker = Linker(Path(os.sep), store, dry_run=dry_run,  # unlink_all works from the records, not OUT
+                    report=lambda action, link, source: report(action, link))
+    kept = []
+    for key in keys:
+        if originals_gone:
+            kept += _disown_last_copies(store, key, dry_run, report)
+        linker.unlink_all(key)
+        report("forget", key)
+        if not dry_run:
+            store.forget(key)
+    return {"files": keys, "links_removed": linker.counts["removed"], "kept": kept, "dry_run": dry_run}
+
+
+def _disown_last_copies(store, key, dry_run, report):
+    """A hard link or copy whose original is gone holds the only copy of the user's file now: it
+    stays where it is, and its record goes, so that it is the user's from then on."""
+    kept = []
+    for row in store.links_of(key):
+        if row["mode"] in ("hardlink", "copy") and os.path.lexists(key_path(row["link"])):
+            kept.append(row["link"])
+            report("keep (now the only copy)", row["link"])
+            if not dry_run:
+                store.drop_link(row["link"])
+    return kept
+
+
+# ---- dupes --------------------------------------------------------------------------------
+
+def dupes(db_path):
+    """Groups of recorded files with the same content, the biggest waste first."""
+    store = open_store(db_path, readonly=True)
+    groups = {}
+    for row in store.same_content():
+        groups.setdefault(row["hash"], []).append(row)
+    found = [{"hash": digest, "size": rows[0]["size"], "files": [{"path": r["path"], "label": r["label"]} for r in rows]}
+             for digest, rows in groups.items()]
+    return sorted(found, key=lambda g: (-g["size"] * (len(g["files"]) - 1), g["files"][0]["path"]))

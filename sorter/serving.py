@@ -1,0 +1,243 @@
+"""What the live and browse pages share: the server under them, the guards in front of every
+route, and sticker files served only while they are still what was scanned.
+
+The server is waitress (bench/web_servers.py chose it): a fixed pool of request threads, a cap
+on open connections below the descriptor limit, and idle connections closed after a timeout,
+so a thousand idle clients only delay a request until they time out, and nothing is left of
+them once they go. Endless responses (the MJPEG stream) each hold a thread; a cap keeps
+threads free for requests and answers 503 beyond it.
+"""
+import hashlib
+import html
+import ipaddress
+import logging
+import os
+import re
+import resource
+import socket
+import stat
+import threading
+from urllib.parse import quote
+
+from flask import abort, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+from .paths import inside
+
+THREADS = 8  # request threads
+MAX_STREAMS = 4  # endless responses at once, fewer than THREADS: the rest answer requests
+IDLE_TIMEOUT = 10  # seconds a connection may sit without a request before it is closed
+STOP_WAIT = 5  # seconds Ctrl-C waits for requests in flight
+SPARE_DESCRIPTORS = 256  # kept for the model, the database and the files served
+MAX_DESCRIPTORS = 4096  # the soft limit is raised towards the hard one, up to this
+STREAM_BUFFER = 1 << 20  # bytes queued per connection: a slow viewer gets fresh frames, not a backlog
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ServeError(Exception):
+    """A one-line message for the user: the address cannot be listened on."""
+
+
+# ---- the Host header -------------------------------------------------------------------------
+
+def host_check(host, port):
+    """A test for Host headers: true for those naming the address the server listens on. A page
+    on another site whose own DNS name now points at 127.0.0.1 (DNS rebinding) sends that name,
+    and is refused. Listening on every address (0.0.0.0, ::), any IP address and this machine's
+    names are accepted: a rebinding attack needs a name of its own."""
+    bound = _ip(host)
+    everywhere = bound is not None and bound.is_unspecified
+    ips = {bound} if bound is not None else _resolved(host, port)
+    names = {host.lower()} if bound is None else set()
+    if everywhere:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    if everywhere or any(ip.is_loopback for ip in ips):
+        names.add("localhost")
+
+    def allowed(value):
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", value or "")
+        if not m:
+            return False
+        name, given = (m[1], m[2]) if m[1] else (m[3], m[4])
+        if int(given or 80) != port:
+            return False
+        ip = _ip(name)
+        return name.lower() in names if ip is None else everywhere or ip in ips
+    return allowed
+
+
+def _resolved(name, port):
+    try:
+        return {_ip(info[4][0].split("%")[0]) for info in socket.getaddrinfo(name, port, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return set()
+
+
+def _ip(text):
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def guard(app, host, port):
+    """Every route of app answers only Host headers naming (host, port), and every error as
+    JSON {"error": ...}: never a traceback, never an HTML page."""
+    allowed = host_check(host, port)
+
+    @app.before_request
+    def _check_host():
+        if not allowed(request.environ.get("HTTP_HOST", "")):
+            return jsonify(error="unknown Host header: this server answers only requests for "
+                                 f"{_shown(host)}:{port}"), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e):
+        return jsonify(error=e.description), e.code
+
+    @app.errorhandler(Exception)
+    def _error(e):
+        logging.getLogger("stickersort").error("request %s failed: %s: %s", request.path, type(e).__name__, e)
+        return jsonify(error="internal error"), 500
+    return app
+
+
+def _shown(host):
+    return f"[{host}]" if ":" in host else host
+
+
+# ---- endless responses -------------------------------------------------------------------------
+
+class Streams:
+    """At most `limit` endless responses at once; one more is refused with 503."""
+
+    def __init__(self, limit=MAX_STREAMS):
+        self.slots = threading.BoundedSemaphore(limit)
+
+    def open(self, response):
+        """response, holding a slot until the client leaves or the stream ends."""
+        if not self.slots.acquire(blocking=False):
+            raise ServiceUnavailable(f"too many streams open (at most {MAX_STREAMS}); close a viewer and retry")
+        response.call_on_close(self.slots.release)
+        return response
+
+
+# ---- sticker files ---------------------------------------------------------------------------
+
+def recorded(store, digest):
+    """The readable files recorded with this content hash, by path."""
+    if not SHA256.fullmatch(digest):
+        return []
+    return list(store.db.query("select path, root, name, kind, size, mtime_ns, hash from files "
+                               "where hash = ? and error is null order by path", [digest]))
+
+
+def open_recorded(row):
+    """The file a record names, opened, if it still is the file that was scanned: a regular file
+    (not a link, a FIFO or a device) inside its scanned root, of the recorded size and mtime or
+    else of the recorded content. None otherwise: someone may have put a link to /etc/passwd in
+    its place. The checks are made on the open file, so nothing can be swapped in after them."""
+    from .paths import key_path
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        f = os.fdopen(os.open(key_path(row["path"]), flags), "rb")
+    except OSError:
+        return None
+    try:
+        if _still_scanned(f, row):
+            f.seek(0)
+            return f
+    except OSError:
+        pass
+    f.close()
+    return None
+
+
+def _still_scanned(f, row):
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    where = f"/proc/self/fd/{f.fileno()}"
+    real = os.readlink(where) if os.path.islink(where) else os.path.realpath(f.name)
+    if not inside(real, row["root"]):
+        return False
+    if (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"]):
+        return True
+    return hashlib.file_digest(f, "sha256").hexdigest() == row["hash"]
+
+
+def send_recorded(rows):
+    """The first of rows whose file is still what was scanned, as a response; 404 if none is."""
+    for row in rows:
+        f = open_recorded(row)
+        if f:
+            return send_file(f, download_name=row["name"], conditional=False, max_age=0)
+    return jsonify(error="no such sticker (or its file changed since the scan: scan again)"), 404
+
+
+VIEW = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body {{ margin: 0; background: #16181d; display: grid; place-items: center; min-height: 100vh; }}
+img, video {{ max-width: 100vw; max-height: 100vh; }}</style></head>
+<body>{media}</body></html>
+"""
+
+
+def view_page(rows):
+    """A page of its own for a sticker, titled with its file name (not its hash): the sticker,
+    or for a clip a player with a frame as its poster (browsers play few clip codecs)."""
+    if not rows:
+        abort(404, "no such sticker")
+    row = rows[0]
+    src = f"/sticker/{row['hash']}/{quote(row['name'])}"
+    title = html.escape(row["name"])
+    media = (f'<video src="{src}" poster="/poster/{row["hash"]}" controls autoplay muted loop></video>'
+             if row["kind"] == "video" else f'<img src="{src}" alt="{title}">')
+    return VIEW.format(title=title, media=media)
+
+
+# ---- the server ------------------------------------------------------------------------------
+
+class Server:
+    """app served by waitress on (host, port) from a thread of its own, until stop()."""
+
+    def __init__(self, app, host, port):
+        from waitress.server import create_server
+        for name in ("waitress", "waitress.queue"):  # not a line per connection over the limit
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            self.server = create_server(
+                app, host=host, port=port, threads=THREADS, connection_limit=_connection_limit(),
+                channel_timeout=IDLE_TIMEOUT, cleanup_interval=1, asyncore_use_poll=True,
+                outbuf_high_watermark=STREAM_BUFFER, ident="stickersort", expose_tracebacks=False)
+        except (OSError, ValueError) as e:
+            raise ServeError(f"{_shown(host)}:{port}: cannot listen there: {getattr(e, 'strerror', None) or e}") from None
+        # A name that resolves to several addresses gets a socket on each (waitress' MultiSocketServer).
+        listening = getattr(self.server, "effective_listen", None)
+        self.host, self.port = host, int(listening[0][1] if listening else self.server.effective_port)
+        self.url = f"http://{_shown(host)}:{self.port}/"
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="stickersort-server")
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        """No new connections; requests in flight get STOP_WAIT seconds (streams end with their source)."""
+        self.server.close()
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT)
+
+
+def _connection_limit():
+    """Open connections allowed: what the descriptor limit leaves, raised first towards the hard
+    limit. Beyond it waitress stops accepting (they wait in the kernel's queue) instead of failing
+    accept() in a loop."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, MAX_DESCRIPTORS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(16, min(soft, MAX_DESCRIPTORS) - SPARE_DESCRIPTORS)

@@ -1,0 +1,64 @@
+"""Files of the same content are read once per model: a twin (a copy, a file saved twice) reuses
+the reading of its content, in flight in this scan or recorded in the database, instead of
+decoding and classifying the same bytes again. Meme folders repeat files.
+
+Called from the scan's reading threads: the database is read through a connection of the
+caller's own, and what is in flight is shared under a lock.
+"""
+import sqlite3
+import threading
+import urllib.parse
+from concurrent.futures import Future
+from contextlib import closing
+
+
+class Twins:
+    def __init__(self, db_path):
+        self.db_path = db_path
+        self._lock = threading.Lock()
+        # digest -> Future of (record, faces), from the start of its first file's reading until
+        # that file is recorded (done()); from then on the database has it.
+        self._reading = {}
+        self._recorded_now = set()  # digests recorded since this Twins was made (for --rescan)
+
+    def read_once(self, digest, model_id, read, recorded=True):
+        """(record, faces, twin): the reading of this content by this model that a file before
+        this one got (twin True), or read()'s. recorded False (--rescan): of the database's
+        records, only those this scan made count."""
+        with self._lock:
+            first = self._reading.get(digest)
+            if first is None:
+                mine = self._reading[digest] = Future()
+        if first is not None:
+            shared = first.result()
+            return (*shared, True) if shared else (*read(), False)
+        try:
+            found = self._recorded(digest, model_id) if recorded or digest in self._recorded_now else None
+            result = found or read()
+        except BaseException:
+            # The error may be that file's own (it vanished): a twin reads for itself.
+            mine.set_result(None)
+            with self._lock:
+                self._reading.pop(digest, None)
+            raise
+        mine.set_result(result)
+        return (*result, found is not None)
+
+    def done(self, digest):
+        """The first file of this content is recorded: later twins find it in the database."""
+        with self._lock:
+            self._reading.pop(digest, None)
+            self._recorded_now.add(digest)
+
+    def _recorded(self, digest, model_id):
+        """A readable file of this content recorded by this model: its record and face rows."""
+        uri = f"file:{urllib.parse.quote(str(self.db_path))}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=60)) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("select * from files where hash = ? and model_id = ? and error is null "
+                               "order by scanned_at desc limit 1",
+                               [digest, model_id]).fetchone()
+            if row is None:
+                return None
+            faces = conn.execute("select * from faces where file = ? order by id", [row["path"]]).fetchall()
+        return dict(row), [dict(f) for f in faces]

@@ -1,0 +1,221 @@
+"""After a scan: show, label, forget, prune, dupes, and scan of a single file. Real scans of real
+files (sample_stickers/ and tests/media_makers.py's), real SQLite, the shipped model."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, tree_hash
+from invariants import check_db, check_out, query
+from media_makers import face_gif, hopper
+from stickersort.sorter import contact_sheet
+from stickersort.sorter.library import LibraryError, label_file
+
+
+@pytest.fixture
+def lib(tmp_path, cli):
+    """sample_stickers/ copied and scanned: (folder, OUT, DB)."""
+    src = tmp_path / "samples"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("*.py", "*.md", "*.csv"))
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    result = cli("scan", src, "--out", out, "--db", db, "-q")
+    assert result.exit_code == 0, result.output
+    return src, out, db
+
+
+def record(db, path):
+    return query(db, "select * from files where path = ?", [str(path)])[0]
+
+
+def test_show_says_why_two_faces_got_their_label(cli, lib, tmp_path):
+    src, out, db = lib
+    info = json.loads(cli("show", src / "two_faces.jpg", "--db", db, "--json").stdout)
+    assert len(info["faces"]) == 2 and info["user_label"] is None
+    (second, p2), = info["runner_up"].items()
+    assert second != info["guess"] and round(info["confidence"] - p2, 4) == info["margin"]
+    for face in info["faces"]:
+        assert len(face["box"]) == 4 and 0 < face["detector_score"] <= 1
+        assert abs(sum(face["probs"].values()) - 1) < 0.01 and face["label"] == max(face["probs"], key=face["probs"].get)
+    assert {f["label"] for f in info["faces"]} == {"neutral", "happy"}  # the sample's two faces
+    [link] = info["links"]
+    assert link["exists"] and Path(link["link"]).parent == out / info["label"]
+    text = cli("show", src / "two_faces.jpg", "--db", db).stdout
+    assert "runner-up" in text and text.count("box ") == 2 and link["link"] in text
+    # Its link in OUT names the same file.
+    assert json.loads(cli("show", link["link"], "--db", db, "--json").stdout)["path"] == info["path"]
+
+
+def test_show_image_draws_every_sampled_frame(cli, lib, tmp_path):
+    src, out, db = lib
+    png = tmp_path / "nod.png"
+    result = cli("show", src / "astronaut_nod.webp", "--db", db, "--image", png)
+    assert result.exit_code == 0, result.output
+    info = json.loads(cli("show", src / "astronaut_nod.webp", "--db", db, "--json").stdout)
+    n = info["frames_sampled"]
+    assert n > 4 and len(info["faces"]) >= 4
+    tile = contact_sheet.TILE + contact_sheet.GAP  # a 320x320 file: square tiles
+    columns, rows = min(contact_sheet.COLUMNS, n), -(-n // contact_sheet.COLUMNS)
+    with Image.open(png) as im:
+        assert im.size == (contact_sheet.GAP + columns * tile,
+                           contact_sheet.HEADER + rows * (tile + contact_sheet.CAPTION))
+        boxed = sum(1 for p in im.convert("RGB").getdata() if p == contact_sheet.BOX)
+    assert boxed > 400 * len(info["faces"])  # each face's box drawn (its outline alone is ~800 px)
+
+
+def test_show_refuses_what_it_does_not_know(cli, lib, tmp_path):
+    src, out, db = lib
+    stranger = tmp_path / "stranger.png"
+    hopper().save(stranger)
+    result = cli("show", stranger, "--db", db)
+    assert result.exit_code == 2 and "no record of" in result.output and len(result.output.splitlines()) == 1
+    assert cli("show", stranger, "--db", tmp_path / "none.db").exit_code == 2
+
+
+def test_scan_takes_a_single_file(cli, tmp_path):
+    folder = tmp_path / "memes"
+    folder.mkdir()
+    hopper().save(folder / "a.png")
+    hopper(240).save(folder / "b.png")
+    (folder / "notes.txt").write_text("not a sticker")
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    assert cli("scan", folder / "a.png", "--out", out, "--db", db, "-q").exit_code == 0
+    assert [r["path"] for r in query(db, "select path, root from files")] == [str(folder / "a.png")]
+    assert record(db, folder / "a.png")["root"] == str(folder)
+    cli("scan", folder, "--out", out, "--db", db, "-q")
+    result = cli("scan", folder / "b.png", "--out", out, "--db", db, "--json", "-q")
+    summary = json.loads(result.stdout)
+    assert summary["files"] == 1 and summary["unchanged"] == 1 and summary["vanished"] == 0
+    assert len(query(db, "select path from files")) == 2  # a.png, not scanned now, is kept
+    check_out(out, db)
+    # Without --out, OUT is beside the file's folder, as for the folder.
+    cli("scan", folder / "a.png", "--db", db, "-q")
+    assert (tmp_path / "memes-by-emotion").is_dir()
+    result = cli("scan", folder / "notes.txt", "--db", db)
+    assert result.exit_code == 2 and "not a sticker file" in result.output
+    assert cli("scan", folder / "gone.gif", "--db", db).exit_code == 2
+
+
+def test_a_users_label_outlasts_rescans_and_other_models(cli, lib):
+    src, out, db = lib
+    before = tree_hash(src)
+    two = src / "two_faces.jpg"
+    guess = record(db, two)["guess"]
+    result = cli("label", two, "sad", "--db", db)
+    assert result.exit_code == 0 and "sad (yours)" in result.output
+    assert os.path.islink(out / "sad" / "two_faces.jpg") and not (out / guess / "two_faces.jpg").exists()
+    for extra in ((), ("--rescan",), ("--min-confidence", "0.99"), ("--detector", "haar")):
+        cli("scan", src, "--out", out, "--db", db, "-q", *extra)
+        row = record(db, two)
+        assert (row["label"], row["user_label"]) == ("sad", "sad"), extra
+        if "haar" not in extra:  # the model's own vote stays in the record
+            assert row["guess"] == guess, extra
+        check_db(db)
+        check_out(out, db)
+    assert tree_hash(src) == before
+    listed = json.loads(cli("query", "sad", "--db", db, "--json").stdout)
+    assert [(r["path"], r["user_label"]) for r in listed] == [(str(two), "sad")]
+    assert "(yours" in cli("query", "sad", "--db", db).stdout
+    assert "sad (yours)" in cli("show", two, "--db", db).stdout
+
+
+def test_label_through_its_link_and_errors(cli, lib, tmp_path):
+    src, out, db = lib
+    link = next((out / "noface").iterdir())
+    record_ = label_file(db, link, "happy")  # the call browse's correction button makes
+    assert record_["user_label"] == "happy" and record_["link"] == str(out / "happy" / link.name)
+    assert os.path.islink(record_["link"]) and not os.path.lexists(link)
+    for path, emotion, words in ((src / "hopper.png", "grumpy", "unknown label"),
+                                 (tmp_path / "nowhere.png", "happy", "no record of")):
+        with pytest.raises(LibraryError, match=words):
+            label_file(db, path, emotion)
+        result = cli("label", path, emotion, "--db", db)
+        assert result.exit_code == 2 and words in result.output and len(result.output.splitlines()) == 1
+    check_out(out, db)
+
+
+def test_forget_removes_only_the_links_it_made(cli, tmp_path):
+    src = tmp_path / "memes"
+    (src / "keep").mkdir(parents=True)
+    (src / "drop").mkdir()
+    hopper().save(src / "keep" / "a.png")
+    hopper().save(src / "drop" / "b.png", quality=95)
+    face_gif(src / "drop" / "c.gif")
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    cli("scan", src, "--out", out, "--db", db, "-q")
+    before = tree_hash(src)
+    label = record(db, src / "drop" / "c.gif")["label"]
+    mine = out / label / "c.gif"  # the user puts a file of their own where our link was
+    mine.unlink()
+    mine.write_text("the user's")
+    dry = cli("forget", src / "drop", "--db", db, "--dry-run")
+    assert dry.exit_code == 0 and "would forget 2 files" in dry.output
+    assert len(query(db, "select path from files")) == 3
+    result = cli("forget", src / "drop", "--db", db)
+    assert result.exit_code == 0 and "forgot 2 files, removed 1 links" in result.output
+    assert [r["path"] for r in query(db, "select path from files")] == [str(src / "keep" / "a.png")]
+    assert mine.read_text() == "the user's" and tree_hash(src) == before
+    check_db(db)
+    check_out(out, db, mine=[str(mine)])
+    nothing = cli("forget", src / "drop", "--db", db)
+    assert nothing.exit_code == 0 and "no records" in nothing.output
+
+
+@pytest.mark.parametrize("mode", ["symlink", "hardlink"])
+def test_prune_forgets_a_deleted_folder(cli, tmp_path, mode):
+    src = tmp_path / "samples"
+    shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("*.py", "*.md", "*.csv"))
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    cli("scan", src, "--out", out, "--db", db, "-q", "--link-mode", mode)
+    n = len(query(db, "select path from files"))
+    shutil.rmtree(src)
+    dry = cli("prune", "--db", db, "--dry-run")
+    assert f"would forget {n} files" in dry.output and len(query(db, "select path from files")) == n
+    result = cli("prune", "--db", db)
+    assert result.exit_code == 0 and f"forgot {n} files" in result.output
+    assert query(db, "select path from files") == [] and query(db, "select link from links") == []
+    assert cli("query", "--db", db, "--json").stdout.strip() == "[]"
+    left = list(out.glob("*/*"))  # OUT/<label>/<name>: OUT's own marker file aside
+    if mode == "symlink":
+        assert left == []  # nothing dangling
+    else:  # a hard link whose original is gone is the last copy: kept, the user's now
+        assert len(left) == n and all(p.stat().st_nlink == 1 for p in left)
+    check_db(db)
+    assert "nothing to prune" in cli("prune", "--db", db).output
+
+
+def test_files_of_the_same_content_are_read_once(cli, tmp_path):
+    src = tmp_path / "memes"
+    (src / "again").mkdir(parents=True)
+    hopper().save(src / "a.png")
+    face_gif(src / "wave.gif")
+    for name in ("a.png", "wave.gif"):
+        shutil.copy(src / name, src / "again" / name)
+        shutil.copy(src / name, src / f"copy-of-{name}")
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    summary = json.loads(cli("scan", src, "--out", out, "--db", db, "--json", "-q").stdout)
+    assert summary["classified"] == 6 and summary["duplicates"] == 4
+    rows = query(db, "select * from files order by path")
+    for original in ("a.png", "wave.gif"):
+        twins = [r for r in rows if r["name"] == original or r["name"] == f"copy-of-{original}"]
+        assert len(twins) == 3
+        keep = ("label", "guess", "confidence", "margin", "scores", "faces", "frames_sampled", "model_id")
+        assert len({tuple(r[k] for k in keep) for r in twins}) == 1
+        faces = [query(db, "select frame, x, y, w, h, probs from faces where file = ? order by id", [r["path"]])
+                 for r in twins]
+        assert faces[0] and faces[0] == faces[1] == faces[2]
+    check_db(db)
+    check_out(out, db)
+    # A copy made later reuses the recorded reading; --rescan reads each content once again.
+    shutil.copy(src / "a.png", src / "late.png")
+    assert json.loads(cli("scan", src, "--out", out, "--db", db, "--json", "-q").stdout)["duplicates"] == 1
+    rescan = json.loads(cli("scan", src, "--out", out, "--db", db, "--json", "-q", "--rescan").stdout)
+    assert rescan["classified"] == 7 and rescan["duplicates"] == 5
+    groups = json.loads(cli("dupes", "--db", db, "--json").stdout)
+    assert sorted(len(g["files"]) for g in groups) == [3, 4]
+    waste = [g["size"] * (len(g["files"]) - 1) for g in groups]
+    assert waste == sorted(waste, reverse=True)  # the most space taken twice first
+    text = cli("dupes", "--db", db).stdout
+    assert "4 copies of" in text and str(src / "late.png") in text

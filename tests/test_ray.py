@@ -1,0 +1,133 @@
+"""`scan --engine ray` on a real local Ray: the same records and links as a local scan, and every
+file recorded exactly once when a worker is killed mid-job."""
+import importlib.util
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, tree_hash, wait_for
+from invariants import check_db, check_out, query
+
+from stickersort.sorter.scan import Options, Scanner
+
+WORKER_TITLE = "ray::MapWorker(MapBatches(Reader))"  # a Ray Data worker's process title
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting one takes seconds); the scans join it."""
+    ray = pytest.importorskip("ray", reason="needs the [ray] extra")
+    from stickersort.sorter import engine_ray
+
+    engine_ray.connect()
+    yield
+    ray.shutdown()
+
+
+def test_without_the_extra_the_ray_engine_names_it(monkeypatch, cli, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    result = cli("scan", SAMPLES, "--engine", "ray", "--out", tmp_path / "out", "--db", tmp_path / "s.db")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: --engine ray needs ray, not in the base install: pip install 'stickersort[ray]'"]
+    assert not (tmp_path / "s.db").exists()
+
+
+def library(root, copies):
+    """`copies` folders of the sample stickers, so names repeat (links need unique names, chosen
+    in walk order), plus a file that is no sticker (an error record)."""
+    for i in range(copies):
+        shutil.copytree(SAMPLES, root / f"set{i}", ignore=shutil.ignore_patterns("*.py", "*.csv", "*.md"))
+    (root / "set0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    # A name that is not UTF-8 (Latin-1 "café"), which the job must carry as bytes.
+    shutil.copy(SAMPLES / "hopper.png", root / "set0" / os.fsdecode(b"caf\xe9.png"))
+    return root
+
+
+def records(db, out):
+    """Everything a scan made, with what must differ between two scans left out: when it was
+    made, face row ids, and where OUT is."""
+    files = query(db, "select * from files order by path")
+    for row in files:
+        row.pop("scanned_at")
+    faces = query(db, "select file, frame, time, x, y, w, h, detector_score, label, probs from faces "
+                      "order by file, frame, x, y")
+    links = query(db, "select link, file, label, mode, target from links order by link")
+    for row in links:
+        row["link"] = os.path.relpath(row["link"], out)
+    made = sorted((str(p.relative_to(out)), os.readlink(p)) for p in Path(out).rglob("*") if p.is_symlink())
+    return files, faces, links, made
+
+
+def test_ray_scan_makes_the_records_and_links_a_local_scan_makes(local_ray, cli, tmp_path):
+    root = library(tmp_path / "in", copies=2)
+    before = tree_hash(root)
+    runs = {}
+    for engine in ("local", "ray"):
+        out, db = tmp_path / engine / "out", tmp_path / engine / "s.db"
+        result = cli("scan", root, "--engine", engine, "--out", out, "--db", db, "-q")
+        assert result.exit_code == 1, result.output  # the broken file
+        runs[engine] = records(db, out)
+        check_db(db)
+        check_out(str(out), db)
+    local, on_ray = runs["local"], runs["ray"]
+    assert len(local[0]) == 26 and len(local[3]) == 25  # every file, every sticker linked
+    for what, a, b in zip(("files", "faces", "links", "OUT"), local, on_ray):
+        assert a == b, what
+    # Again: nothing changed, so nothing is read (no job) and nothing moves.
+    again = cli("scan", root, "--engine", "ray", "--out", tmp_path / "ray" / "out",
+                "--db", tmp_path / "ray" / "s.db", "--json", "-q")
+    assert '"classified": 0' in again.output and '"unchanged": 26' in again.output
+    assert records(tmp_path / "ray" / "s.db", tmp_path / "ray" / "out")[2:] == on_ray[2:]
+    assert tree_hash(root) == before
+
+
+def busy_workers():
+    """Pids of the Ray Data workers in the middle of a batch (this test's own local Ray started
+    them); a worker's title says what it runs."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if title == f"{WORKER_TITLE}.submit":
+            found.append(int(pid))
+    return found
+
+
+def test_a_worker_killed_mid_job_leaves_every_file_recorded_once(local_ray, tmp_path):
+    root = library(tmp_path / "in", copies=4)
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    done = {}
+
+    def scan():  # the Scanner in the thread that uses it: SQLite connections stay in theirs
+        done["summary"] = Scanner(Options(out=out, db=db, engine="ray")).scan(root)
+
+    scanning = threading.Thread(target=scan)
+    scanning.start()
+    victim = wait_for(busy_workers, "a Ray Data worker reading a batch", seconds=300)[0]
+    os.kill(victim, signal.SIGKILL)  # mid-batch: Ray must start another worker and read it again
+    scanning.join(timeout=600)
+    assert not scanning.is_alive()
+    summary = done["summary"]
+    assert (summary.files, summary.classified, summary.errors) == (50, 49, 1)  # the broken file
+    rows = query(db, "select path, count(*) as n from files group by path")
+    assert len(rows) == 50 and {r["n"] for r in rows} == {1}
+    assert len(query(db, "select link from links")) == 49  # one per sticker; the broken file has none
+    check_db(db)
+    check_out(str(out), db)
+
+
+def test_query_and_stats_do_not_import_pandas_which_the_ray_extra_installs():
+    """sqlite-utils would import pandas (seconds on a busy machine) only to know its types."""
+    import subprocess
+    import sys
+
+    code = "import sys, stickersort.sorter.store, sqlite_utils.db as d; print('pandas' in sys.modules, d.pd)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]

@@ -1,0 +1,381 @@
+"""Red team, file system (issue 28 items 1, 3, 4, 6, 9 and 11's files; issue 26 item 4): a
+neighbour who can write into DIR or OUT, and an unlucky user. Each test plays one attack through
+the real CLI on real files and checks that nothing outside the library is read, written or
+forgotten, and that the scan says what it could not do."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tree_hash
+from invariants import check_db, check_out, query
+from media_makers import blank, hopper
+from procs import stickersort
+from stickersort.sorter.paths import OWNER_FILE, key_path, path_key
+from stickersort.sorter.scan import file_hash
+from test_scan import _without_root_file_access
+
+DEADLINE_S = 300
+
+
+def run(*args, at_call=None, as_user=False):
+    """`stickersort ARGS` in a child; as_user: root's power over file modes dropped (Linux)."""
+    if as_user and os.geteuid() == 0 and not sys.platform.startswith("linux"):
+        pytest.skip("root reads any folder; dropping that needs Linux capabilities")
+    proc = subprocess.run(stickersort([str(a) for a in args], at_call=at_call), capture_output=True, text=True,
+                          timeout=DEADLINE_S, preexec_fn=_without_root_file_access if as_user and os.geteuid() == 0
+                          else None)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def scan(src, out, db, *extra, **kw):
+    """A scan with --json: (process, summary or None)."""
+    proc = run("scan", src, "--out", out, "--db", db, "--json", "-q", *extra, **kw)
+    return proc, (json.loads(proc.stdout) if proc.stdout.startswith("{") else None)
+
+
+def paused(args, point, meanwhile):
+    """`stickersort ARGS`, stopped at the first call of `point`, meanwhile() done, resumed."""
+    proc = subprocess.Popen(stickersort([str(a) for a in args], at_call=("SIGSTOP", point, 1)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"{point} never came"
+        meanwhile()
+        proc.send_signal(signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        proc.kill()
+    assert "Traceback" not in stderr, stderr
+    return proc.returncode, stdout, stderr
+
+
+def stickers(folder, **files):
+    """folder with blank stickers (noface, quick to read) of distinct colours; name -> path."""
+    made = {}
+    for i, name in enumerate(files or {"x.png": None}):
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (files.get(name) or blank(color=(20 * i, 90, 200))).save(path)
+        made[name] = path
+    return made
+
+
+def hashes(db):
+    return {r["hash"] for r in query(db, "select hash from files where hash != ''")}
+
+
+def one_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# ---- 1: copy mode's temporary ------------------------------------------------------------------
+
+def test_copy_mode_never_writes_through_a_planted_temporary(tmp_path):
+    """Before: a symlink at OUT/<label>/.<name>.stickersort-tmp had the copy written into the file
+    it points at, outside OUT; a user's own file of that name was overwritten."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"x.png": None, "y.png": None})
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours")
+    (out / "noface").mkdir(parents=True)
+    planted, users = out / "noface" / ".x.png.stickersort-tmp", out / "noface" / ".y.png.stickersort-tmp"
+    os.symlink(victim, planted)
+    users.write_bytes(b"the user's own")
+    proc, summary = scan(src, out, db, "--link-mode", "copy")
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_bytes() == b"not yours" and users.read_bytes() == b"the user's own"
+    assert os.readlink(planted) == str(victim)
+    for name in ("x.png", "y.png"):
+        copy = out / "noface" / name
+        assert not copy.is_symlink() and copy.read_bytes() == (src / name).read_bytes()
+    check_db(db)
+    check_out(str(out), db, mine=[str(planted), str(users)])
+
+
+def test_a_killed_copy_leaves_no_temporary_behind(tmp_path):
+    """Before: a copy killed between writing its temporary and renaming it left an unrecorded
+    file in OUT. Now the temporary is recorded before it is made, and the next scan removes it."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    proc, _ = scan(src, out, db, "--link-mode", "copy", at_call=("SIGKILL", "_link_whole", 1))
+    assert proc.returncode == -signal.SIGKILL
+    [temporary] = [p for p in out.rglob("*") if p.name.endswith(".stickersort-tmp")]
+    assert [r["link"] for r in query(db, "select link from links where mode = 'tmp'")] == [path_key(temporary)]
+    check_out(str(out), db, complete=False)
+    proc, summary = scan(src, out, db, "--link-mode", "copy")
+    assert proc.returncode == 0 and summary["unchanged"] == 1, proc.stderr
+    assert not temporary.exists() and query(db, "select link from links where mode = 'tmp'") == []
+    check_db(db)
+    check_out(str(out), db)
+
+
+# ---- 3: a folder the walk cannot read ----------------------------------------------------------
+
+def test_a_folder_unreadable_for_a_moment_keeps_its_records(tmp_path):
+    """Before: scan, chmod 000 a subfolder, rescan: "1 vanished, 1 removed", exit 0, the file still
+    on disk."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"top.png": None, "sub/x.png": None})
+    assert scan(src, out, db)[0].returncode == 0
+    before = query(db, "select path, label, hash from files order by path")
+    os.chmod(src / "sub", 0)
+    try:
+        proc, summary = scan(src, out, db, as_user=True)
+    finally:
+        os.chmod(src / "sub", 0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert summary["vanished"] == 0 and summary["links"]["removed"] == 0
+    assert summary["error_files"] == [{"path": path_key(src / "sub"), "error": "cannot read folder: Permission denied"}]
+    assert query(db, "select path, label, hash from files order by path") == before
+    assert (out / "noface" / "x.png").resolve() == (src / "sub" / "x.png")
+    proc, summary = scan(src, out, db)
+    assert proc.returncode == 0 and summary["unchanged"] == 2 and summary["vanished"] == 0
+    check_out(str(out), db)
+
+
+def test_a_path_over_the_limit_is_reported_not_skipped(tmp_path):
+    """Before: a sticker at a path over 4,096 bytes was skipped without a word, exit 0."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    fd = os.open(src, os.O_RDONLY)
+    for i in range(18):  # 18 names of 250 bytes: the deepest folder's path is over 4,096 bytes
+        name = f"{i:02d}" + "d" * 248
+        os.mkdir(name, dir_fd=fd)
+        fd, parent = os.open(name, os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    with open(os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+        blank().save(f, "PNG")
+    os.close(fd)
+    proc, summary = scan(src, out, db)
+    assert proc.returncode == 1, proc.stderr
+    assert summary["files"] == 1 and summary["classified"] == 1
+    [error] = summary["error_files"]
+    assert error["error"] == "cannot read folder: File name too long" and len(error["path"]) > 4000
+
+
+# ---- 4: one key per path -----------------------------------------------------------------------
+
+def test_two_names_that_used_to_share_a_key_get_two_records(tmp_path):
+    """Before: a name with the byte 0xFF and a name with the four characters \\xff got one key:
+    "2 files, 2 classified", 1 record."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    src.mkdir()
+    byte, text = os.fsencode(src) + b"/\xff.png", os.fsencode(src) + b"/\\xff.png"
+    blank(color=(10, 10, 10)).save(os.fsdecode(byte), "PNG")
+    blank(color=(200, 10, 10)).save(os.fsdecode(text), "PNG")
+    proc, summary = scan(src, out, db)
+    assert proc.returncode == 0 and summary["files"] == summary["classified"] == 2, proc.stderr
+    rows = query(db, "select path, hash from files")
+    assert len(rows) == 2 and len({r["hash"] for r in rows}) == 2
+    assert sorted(os.fsencode(key_path(r["path"])) for r in rows) == sorted([byte, text])
+    assert path_key(src / "café ok.png") == f"{src}/café ok.png"  # an ordinary name keeps its key
+    proc, summary = scan(src, out, db)
+    assert summary["unchanged"] == 2 and summary["vanished"] == 0 and summary["links"]["created"] == 0
+    check_out(str(out), db)
+
+
+# ---- 6: entries that cannot be stat'ed, loops, /proc ---------------------------------------------
+
+def test_a_folder_that_can_be_listed_but_not_entered(tmp_path):
+    """Before: the scan ended (exit 70) on a folder with read but not execute permission."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"top.png": None, "locked/x.png": None, "locked/deeper/y.png": None})
+    assert scan(src, out, db)[0].returncode == 0
+    os.chmod(src / "locked", 0o444)
+    try:
+        proc, summary = scan(src, out, db, as_user=True)
+    finally:
+        os.chmod(src / "locked", 0o755)
+    assert proc.returncode == 1, proc.stderr
+    errors = {Path(e["path"]).relative_to(src).as_posix(): e["error"] for e in summary["error_files"]}
+    assert errors == {"locked/deeper": "cannot read folder: Permission denied",
+                      "locked/x.png": "cannot stat: Permission denied"}
+    assert summary["vanished"] == 0
+    assert query(db, "select label from files where path = ?", [path_key(src / "locked" / "deeper" / "y.png")])
+
+
+def test_symlink_loops_under_follow_links(tmp_path):
+    """Before: a symlink loop under --follow-links could end the scan (exit 70)."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    (src / "d").mkdir()
+    os.symlink("b", src / "a")
+    os.symlink("a", src / "b")  # a -> b -> a: stat() gives ELOOP
+    os.symlink("..", src / "d" / "up")  # a loop through a real folder
+    os.symlink("loop.gif", src / "loop.gif")
+    proc, summary = scan(src, out, db, "--follow-links")
+    assert proc.returncode == 1, proc.stderr
+    assert summary["files"] == 2 and summary["classified"] == 1
+    [error] = summary["error_files"]
+    assert error["path"].endswith("loop.gif") and error["error"].startswith("cannot stat")
+
+
+def test_follow_links_into_proc_and_sys(tmp_path):
+    """Before: --follow-links with a link to / (here: to /proc, where it died) ended with exit 70
+    (PermissionError on /proc/1/cwd) and nothing recorded. File systems without blocks are not
+    entered. (A link to / itself walks the whole machine: 77 s here, too long for a test.)"""
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    os.symlink("/proc", src / "proc")
+    os.symlink("/sys", src / "sys")
+    proc, summary = scan(src, out, db, "--follow-links")
+    assert proc.returncode == 0, proc.stderr
+    assert summary["files"] == 1 and summary["classified"] == 1
+
+
+# ---- 9: OUT through a symlinked folder -----------------------------------------------------------
+
+def test_out_reached_through_a_symlinked_folder(tmp_path):
+    """Before: every link dangled (its target computed from the unresolved path), and each rescan
+    renamed them, still dangling. macOS's /tmp -> /private/tmp, or a symlinked home."""
+    src, db = tmp_path / "memes", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None, "sub/b.png": None})
+    (tmp_path / "disk" / "real").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "real", tmp_path / "home")
+    out = tmp_path / "home" / "sorted"
+    proc, summary = scan(src, out, db)
+    assert proc.returncode == 0, proc.stderr
+    entries = sorted(p for p in out.rglob("*") if p.is_symlink())
+    assert [p.resolve() for p in entries] == sorted(made.values())
+    proc, again = scan(src, out, db)
+    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 2}
+    assert sorted(p for p in out.rglob("*") if p.is_symlink()) == entries
+    check_out(os.path.realpath(out), db)
+
+
+# ---- 11: swaps, names, things in the way ---------------------------------------------------------
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_a_symlink_swapped_in_mid_scan_is_not_read_into_the_library(tmp_path, swap):
+    """Before: a file (or its folder) replaced by a symlink after the walk listed it had the
+    content it leads to, outside DIR, recorded. The scan is paused where the swap does most harm:
+    a file just before it is read (its stat taken, -j 1 so that it is read in the main thread),
+    a folder before the file's stat."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"sub/x.png": None})
+    outside = tmp_path / "outside"
+    stickers(outside, **{"x.png": hopper(200)})
+    secret = file_hash(outside / "x.png")
+
+    def swap_in():
+        if swap == "file":
+            (src / "sub" / "x.png").unlink()
+            os.symlink(outside / "x.png", src / "sub" / "x.png")
+        else:
+            (src / "sub" / "x.png").unlink()
+            (src / "sub").rmdir()
+            os.symlink(outside, src / "sub")
+
+    code, stdout, stderr = paused(["scan", src, "--out", out, "--db", db, "--json", "-q", "-j", "1"],
+                                  "file_hash" if swap == "file" else "_start", swap_in)
+    assert code == 0, stderr
+    assert secret not in hashes(db) and query(db, "select path from files") == []
+    assert json.loads(stdout)["vanished"] == 1
+    check_out(str(out), db)
+
+
+def test_names_cannot_drive_the_terminal(tmp_path):
+    """Before: names reached the terminal raw: one could retitle the window or clear the screen."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    title, clear, flip = "\x1b]0;pwned\x07", "\x1b[2J", "\u202e"
+    stickers(src, **{f"{title}good{flip}gnp.png": None})
+    (src / f"{clear}bad.gif").write_text("not a gif")
+    proc = run("scan", src, "--out", out, "--db", db, "-v")
+    query_out = run("query", "--db", db)
+    for text in (proc.stdout, proc.stderr, query_out.stdout):
+        assert not any(c in text for c in "\x1b\x07\u202e"), text
+    assert "\\x1b]0;pwned\\x07good\\u202egnp.png" in proc.stdout + query_out.stdout
+    assert f"{src}/\\x1b[2Jbad.gif" in proc.stderr
+
+
+@pytest.mark.parametrize("intruder", ["file", "link"])
+def test_a_users_entry_named_like_a_label_folder(tmp_path, intruder):
+    """Before: OUT/noface being a user's file ended the scan with exit 70; a link there would have
+    had the entries made in the folder it leads to. Now: exit 2, one line, nothing made."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    if intruder == "file":
+        (out / "noface").write_text("my notes")
+    else:
+        os.symlink(elsewhere, out / "noface")
+    before = tree_hash(tmp_path)
+    proc = run("scan", src, "--out", out, "--db", db)
+    assert proc.returncode == 2
+    assert f"{out}/noface is in the way" in one_line(proc.stderr)
+    assert tree_hash(tmp_path) == before and not db.exists()
+
+
+def test_a_label_folder_swapped_for_a_link_mid_scan(tmp_path):
+    """A neighbour who makes OUT/noface a link to their folder while the scan runs: no entry is
+    made through it (exit 2, one line); their folder stays as it was."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    out.mkdir()
+
+    def swap_in():
+        os.symlink(theirs, out / "noface")
+
+    code, _, stderr = paused(["scan", src, "--out", out, "--db", db, "-q", "--link-mode", "copy"], "place", swap_in)
+    assert code == 2 and "is in the way" in one_line(stderr)
+    assert list(theirs.iterdir()) == []
+    check_out(str(out), db, mine=[str(out / "noface")], complete=False)
+
+
+def test_a_lock_file_that_is_a_directory(tmp_path):
+    """Before: exit 70 (IsADirectoryError). Now: exit 2, one line, nothing made."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    Path(f"{db}.lock").mkdir()
+    proc = run("scan", src, "--out", out, "--db", db)
+    assert proc.returncode == 2 and "lock file" in one_line(proc.stderr)
+    assert not db.exists() and not out.exists()
+
+
+# ---- issue 26 item 4: one OUT, one database ---------------------------------------------------------
+
+def test_one_out_one_database(tmp_path):
+    """Before: a scan with another --db into the same OUT doubled every link (name-<hash8>)."""
+    src, out = tmp_path / "memes", tmp_path / "out"
+    stickers(src, **{"a.png": None, "b.png": None})
+    assert scan(src, out, tmp_path / "one.db")[0].returncode == 0
+    assert (out / OWNER_FILE).read_text() == f"{tmp_path / 'one.db'}\n"
+    before = tree_hash(out)
+    proc = run("scan", src, "--out", out, "--db", tmp_path / "two.db")
+    assert proc.returncode == 2
+    assert f"belongs to the database {tmp_path / 'one.db'}: scan with --db" in one_line(proc.stderr)
+    assert tree_hash(out) == before and not (tmp_path / "two.db").exists()
+    # The same database, spelt through a link, is the same owner.
+    os.symlink(tmp_path / "one.db", tmp_path / "alias.db")
+    assert scan(src, out, tmp_path / "alias.db")[0].returncode == 0
+
+
+def test_a_rescan_with_another_link_mode_converts_the_links(tmp_path):
+    """Before: rescanning with --link-mode hardlink left the symlinks as they were."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None, "b.png": None})
+    entries = sorted(str(out / "noface" / name) for name in made)
+    for mode in ("symlink", "hardlink", "copy", "symlink"):
+        proc, summary = scan(src, out, db, "--link-mode", mode)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(query(db, "select mode from links"), key=str) == [{"mode": mode}] * 2
+        assert sorted(str(p) for p in out.rglob("*.png")) == entries  # the same names
+        for name, path in made.items():
+            entry = out / "noface" / name
+            assert entry.is_symlink() == (mode == "symlink") and entry.read_bytes() == path.read_bytes()
+            assert (entry.stat().st_ino == path.stat().st_ino) == (mode != "copy")
+        check_out(str(out), db)

@@ -1,0 +1,241 @@
+"""Red team, reading: files that would block, overrun or be misread, each built here for real.
+A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG whose scans cost
+minutes, Ctrl-C in the middle of such decoding, photos stored sideways, a GIF cut short, a model
+that answers NaN and models that are not ours."""
+import io
+import os
+import signal
+import sqlite3
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import wait_for
+from media_makers import blank, face_gif, hopper
+from procs import stickersort
+from stickersort.sorter import media
+from stickersort.sorter.scan import Options, Scanner
+
+
+def records(db):
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    return {Path(r["path"]).name: dict(r) for r in conn.execute("select * from files")}
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(stickersort(args), capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def many_scans(path, side, scans):
+    """A real progressive JPEG whose last scan is repeated `scans` times: each repeat is a few
+    bytes, and libjpeg walks every block of the image for it."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    at, last_scan = 2, None
+    while data[at + 1] != 0xD9:  # to the end-of-image marker, segment by segment
+        end = at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+        if data[at + 1] == 0xDA:  # a scan runs on to the next marker that is not a restart
+            while not (data[end] == 0xFF and data[end + 1] not in (0, *range(0xD0, 0xD8))):
+                end += 1
+            last_scan = data[at:end]
+        at = end
+    Path(path).write_bytes(data[:at] + last_scan * scans + data[at:])
+    return Path(path)
+
+
+def test_a_fifo_swapped_in_after_the_stat_does_not_block_the_readers(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    hopper().save(src / "a.png")
+    blank().save(src / "b.png")
+    fifo = src / "b.png"
+
+    def swap(stage):  # the scan's own stage hook: after b.png's stat, before its first read
+        if stage == "hash" and not fifo.is_fifo():
+            fifo.unlink()
+            os.mkfifo(fifo)
+        return open(os.devnull)  # any context manager
+
+    def scan():  # in a thread of its own, which a blocked reader would keep from ending
+        scanner = Scanner(Options(out=tmp_path / "out", db=tmp_path / "s.db", jobs=2), timer=swap)
+        done["summary"] = scanner.scan(src)
+    done = {}
+    thread = threading.Thread(target=scan, daemon=True)
+    thread.start()
+    thread.join(60)
+    try:
+        assert not thread.is_alive(), "a reader blocked on the FIFO"
+    finally:
+        if thread.is_alive():  # let a blocked open go, whatever the test's outcome
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    errors = {Path(e["path"]).name: e["error"] for e in done["summary"].error_files}
+    assert errors == {"b.png": "not a regular file"}
+    assert records(tmp_path / "s.db")["a.png"]["label"] != "noface"
+    # And the decoder's own open, on the FIFO itself.
+    with pytest.raises(media.MediaError, match="not a regular file"):
+        media.read(fifo)
+
+
+def test_live_refuses_a_fifo_as_its_source(tmp_path):
+    fifo = tmp_path / "feed.mp4"
+    os.mkfifo(fifo)
+    proc = run_cli("live", "--source", fifo, "--json", "--max-frames", "1", timeout=120)
+    assert proc.returncode == 2
+    assert "not a regular file" in one_line_error(proc)
+
+
+def test_a_progressive_jpeg_of_many_scans_is_cut_off_at_the_budget(tmp_path, monkeypatch):
+    # 600 scans of a 4000x4000 image: about 10 s of decoding here, 80 KB on disk.
+    src = tmp_path / "src"
+    src.mkdir()
+    many_scans(src / "scans.jpg", 4000, 600)
+    monkeypatch.setattr(media, "MAX_SECONDS", 1.0)
+    started = time.monotonic()
+    with pytest.raises(media.MediaError, match="decoding took over 1 s"):
+        media.read(src / "scans.jpg")
+    assert time.monotonic() - started < 2.5
+    summary = Scanner(Options(out=tmp_path / "out", db=tmp_path / "s.db")).scan(src)
+    assert summary.errors == 1
+    assert records(tmp_path / "s.db")["scans.jpg"]["error"] == "decoding took over 1 s; gave up"
+
+
+def test_ctrl_c_stops_a_scan_in_the_middle_of_decoding_within_a_second(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    hopper().save(src / "a.png")  # recorded first: the slow files' decoding is under way by then
+    for i in range(3):
+        many_scans(src / f"scans{i}.jpg", 4000, 600 + i)
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen(stickersort(["scan", src, "--out", tmp_path / "out", "--db", db, "-q", "--jobs", "2"]),
+                            stderr=subprocess.PIPE, text=True)
+
+    def a_recorded():
+        try:
+            return "a.png" in records(db)
+        except sqlite3.Error:
+            return False
+    wait_for(a_recorded, "the first record", 120)
+    time.sleep(1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    latency = time.monotonic() - sent
+    assert proc.returncode not in (0, None) and "Traceback" not in stderr, stderr
+    # Within a second of the readers' part; the rest is the interpreter unloading its libraries
+    # on a machine shared with other tests.
+    assert latency < 3, latency
+    assert set(records(db)) == {"a.png"}  # nothing recorded for a reading called off
+
+
+# EXIF orientation -> how the camera stored an upright picture (the EXIF spec's eight cases).
+STORED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_270}
+
+
+def save_turned(path, upright, orientation, **kw):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(STORED[orientation]).save(path, exif=exif, **kw)
+    with Image.open(path) as im:  # the table above, checked against Pillow's own reading
+        assert ImageOps.exif_transpose(im).size == upright.size
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_exif_orientation_turns_the_picture_upright(tmp_path, orientation):
+    upright = hopper(240).crop((0, 0, 240, 180))  # not square: a quarter turn shows in the size
+    save_turned(tmp_path / "photo.jpg", upright, orientation, quality=95)
+    clip = media.read(tmp_path / "photo.jpg")
+    assert (clip.width, clip.height) == (240, 180)
+    diff = np.abs(clip.frames[0].rgb.astype(int) - np.asarray(upright).astype(int)).mean()
+    assert diff < 6, diff
+
+
+def test_rotated_photos_are_filed_by_their_faces(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for orientation in (3, 6, 8):  # as a phone stores a photo held sideways or upside down
+        save_turned(src / f"turned{orientation}.jpg", hopper(320), orientation, quality=92)
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "-q")
+    assert result.exit_code == 0, result.output
+    got = {name: (r["faces"], r["label"]) for name, r in records(tmp_path / "s.db").items()}
+    assert all(faces == 1 and label != "noface" for faces, label in got.values()), got
+
+
+def test_a_truncated_gif_keeps_its_whole_frames_flagged(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    data = face_gif(tmp_path / "wave.gif", n=6).read_bytes()
+    (src / "cut.gif").write_bytes(data[: len(data) // 2])  # three whole frames, then a partial one
+    (src / "cut_in_frame0.gif").write_bytes(data[: len(data) // 8])
+    clip = media.read(src / "cut.gif", 8)
+    assert clip.frames_total == 3 and [f.index for f in clip.frames] == [0, 1, 2]
+    assert clip.note == "truncated: kept the 3 whole frames before the cut"
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db")
+    assert result.exit_code == 1  # the one cut inside its first frame has nothing to show
+    got = records(tmp_path / "s.db")
+    assert got["cut.gif"]["error"] is None and got["cut.gif"]["label"] != "noface"
+    assert got["cut.gif"]["note"] == clip.note and got["cut.gif"]["frames_total"] == 3
+    assert f"cut.gif: {clip.note}" in result.output
+    assert got["cut_in_frame0.gif"]["error"].startswith("cannot decode")
+
+
+def onnx_model(path, input_shape=("N", 48, 48, 1), weight=np.nan):
+    """A real ONNX model: flatten, then a matrix of `weight` to 7 scores."""
+    onnx = pytest.importorskip("onnx", reason="building test models needs onnx (the [train] extra)")
+    from onnx import TensorProto, helper, numpy_helper
+    size = int(np.prod(input_shape[1:]))
+    w = numpy_helper.from_array(np.full((size, 7), weight, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
+        "test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return Path(path)
+
+
+def test_a_model_that_answers_nan_gives_error_records_naming_it(cli, tmp_path):
+    model = onnx_model(tmp_path / "nan.onnx")
+    src = tmp_path / "src"
+    src.mkdir()
+    hopper().save(src / "face.png")
+    blank().save(src / "plain.png")
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--model", model, "-q")
+    assert result.exit_code == 1, result.output
+    got = records(tmp_path / "s.db")
+    assert "nan.onnx" in got["face.png"]["error"] and "NaN" in got["face.png"]["error"]
+    assert got["face.png"]["confidence"] is None and got["plain.png"]["label"] == "noface"
+    assert cli("query", "--db", tmp_path / "s.db").exit_code == 0
+
+
+@pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first"])
+def test_a_bad_model_is_refused_before_scanning(tmp_path, kind):
+    model = tmp_path / f"{kind}.onnx"
+    if kind == "text":
+        model.write_text("not a model\n")
+    else:
+        onnx_model(model, ("N", 64, 64, 1) if kind == "input_64" else ("N", 1, 48, 48), weight=0.0)
+    src = tmp_path / "src"
+    src.mkdir()
+    hopper().save(src / "face.png")
+    for args in (["scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db"],
+                 ["live", "--source", src / "face.png", "--json", "--max-frames", "1"]):
+        proc = run_cli(*args, "--model", model)
+        assert proc.returncode == 2, proc.stderr
+        assert str(model) in one_line_error(proc)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "out").exists()
