@@ -17,7 +17,9 @@ that it is current). The [README](../README.md) says what each command is for.
 
 
 def help_text(command, name):
-    ctx = click.Context(command, info_name=name, terminal_width=WIDTH, max_content_width=WIDTH)
+    # The options stickersort's group gives every command's context (-h as well as --help).
+    ctx = click.Context(command, info_name=name, terminal_width=WIDTH, max_content_width=WIDTH,
+                        help_option_names=cli.context_settings["help_option_names"])
     return command.get_help(ctx)
 
 

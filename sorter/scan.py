@@ -334,7 +334,8 @@ class Scanner:
             else:
                 label = self._refiled(file.key, old)
                 with self.timer("link"):
-                    self.linker.place(file.path, file.key, label, old["hash"])
+                    if not self.linker.keep(file.key, label):
+                        self.linker.place(file.path, file.key, label, old["hash"])
         else:
             read = outcome.read
             summary.classified += 1

@@ -1,4 +1,4 @@
-"""The SQLite record of what was scanned and linked, through sqlite-utils.
+"""The SQLite record of what was scanned and linked, through sqlite-utils (plain sqlite3 when read-only).
 
 Tables (documented in docs/database.md): files (one row per sticker), faces (one row per face
 found in a sampled frame), links (every link/copy stickersort made, so it only ever removes its own).
@@ -35,7 +35,21 @@ def _import_sqlite_utils():
     return sqlite_utils
 
 
-sqlite_utils = _import_sqlite_utils()
+class _Reading:
+    """What a read-only Store uses of sqlite-utils' Database, on a plain connection: importing
+    sqlite-utils (numpy and dateutil with it) was half of `query`'s and `stats`' time."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql, args=()):
+        return self.conn.execute(sql, args)
+
+    def query(self, sql, args=()):
+        cursor = self.conn.execute(sql, args)
+        keys = [d[0] for d in cursor.description]
+        return (dict(zip(keys, row)) for row in cursor)
+
 
 # What query and stats call the files that could not be read (their label is null, their error says why).
 ERROR = "error"
@@ -122,8 +136,9 @@ class Store:
             self.db.conn.close()
             self.db = None
 
-    def _connect(self, target, uri=False):
-        self.db = sqlite_utils.Database(sqlite3.connect(target, timeout=60, isolation_level=None, uri=uri))
+    def _connect(self, target, uri=False, readonly=False):
+        conn = sqlite3.connect(target, timeout=60, isolation_level=None, uri=uri)
+        self.db = _Reading(conn) if readonly else _import_sqlite_utils().Database(conn)
         self.db.execute("PRAGMA busy_timeout = 60000")
 
     def _open_writable(self, create):
@@ -164,7 +179,7 @@ class Store:
 
     def _connect_readonly(self):
         uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(self.path)))}?mode=ro"
-        self._connect(uri, uri=True)
+        self._connect(uri, uri=True, readonly=True)
         try:
             self.db.execute("select count(*) from sqlite_master").fetchone()
         except sqlite3.OperationalError:
@@ -173,7 +188,7 @@ class Store:
             # A WAL database without its -shm in a folder nobody may write: SQLite cannot make
             # one, and nobody can be writing the database there either.
             self.close()
-            self._connect(uri + "&immutable=1", uri=True)
+            self._connect(uri + "&immutable=1", uri=True, readonly=True)
 
     def _version(self):
         """The open database's schema version, None for an empty file; StoreError for another
@@ -186,9 +201,9 @@ class Store:
         if app == APPLICATION_ID and version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}, newer than this stickersort knows "
                              f"({SCHEMA_VERSION}): upgrade stickersort, or pass another --db")
-        if app == APPLICATION_ID or (app == version == 0 and set(names) == TABLES and _OLD_COLUMNS <= set(
-                self.db["files"].columns_dict)):
-            return 0 if any(c not in self.db["files"].columns_dict for c in ADDED) else version
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(files)")}
+        if app == APPLICATION_ID or (app == version == 0 and set(names) == TABLES and _OLD_COLUMNS <= columns):
+            return 0 if any(c not in columns for c in ADDED) else version
         if app == version == 0 and not self.db.execute("select count(*) from sqlite_master").fetchone()[0]:
             return None
         whose = f"application id {app:#x}" if app else f"tables {', '.join(sorted(names)) or 'none'}"

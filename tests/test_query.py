@@ -102,10 +102,13 @@ def test_query_errors_are_one_line(cli, tmp_path, args, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_query_imports_neither_tensorflow_nor_onnxruntime(db):
+@pytest.mark.parametrize("args", [["query"], ["query", "happy", "--json"], ["stats"]])
+def test_query_and_stats_import_nothing_heavy(db, args):
+    """Their time is mostly start-up: sqlite-utils (numpy, dateutil with it) alone was half."""
     code = ("import sys; from stickersort.sorter.cli import cli\n"
-            f"cli.main(['query', '--db', {str(db)!r}], standalone_mode=False)\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'onnxruntime', 'cv2') if m in sys.modules]\n"
+            f"cli.main({[*args, '--db', str(db)]!r}, standalone_mode=False)\n"
+            "heavy = [m for m in ('tensorflow', 'keras', 'onnxruntime', 'cv2', 'numpy', 'sqlite_utils', 'pandas') "
+            "if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out

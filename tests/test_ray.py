@@ -123,11 +123,13 @@ def test_a_worker_killed_mid_job_leaves_every_file_recorded_once(local_ray, tmp_
     check_out(str(out), db)
 
 
-def test_query_and_stats_do_not_import_pandas_which_the_ray_extra_installs():
-    """sqlite-utils would import pandas (seconds on a busy machine) only to know its types."""
+def test_a_writing_store_does_not_import_pandas_which_the_ray_extra_installs(tmp_path):
+    """sqlite-utils would import pandas (seconds on a busy machine) only to know its types. (Reading
+    stores, for query and stats, import no sqlite-utils at all: tests/test_query.py.)"""
     import subprocess
     import sys
 
-    code = "import sys, stickersort.sorter.store, sqlite_utils.db as d; print('pandas' in sys.modules, d.pd)"
+    code = (f"import sys; from stickersort.sorter.store import Store; Store({str(tmp_path / 's.db')!r}).close(); "
+            "import sqlite_utils.db as d; print('pandas' in sys.modules, d.pd)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "None"]
