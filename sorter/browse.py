@@ -11,7 +11,7 @@ import threading
 from flask import Flask, abort, jsonify, request
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
-from .serving import Server, guard, recorded, send_recorded, view_page
+from .serving import Server, guard, recorded, sticker_routes
 from .store import Store, StoreError
 
 SHELVES = (*EMOTIONS, UNSURE, NOFACE)
@@ -26,8 +26,6 @@ def shelves(store):
 
 
 def create_app(db):
-    from .web import poster_of
-
     app = Flask(__name__)
 
     def store():
@@ -55,19 +53,7 @@ def create_app(db):
                                   "label": r["label"], "yours": r["user_label"] is not None, "guess": r["guess"],
                                   "confidence": None if r["label"] == NOFACE else r["confidence"]} for r in rows])
 
-    @app.get("/sticker/<digest>")
-    @app.get("/sticker/<digest>/<path:name>")
-    def sticker(digest, name=None):
-        return send_recorded(read(recorded, digest))
-
-    @app.get("/view/<digest>/<path:name>")
-    def view(digest, name):
-        return view_page(read(recorded, digest))
-
-    @app.get("/poster/<digest>")
-    @app.get("/poster/<digest>/<path:name>")
-    def poster(digest, name=None):
-        return poster_of(read(recorded, digest))
+    sticker_routes(app, lambda digest: read(recorded, digest))
 
     @app.post("/label")
     def label():

@@ -85,8 +85,11 @@ def _options(*options):
 
 
 def _db_option(f):
+    # Resolved when the command runs, so the help names the rule, not this machine's home.
     return click.option("--db", type=click.Path(path_type=Path), default=None,
-                        help=f"SQLite database [default: $STICKERSORT_DB or {default_db()}]")(f)
+                        callback=lambda ctx, param, value: value or default_db(),
+                        help="SQLite database [default: $STICKERSORT_DB, else "
+                             "$XDG_DATA_HOME/stickersort/stickersort.db, ~/.local/share/... without it]")(f)
 
 
 # The face finder and the model: scan, watch and live.
@@ -245,7 +248,7 @@ def _open_store(db, readonly=True):
     or with readonly=False of one that writes to it; it must exist."""
     from .store import Store, StoreError
     with _failing(StoreError):
-        return Store(db or default_db(), create=False, readonly=readonly)
+        return Store(db, create=False, readonly=readonly)
 
 
 # What query takes and stats lists (store.LABELS, named here so --help does not import the store).
@@ -547,7 +550,7 @@ def show(file, db, as_json, image):
     score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
     from .library import LibraryError, describe, show_file
     with _failing(LibraryError):
-        info = show_file(db or default_db(), file)
+        info = show_file(db, file)
         if image:
             from .contact_sheet import draw
             draw(info, image)
@@ -565,7 +568,7 @@ def label(file, emotion, db):
     OUT/EMOTION/ and no rescan, --rescan or new model changes it; the model's vote stays in the record."""
     from .library import LibraryError, label_file
     with _failing(LibraryError):
-        record = label_file(db or default_db(), file, emotion)
+        record = label_file(db, file, emotion)
     click.echo(shown(f"{record['path']}: {emotion} (yours)" + (f", linked at {record['link']}" if record["link"] else
                                                                 ", no link yet (the next scan makes it)")))
 
@@ -575,7 +578,7 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
     from .library import LibraryError
     echo = _echo(False)
     with _failing(LibraryError):
-        done = forget_files(db or default_db(), dry_run=dry_run, report=lambda action, path: echo(
+        done = forget_files(db, dry_run=dry_run, report=lambda action, path: echo(
             f"{'would ' if dry_run else ''}{action}: {path}"), **args)
     if not done["files"]:
         return echo(shown(nothing))
@@ -612,7 +615,7 @@ def dupes(db, as_json):
     """List groups of recorded files with the same content, the most space taken twice first."""
     from .library import LibraryError, dupes as find_dupes
     with _failing(LibraryError):
-        groups = find_dupes(db or default_db())
+        groups = find_dupes(db)
     if as_json:
         return click.echo(json.dumps(groups, indent=2))
     for group in groups:
@@ -635,7 +638,6 @@ def browse(db, host, port):
     from . import browse as pages
     from .interrupt import deferred
     from .serving import ServeError
-    db = db or default_db()
     _open_store(db).close()  # a one-line error now for a missing or foreign database
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: serving on {host}: other machines can see the stickers and relabel them", err=True)

@@ -19,9 +19,11 @@ import stat
 import threading
 from urllib.parse import quote
 
-from flask import abort, jsonify, request, send_file
+import cv2
+from flask import Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from . import media
 from .paths import inside
 
 THREADS = 8  # request threads
@@ -179,7 +181,7 @@ VIEW = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body {{ margin: 0; background: #16181d; display: grid; place-items: center; min-height: 100vh; }}
 img, video {{ max-width: 100vw; max-height: 100vh; }}</style></head>
-<body>{media}</body></html>
+<body>{content}</body></html>
 """
 
 
@@ -191,9 +193,44 @@ def view_page(rows):
     row = rows[0]
     src = f"/sticker/{row['hash']}/{quote(row['name'])}"
     title = html.escape(row["name"])
-    media = (f'<video src="{src}" poster="/poster/{row["hash"]}" controls autoplay muted loop></video>'
-             if row["kind"] == "video" else f'<img src="{src}" alt="{title}">')
-    return VIEW.format(title=title, media=media)
+    content = (f'<video src="{src}" poster="/poster/{row["hash"]}" controls autoplay muted loop></video>'
+               if row["kind"] == "video" else f'<img src="{src}" alt="{title}">')
+    return VIEW.format(title=title, content=content)
+
+
+def poster_of(rows):
+    """The first frame of the first of rows still as scanned, as a JPEG response; 404 if none."""
+    for row in rows:
+        f = open_recorded(row)
+        if not f:
+            continue
+        with f:  # decoded from the file checked, not from whatever its path names by now
+            capture = cv2.VideoCapture(media.fd_path(f))
+            ok, bgr = capture.read()
+            capture.release()
+        if ok:
+            return Response(cv2.imencode(".jpg", bgr)[1].tobytes(), mimetype="image/jpeg")
+    abort(404, "no such sticker (or its file changed since the scan: scan again)")
+
+
+def sticker_routes(app, rows_of):
+    """The routes both pages serve stickers by. rows_of(digest): the records of that content.
+    Files are found by content hash in the database, never by a path from the URL; the name after
+    the hash is only what the browser titles a tab with."""
+    @app.get("/sticker/<digest>")
+    @app.get("/sticker/<digest>/<path:name>")
+    def sticker(digest, name=None):
+        return send_recorded(rows_of(digest))
+
+    @app.get("/view/<digest>/<path:name>")
+    def view(digest, name):
+        return view_page(rows_of(digest))
+
+    @app.get("/poster/<digest>")
+    @app.get("/poster/<digest>/<path:name>")
+    def poster(digest, name=None):
+        """A frame of a video sticker: browsers play few of the codecs clips come in (not mp4v)."""
+        return poster_of(rows_of(digest))
 
 
 # ---- the server ------------------------------------------------------------------------------

@@ -46,9 +46,13 @@ class _Reading:
         return self.conn.execute(sql, args)
 
     def query(self, sql, args=()):
-        cursor = self.conn.execute(sql, args)
-        keys = [d[0] for d in cursor.description]
-        return (dict(zip(keys, row)) for row in cursor)
+        return _dicts(self.conn.execute(sql, args))
+
+
+def _dicts(cursor):
+    """A cursor's rows as dicts, column name to value."""
+    keys = [d[0] for d in cursor.description]
+    return (dict(zip(keys, row)) for row in cursor)
 
 
 # What query and stats call the files that could not be read (their label is null, their error says why).
@@ -249,9 +253,7 @@ class Store:
     def _rows(self, sql, args):
         """Rows as dicts, straight from the connection: sqlite-utils' query() wraps each read in
         a savepoint, three statements where a rescan wants one per file."""
-        cursor = self.db.conn.execute(sql, args)
-        keys = [d[0] for d in cursor.description]
-        return [dict(zip(keys, row)) for row in cursor]
+        return list(_dicts(self.db.conn.execute(sql, args)))
 
     def get(self, path):
         rows = self._rows("select * from files where path = ?", [path])

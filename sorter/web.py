@@ -4,13 +4,11 @@ Served as sorter/serving.py serves every page (waitress; Host checked; errors as
 files re-checked before they are sent): every viewer streams from the one capture loop, and a
 viewer that goes away only ends its own response.
 """
-import cv2
-from flask import Flask, Response, abort, jsonify
+from flask import Flask, Response, jsonify
 
 from ..model.labels import UNSURE
-from . import media
 from .live import LiveError
-from .serving import Server, ServeError, Streams, guard, open_recorded, send_recorded, view_page
+from .serving import Server, ServeError, Streams, guard, sticker_routes
 
 
 def create_app(live, matches=None):
@@ -34,39 +32,8 @@ def create_app(live, matches=None):
                      "unsure": r["label"] == UNSURE} for r in rows]
         return jsonify(now | {"library": matches is not None, "stickers": stickers})
 
-    # Files are found by content hash in the database, never by a path from the URL; the name
-    # after the hash is only what the browser titles a tab with.
-    @app.get("/sticker/<digest>")
-    @app.get("/sticker/<digest>/<path:name>")
-    def sticker(digest, name=None):
-        return send_recorded(matches.rows(digest) if matches else [])
-
-    @app.get("/view/<digest>/<path:name>")
-    def view(digest, name):
-        return view_page(matches.rows(digest) if matches else [])
-
-    @app.get("/poster/<digest>")
-    @app.get("/poster/<digest>/<path:name>")
-    def poster(digest, name=None):
-        """A frame of a video sticker: browsers play few of the codecs clips come in (not mp4v)."""
-        return poster_of(matches.rows(digest) if matches else [])
-
+    sticker_routes(app, lambda digest: matches.rows(digest) if matches else [])
     return app
-
-
-def poster_of(rows):
-    """The first frame of the first of rows still as scanned, as a JPEG response; 404 if none."""
-    for row in rows:
-        f = open_recorded(row)
-        if not f:
-            continue
-        with f:  # decoded from the file checked, not from whatever its path names by now
-            capture = cv2.VideoCapture(media.fd_path(f))
-            ok, bgr = capture.read()
-            capture.release()
-        if ok:
-            return Response(cv2.imencode(".jpg", bgr)[1].tobytes(), mimetype="image/jpeg")
-    abort(404, "no such sticker (or its file changed since the scan: scan again)")
 
 
 def _mjpeg(live):

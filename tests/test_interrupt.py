@@ -74,18 +74,25 @@ def done(src, db):
     return n
 
 
-def kill_trials(template, work, mode, rng):
-    """Scans of one folder into one OUT, each killed and then checked: 4 at random program points
-    (a later one may find no work left and finish), one at a random moment on the clock, then a
-    scan to the end; the user's edit (a file deleted, a face replaced by a blank so its entry
-    must move), one at each AFTER_EDIT point, one on the clock, a scan to the end. Returns the
-    number of runs that died."""
+def a_library(template, work):
+    """A fresh copy of the template folder to scan, its OUT holding the user's own file, and a
+    database path: (src, out, db, mine)."""
     src = work / "memes"
     shutil.copytree(template[0], src, symlinks=True)
     out, db = work / "out", work / "s.db"
     mine = out / "noface" / "mine.png"  # the user's own file in OUT
     mine.parent.mkdir(parents=True)
     mine.write_bytes(b"mine")
+    return src, out, db, mine
+
+
+def kill_trials(template, work, mode, rng):
+    """Scans of one folder into one OUT, each killed and then checked: 4 at random program points
+    (a later one may find no work left and finish), one at a random moment on the clock, then a
+    scan to the end; the user's edit (a file deleted, a face replaced by a blank so its entry
+    must move), one at each AFTER_EDIT point, one on the clock, a scan to the end. Returns the
+    number of runs that died."""
+    src, out, db, mine = a_library(template, work)
     points = [(rng.choice(["upsert", "insert_all", "add_link", *MAKING[mode]]), rng.randint(1, 3))
               for _ in range(4)]
     killed = killed_runs(src, out, db, mode, rng, points, template[2], mine, sure=points[:1])
@@ -162,12 +169,7 @@ def interrupted(proc):
 @pytest.mark.parametrize("mode", ["symlink", "copy"])
 def test_ctrl_c_in_scan_exits_130_and_leaves_everything_whole(template, tmp_path, mode):
     rng = random.Random(f"int-{mode}")
-    src = tmp_path / "memes"
-    shutil.copytree(template[0], src, symlinks=True)
-    out, db = tmp_path / "out", tmp_path / "s.db"
-    mine = out / "noface" / "mine.png"
-    mine.parent.mkdir(parents=True)
-    mine.write_bytes(b"mine")
+    src, out, db, mine = a_library(template, tmp_path)
     before = tree_hash(src)
     # Each point comes in every run while files are left to do: each run files one or two more.
     for point in [(p, 1) for p in (*STEPS, *MAKING[mode])]:
@@ -195,12 +197,7 @@ def test_ctrl_c_in_scan_exits_130_and_leaves_everything_whole(template, tmp_path
 
 
 def test_ctrl_c_in_watch_mid_scan_exits_130_and_leaves_everything_whole(template, tmp_path):
-    src = tmp_path / "memes"
-    shutil.copytree(template[0], src, symlinks=True)
-    out, db = tmp_path / "out", tmp_path / "s.db"
-    mine = out / "noface" / "mine.png"
-    mine.parent.mkdir(parents=True)
-    mine.write_bytes(b"mine")
+    src, out, db, mine = a_library(template, tmp_path)
     cmd = stickersort(["watch", src, "--out", out, "--db", db, "-q"], at_call=("SIGINT", "upsert", 3))
     proc = run_signalled(cmd, signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
