@@ -96,7 +96,7 @@ def _scan_all(folder, work, log, crashed):
 
     def timed(paths):  # the scan's own progress hook: the time between two files is one file's
         for path in paths:
-            name = str(path.relative_to(folder))
+            name = str(Path(path).relative_to(folder))  # the walk's paths are str
             if name in crashed:
                 continue
             log.write(json.dumps({"file": name, "started": True}) + "\n")

@@ -4,7 +4,8 @@ The rule that keeps a user's files safe: stickersort makes, moves or removes an 
 when its links table says it made it and the entry still is what it made (same symlink target, or
 same inode), and it makes one only where nothing was: a free name, in a label folder that is a
 folder (never a link to elsewhere), by calls that fail rather than overwrite or follow a link.
-`_folder` and `_ours` enforce it; everything else goes through them. So:
+`_folder` and `_ours` enforce it; everything else goes through them (Entries, an unchanged rescan's
+look at OUT in bulk, only ever concludes that there is nothing to do). So:
 - every entry is recorded before it is made: a kill at any moment leaves no entry we would not
   know as ours (a record of nothing is dropped by the next place());
 - a copy is written under a random temporary name, recorded before it is made, and linked into
@@ -77,20 +78,6 @@ class Linker:
                 self.counts["moved" if moved else "created"] += 1
                 self.report("move" if moved else "link", link, source)
             return link
-
-    def keep(self, key, label):
-        """A look before place(), without its lock: is `key`'s file's only entry already the one
-        place() would keep (under OUT/<label>/, of this mode, ours, leading to the file)? Then it
-        is counted kept and place() is not needed. Most of an unchanged rescan's time went there."""
-        rows = self.store.links_of(key)
-        if len(rows) != 1:
-            return False
-        link = key_path(rows[0]["link"])
-        if (rows[0]["mode"] != self.mode or os.path.dirname(link) != os.path.join(self.out, label)
-                or not self._ours(rows[0]) or not os.path.exists(link)):
-            return False
-        self.counts["kept"] += 1
-        return True
 
     def unlink_all(self, key):
         with self._turn():
@@ -256,6 +243,76 @@ class Linker:
             os.rmdir(link.parent)  # only succeeds when the label folder is empty
         except OSError:
             pass
+
+
+class Entries:
+    """An unchanged rescan's look at OUT: is a file's one entry still exactly what we made
+    (_ours' test) and, for a symlink, leading to the file, so that place() would keep it as it
+    is? Told from one listing per label folder, read once (a DirEntry gives type and inode
+    without a syscall), plus a symlink's target (one readlink): no folder opened per file. It
+    only ever answers "nothing to do"; any doubt is a no, and place() then looks again, under
+    the lock."""
+
+    def __init__(self, linker):
+        self.linker = linker
+        self._folders = {}  # label -> (its folder, name -> DirEntry)
+        self._ways = {}  # (source folder, label) -> the relative way from the label folder to it
+
+    def name(self, row, label, source):
+        """The name of the entry a links row names, if it is one place() would keep for the file
+        at `source` filed under label (this mode, in OUT/<label>/, a symlink's target the one
+        _make_symlink gives); else None."""
+        where, _, name = key_path(row["link"]).rpartition(os.sep)
+        if row["mode"] != self.linker.mode or where != self._listing(label)[0]:
+            return None
+        if row["mode"] == "symlink" and key_path(row["target"]) != self._target(source, label):
+            return None
+        return name
+
+    def kept(self, source, label, name, inode):
+        """Whether OUT/<label>/<name>, which name() gave, is still what was made: for a symlink,
+        one whose target leads to `source`; else the recorded inode, not a symlink. Counted kept
+        when so."""
+        folder, listing = self._listing(label)
+        entry = listing.get(name)
+        if entry is None:
+            return False
+        if self.linker.mode == "symlink":
+            try:
+                ours = entry.is_symlink() and os.readlink(f"{folder}{os.sep}{name}") == self._target(source, label)
+            except OSError:
+                ours = False
+        else:
+            ours = entry.inode() == inode and not entry.is_symlink()
+        if ours:
+            self.linker.counts["kept"] += 1
+        return ours
+
+    def _listing(self, label):
+        """OUT/<label> and its entries; none when it is missing or not a folder of its own."""
+        if label not in self._folders:
+            folder, listing = os.path.join(self.linker.out, label), {}
+            try:
+                fd = os.open(folder, _FOLDER)  # never a link to elsewhere, as in _ours
+            except OSError:
+                pass
+            else:
+                try:
+                    with os.scandir(fd) as entries:
+                        listing = {entry.name: entry for entry in entries}
+                finally:
+                    os.close(fd)
+            self._folders[label] = folder, listing
+        return self._folders[label]
+
+    def _target(self, source, label):
+        """The target _make_symlink gives source's link under label, os.path.relpath(source, its
+        folder), worked out once per source folder."""
+        where, _, name = source.rpartition(os.sep)
+        way = self._ways.get((where, label))
+        if way is None:
+            way = self._ways[where, label] = os.path.relpath(where, self._listing(label)[0])
+        return f"{way}{os.sep}{name}"  # os.path.join's result: `way` never ends in a separator
 
 
 def _path(row):

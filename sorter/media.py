@@ -20,12 +20,15 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
 
+from . import frame_times
+
 MAX_PIXELS = 40_000_000
 MAX_FRAMES = 3000
 MAX_SECONDS = 20.0
 MAX_SIDE = 640
 DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10 ms
 HOLD_BYTES = 48 << 20  # decoded frames of one animation kept for sampling
+INDEX_BYTES = 64 << 20  # GIF and WebP files read whole, for their frame times (frame_times.py)
 # Each scan of a progressive JPEG walks the whole image, and a scan can be a dozen bytes, so a
 # few KB can hold minutes of work: libjpeg gets such a file's input in chunks of
 # JPEG_CHUNK_WORK / pixels bytes (between these bounds), a fraction of a second of work between
@@ -193,13 +196,12 @@ def read(path, max_frames=8, cancel=None):
 
 def _read_pillow(f, max_frames, budget):
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f, formats=PILLOW_FORMATS) as im:
-                if im.format == "JPEG" and im.info.get("progressive"):
-                    pixels = max(1, im.width * im.height)
-                    im.decodermaxblock = int(np.clip(JPEG_CHUNK_WORK // pixels, *JPEG_CHUNK_BYTES))
-                return _in_turn(im.width * im.height, _read_image, im, max_frames, budget)
+        source, declared = _indexed(f)
+        try:
+            return _read_opened(source, max_frames, budget, declared)
+        except _Misdeclared:
+            source.seek(0)
+            return _read_opened(source, max_frames, budget, None)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -210,6 +212,34 @@ def _read_pillow(f, max_frames, budget):
         raise MediaError(f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def _read_opened(source, max_frames, budget, declared):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(source, formats=PILLOW_FORMATS) as im:
+            if im.format == "JPEG" and im.info.get("progressive"):
+                pixels = max(1, im.width * im.height)
+                im.decodermaxblock = int(np.clip(JPEG_CHUNK_WORK // pixels, *JPEG_CHUNK_BYTES))
+            return _in_turn(im.width * im.height, _read_image, im, max_frames, budget, declared)
+
+
+class _Misdeclared(Exception):
+    """A frame the declared times led to does not decode: read the file again, walking every frame."""
+
+
+def _indexed(f):
+    """What Pillow should read, and the frame times an animation declares (or None). A GIF or WebP
+    up to INDEX_BYTES is read whole: its times come from its blocks, and Pillow then reads memory,
+    not a file a few bytes at a time. Anything else streams through f, whose reads look at the
+    clock (a progressive JPEG's scans are where one frame's decoding can run for minutes)."""
+    head = f.read(12)
+    f.seek(0)
+    if os.fstat(f.fileno()).st_size > INDEX_BYTES or not (
+            head[:3] == b"GIF" or (head[:4] == b"RIFF" and head[8:] == b"WEBP")):
+        return f, None
+    data = f.read()
+    return io.BytesIO(data), frame_times.durations_ms(data)
+
+
 def _in_turn(pixels, decode, *args):
     """decode(*args) in this thread, or, for frames over BIG_PIXELS, in the big-frame thread."""
     if pixels > BIG_PIXELS:
@@ -217,13 +247,36 @@ def _in_turn(pixels, decode, *args):
     return decode(*args)
 
 
-def _read_image(im, max_frames, budget):
+def _read_image(im, max_frames, budget, declared=None):
     budget.restart()  # the clock counts decoding, not the wait for the big-frame thread
     w, h = im.size
     _check_size(w, h)
-    n = _frame_count(im)
+    n = _frame_count(im, declared)
     if n <= 1:
         return _read_still(im, w, h)
+    if declared is not None and len(declared[:MAX_FRAMES]) == n:
+        # Only the frames up to the last one picked are decoded: a broken frame after it goes
+        # unseen, as it would in a player stopped there.
+        try:
+            return _sampled(im, w, h, n, [_seconds(d) for d in declared[:n]], None, None, max_frames, budget)
+        except DECODE_ERRORS:
+            raise _Misdeclared() from None  # Pillow's state is spent: _read_pillow starts over
+    return _sampled(im, w, h, *_walk(im, n, budget), max_frames, budget)
+
+
+def _sampled(im, w, h, n, durations, held, note, max_frames, budget):
+    """The animation's frames at max_frames moments: from `held` frames, or decoded (again) up to
+    the last one picked."""
+    picks, starts = sample_times(durations, max_frames)
+    wanted = dict(picks)
+    chosen = ((i, held[i]) for i in sorted(wanted)) if held is not None else _decode_again(im, wanted, budget)
+    frames = [Frame(i, float(starts[i]), wanted[i], _fit(_rgb(frame))) for i, frame in chosen]
+    return Media("animation", w, h, n, float(sum(durations)), frames, note)
+
+
+def _walk(im, n, budget):
+    """Every frame decoded, for the times the file does not declare: (n, durations, held, note).
+    Frames are held while they fit in HOLD_BYTES, so the picks need no second decoding."""
     durations, held, held_bytes, note = [], {}, 0, None
     for i in range(n):  # a frame's duration is known once it is decoded (WebP)
         try:
@@ -234,20 +287,18 @@ def _read_image(im, max_frames, budget):
             # Cut off mid-frame: the whole frames before are shown, as browsers show them.
             n, note = i, f"truncated: kept the {i} whole frame{'s' if i > 1 else ''} before the cut"
             break
-        d = im.info.get("duration") or 0
-        durations.append((d if d > 10 else DEFAULT_FRAME_MS) / 1000)
-        # Every frame held, so the picks need no second decoding; past HOLD_BYTES, none is,
-        # and a second pass decodes again up to the last pick.
+        durations.append(_seconds(im.info.get("duration")))
         held_bytes += im.width * im.height * len(im.getbands())
         if held is not None and held_bytes <= HOLD_BYTES:
             held[i] = im.copy()
         else:
             held = None
-    picks, starts = sample_times(durations, max_frames)
-    wanted = dict(picks)
-    chosen = ((i, held[i]) for i in sorted(wanted)) if held is not None else _decode_again(im, wanted, budget)
-    frames = [Frame(i, float(starts[i]), wanted[i], _fit(_rgb(frame))) for i, frame in chosen]
-    return Media("animation", w, h, n, float(sum(durations)), frames, note)
+    return n, durations, held, note
+
+
+def _seconds(ms):
+    """A frame's time on screen: what browsers show for frames that declare 0 or 10 ms."""
+    return (ms if ms and ms > 10 else DEFAULT_FRAME_MS) / 1000
 
 
 # EXIF orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
@@ -281,9 +332,12 @@ def _orientation(im):
         return None
 
 
-def _frame_count(im):
+def _frame_count(im, declared=None):
     """Frames to walk: as many as the file has, at most MAX_FRAMES; MAX_FRAMES too when counting
-    them runs into the end of a file cut short (the walk then stops where the frames do)."""
+    them runs into the end of a file cut short (the walk then stops where the frames do). A GIF's
+    declared frames are its frames (both count image blocks, Pillow as it walks them)."""
+    if declared is not None and im.format == "GIF":
+        return min(len(declared), MAX_FRAMES)
     try:
         n = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
     except DECODE_ERRORS:

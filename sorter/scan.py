@@ -3,18 +3,20 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
-from .links import Linker
-from .paths import path_key
+from .links import Entries, Linker
+from .paths import key_path, path_key
 from .pipeline import no_timer, read_file
 from .store import Store, now
 from .twins import Twins
@@ -69,11 +71,22 @@ class Summary:
 
 @dataclass
 class ScanFile:
-    """A file the scan is at: its path, its key in the database, the DIR scanned, its stat."""
-    path: Path
+    """A file the scan is at: its path (a str from the walk), its key in the database, the DIR
+    scanned, its stat."""
+    path: str | Path
     key: str
     root: Path
     st: os.stat_result | None = None
+
+
+class Unchanged(NamedTuple):
+    """What an unchanged file shows when nothing is to be done (Scanner._kept): its record's size
+    and mtime, and its one entry, OUT/<label>/<name> (a copy's or hard link's inode)."""
+    size: int
+    mtime_ns: int
+    label: str
+    name: str
+    inode: int | None
 
 
 @dataclass
@@ -118,10 +131,10 @@ def _inline(fn, *args):
 
 
 def walk(root, skip=(), follow_links=False, unreadable=None):
-    """Media files under root, sorted, never entering `skip` (OUT), a folder twice (symlink loops)
-    nor, below root, a file system that holds no files (/proc, /sys: no blocks). A folder it cannot
-    list (no permission, path too long) goes into the list `unreadable` as (path, reason): its
-    files are not known to be gone."""
+    """Media files under root (paths as str), sorted, never entering `skip` (OUT), a folder twice
+    (symlink loops) nor, below root, a file system that holds no files (/proc, /sys: no blocks). A
+    folder it cannot list (no permission, path too long) goes into the list `unreadable` as (path,
+    reason): its files are not known to be gone."""
     skip = {os.path.realpath(s) for s in skip}
     unreadable = [] if unreadable is None else unreadable
     seen = set()
@@ -141,15 +154,25 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
         except OSError as e:
             unreadable.append((folder, f"cannot read folder: {e.strerror or e}"))
             continue
+        # In a folder that is where its path says, a file that is no link is where its path says:
+        # one realpath for the folder instead of one per file.
+        exact = not follow_links and os.path.realpath(folder) == folder
         subfolders = []
         for entry in entries:
             if _is_folder(entry, follow_links):
                 if os.path.realpath(entry.path) not in skip:
                     subfolders.append((entry.path, st.st_dev))
-            elif media.is_media(entry.name) and (follow_links or not entry.is_symlink()) \
-                    and os.path.realpath(entry.path) not in skip:
-                yield Path(entry.path)
+            elif _is_media_name(entry.name) and (follow_links or not entry.is_symlink()) \
+                    and (entry.path if exact else os.path.realpath(entry.path)) not in skip:
+                yield entry.path
         stack.extend(reversed(subfolders))
+
+
+def _is_media_name(name):
+    """media.is_media(name) without making a Path of every name: the same suffix, taken as
+    PurePath.suffix takes it."""
+    i = name.rfind(".")
+    return 0 < i < len(name) - 1 and name[i:].lower() in media.SUFFIXES
 
 
 def _is_folder(entry, follow_links):
@@ -172,6 +195,7 @@ class Scanner:
         self._classifier, self._detector = classifier, detector
         self.twins = Twins(options.db)
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
+        self._read_ahead()
 
     def _report_link(self, action, link, source):
         if self.options.dry_run:
@@ -197,8 +221,9 @@ class Scanner:
 
     def scan(self, root, progress=None, stop=None):
         """Every media file under root, or root alone when it is a file (its folder is its root).
-        stop: an Event (sorter/interrupt.py) that ends the scan between two files, calls off the
-        readings under way, and raises media.Interrupted; what was recorded stays, whole."""
+        progress: wraps the iterable of paths (str) the scan goes through. stop: an Event
+        (sorter/interrupt.py) that ends the scan between two files, calls off the readings under
+        way, and raises media.Interrupted; what was recorded stays, whole."""
         self.cancel = stop if stop is not None else threading.Event()
         root = only = Path(os.path.realpath(root))
         if not root.is_dir():
@@ -208,9 +233,9 @@ class Scanner:
         skip = [self.options.out, self.options.db]
         # Taken before the walk: a file recorded later (by another scan or a watch, after this
         # walk passed) is not one that vanished.
-        known = set(self.store.paths_under(path_key(root)))
+        known = self._read_ahead(root)
         unreadable = []
-        paths = list(walk(root, skip, self.options.follow_links, unreadable)) if only == root else [only]
+        paths = list(walk(root, skip, self.options.follow_links, unreadable)) if only == root else [str(only)]
         self._unreadable(unreadable, summary)
         if only != root:  # the folder's other files are not this scan's business
             known &= {path_key(only)}
@@ -223,8 +248,11 @@ class Scanner:
             pending = deque()
             for path in (progress(paths) if progress else paths):
                 self._go_on()
-                seen.add(path_key(path))
-                pending.append(self._start(path, root, summary, pool.submit if pool else _inline))
+                key = path_key(path)
+                seen.add(key)
+                outcome = self._start(path, root, summary, pool.submit if pool else _inline, key)
+                if outcome is not None:
+                    pending.append(outcome)
                 if len(pending) > ahead:
                     self._record(pending.popleft(), summary)
             while pending:
@@ -234,6 +262,7 @@ class Scanner:
             self.cancel.set()
             raise
         finally:
+            self._read_ahead()
             if pool:
                 pool.shutdown(cancel_futures=True)
         # Gone only where the walk could look: a file in a folder it could not read is still there.
@@ -247,6 +276,35 @@ class Scanner:
         if not self.options.dry_run:
             summary.labels = self.store.labels_of(seen)
         return summary
+
+    def _read_ahead(self, root=None):
+        """Reads, before the walk, what _kept needs for the files recorded under root, in one
+        query: how each unchanged file is when nothing is to be done (Unchanged); OUT's entries
+        are listed once per label folder when first needed, and each folder checked once.
+        Returns the files recorded from root (those that may have vanished). Dropped when the
+        scan ends (root None): watch's events, one by one, go the per-file way."""
+        self._entries, self._folders, self._unchanged_as = Entries(self.linker), {}, {}
+        known = set()
+        if root is None:
+            return known
+        root_key = path_key(root)
+        for row in self.store.files_within(root_key):
+            if row["root"] == root_key:
+                known.add(row["path"])
+            unchanged = self._when_unchanged(row)
+            if unchanged:
+                self._unchanged_as[row["path"]] = unchanged
+        return known
+
+    def _when_unchanged(self, row):
+        """How a file of this record shows when unchanged, if then nothing is to be done: no error,
+        this model's, filing it again changes nothing (_refiled's test) and its one link is an
+        entry place() would keep (Entries.name); else None."""
+        if self.options.rescan or row["error"] or row["link"] is None or row["model_id"] != self.model_id:
+            return None
+        label, guess = self._filed(row)
+        name = (label, guess) == (row["label"], row["guess"]) and self._entries.name(row, label, key_path(row["path"]))
+        return Unchanged(row["size"], row["mtime_ns"], sys.intern(label), name, row["inode"]) if name else None
 
     def _go_on(self):
         if self.cancel.is_set():
@@ -277,12 +335,15 @@ class Scanner:
 
     def scan_file(self, path, root, summary):
         """One file, start to finish (what watch does for each event)."""
-        self._record(self._start(path, root, summary, _inline), summary)
+        outcome = self._start(path, root, summary, _inline)
+        if outcome is not None:
+            self._record(outcome, summary)
 
-    def _start(self, path, root, summary, submit):
+    def _start(self, path, root, summary, submit, key=None):
         """Checks one file against its record and hands the reading to `submit`; returns its
-        Outcome, for _record to record and link in walk order."""
-        file = ScanFile(path, path_key(path), root)
+        Outcome, for _record to record and link in walk order, or None when there is nothing to
+        do (_kept)."""
+        file = ScanFile(path, key or path_key(path), root)
         summary.files += 1
         try:
             file.st = os.stat(path) if self.options.follow_links else os.lstat(path)
@@ -290,6 +351,9 @@ class Scanner:
             return Outcome(file, vanished=True)
         except OSError as e:  # a symlink loop, a name too long, no search permission...
             return Outcome(file, error=f"cannot stat: {e.strerror or e}")
+        if self._kept(str(path), file.key, file.st):
+            summary.unchanged += 1
+            return None
         if not self._in_place(file):
             return Outcome(file, vanished=True)
         if not stat.S_ISREG(file.st.st_mode):
@@ -334,8 +398,7 @@ class Scanner:
             else:
                 label = self._refiled(file.key, old)
                 with self.timer("link"):
-                    if not self.linker.keep(file.key, label):
-                        self.linker.place(file.path, file.key, label, old["hash"])
+                    self.linker.place(file.path, file.key, label, old["hash"])
         else:
             read = outcome.read
             summary.classified += 1
@@ -351,6 +414,27 @@ class Scanner:
             summary.duplicates += read.twin
             with self.timer("link"):
                 self.linker.place(file.path, file.key, read.record["label"], read.digest)
+
+    def _kept(self, path, key, st):
+        """Whether a file needs nothing at all, told from what scan() read ahead: its size and
+        mtime are its record's (_unchanged's test), its folder is still where the walk found it
+        (_in_place's, once per folder: a file to be read still gets its own, before and after)
+        and its entry is still exactly what was made (Entries.kept). What was read ahead may be
+        out of date by now (another scan, a watch), so this only ever says "nothing to do";
+        anything else goes the per-file way, which reads record and links afresh."""
+        unchanged = self._unchanged_as.get(key)
+        return (unchanged is not None and stat.S_ISREG(st.st_mode) and unchanged.size == st.st_size
+                and unchanged.mtime_ns == st.st_mtime_ns and self._folder_in_place(path)
+                and self._entries.kept(path, unchanged.label, unchanged.name, unchanged.inode))
+
+    def _folder_in_place(self, path):
+        """_in_place's realpath for the file's folder, once per folder and scan."""
+        if self.options.follow_links:
+            return True
+        folder = os.path.dirname(path)
+        if folder not in self._folders:
+            self._folders[folder] = os.path.realpath(folder) == folder
+        return self._folders[folder]
 
     def _in_place(self, file, st=None):
         """Is the file still one the walk would list? Not following links, a file that has become
@@ -385,15 +469,21 @@ class Scanner:
 
     def _refiled(self, key, old):
         """An unchanged file's label under this scan's min_confidence, from its stored vote, so a
-        new threshold costs no decoding or classifying; the user's label, if they gave one. A
-        record from before `guess` existed gets one here (its label was then always the vote's winner)."""
-        if old["user_label"]:
-            return old["user_label"]
-        guess = old["guess"] or (old["label"] if old["label"] in EMOTIONS else None)
-        label = filed_label(guess, old["confidence"], self.options.min_confidence) if guess else old["label"]
-        if (label, guess) != (old["label"], old["guess"]) and not self.options.dry_run:
+        new threshold costs no decoding or classifying; the user's label, if they gave one."""
+        label, guess = self._filed(old)
+        if (label, guess) != (old["label"], old["guess"]) and not old["user_label"] and not self.options.dry_run:
             self.store.relabel(key, label, guess)  # the record first, then the link, as always
         return label
+
+    def _filed(self, old):
+        """A record's (label, guess) under this scan's min_confidence; the user's label, if they
+        gave one. A record from before `guess` existed gets one here (its label was then always
+        the vote's winner)."""
+        if old["user_label"]:
+            return old["user_label"], old["guess"]
+        guess = old["guess"] or (old["label"] if old["label"] in EMOTIONS else None)
+        label = filed_label(guess, old["confidence"], self.options.min_confidence) if guess else old["label"]
+        return label, guess
 
     def _read(self, file):
         with self.timer("hash"):

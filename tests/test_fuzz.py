@@ -1,12 +1,14 @@
 """Hostile files through `media.read` and through a whole `scan`: MediaError or a sane clip, never
 anything else; every file ends with a record; memory stays within the bound the reader's limits
 set. The long version: `pytest -m slow tests/test_fuzz.py` and bench/fuzz_long.py."""
+import io
 import json
 import math
 import os
 import shutil
 
 import pytest
+from PIL import Image
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import hostile
@@ -121,19 +123,62 @@ def test_animated_webp_is_sampled_by_its_own_durations(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
-def test_held_frames_match_a_second_decoding(tmp_path, monkeypatch, suffix):
-    # Frames are held from the one decoding pass unless they would take over HOLD_BYTES; the
-    # pass that decodes again instead must pick and compose exactly the same frames.
+def test_the_three_ways_of_sampling_pick_the_same_frames(tmp_path, monkeypatch, suffix):
+    # Frames are picked from the times an animation's blocks declare, decoded once; where those
+    # cannot be read, from a walk that holds every frame, or, past HOLD_BYTES, decodes again.
+    # All three must pick and compose exactly the same frames.
     from media_makers import hopper
     frames = [hopper(160).rotate(9 * i) for i in range(11)]
     frames[0].save(tmp_path / f"a{suffix}", save_all=True, append_images=frames[1:],
                    duration=[400, 30, 30, 30, 200, 30, 30, 30, 30, 600, 30])
+    declared = media.read(tmp_path / f"a{suffix}", 5)
+    monkeypatch.setattr(media, "INDEX_BYTES", 0)
     held = media.read(tmp_path / f"a{suffix}", 5)
     monkeypatch.setattr(media, "HOLD_BYTES", 0)
     again = media.read(tmp_path / f"a{suffix}", 5)
-    assert [f.index for f in held.frames] == [f.index for f in again.frames] == [0, 2, 6, 9]
-    assert [f.weight for f in held.frames] == [f.weight for f in again.frames]
-    assert all((f.rgb == g.rgb).all() for f, g in zip(held.frames, again.frames))
+    for clip in (held, again):
+        assert [f.index for f in clip.frames] == [f.index for f in declared.frames] == [0, 2, 6, 9]
+        assert [f.weight for f in clip.frames] == [f.weight for f in declared.frames]
+        assert all((f.rgb == g.rgb).all() for f, g in zip(clip.frames, declared.frames))
+
+
+def _pillows_frames(data):
+    """Pillow's frame count and the durations of the frames it decodes before any fault."""
+    with Image.open(io.BytesIO(data)) as im:
+        durations = []
+        try:
+            for i in range(im.n_frames):
+                im.seek(i)
+                im.load()
+                durations.append(im.info.get("duration") or 0)
+        except media.DECODE_ERRORS:
+            pass
+        return im.n_frames, durations
+
+
+def test_declared_frame_times_are_pillows_or_none():
+    # frame_times reads what Pillow learns by decoding, or gives up (None): on every GIF and WebP
+    # seed and hand-built file, and each cut short at 40 places. A GIF's frames are counted alike.
+    from stickersort.sorter import frame_times
+    pool = {**hostile.seeds(), **hostile.structured()}
+    checked = 0
+    for name, (suffix, data) in sorted(pool.items()):
+        if not data.startswith((b"GIF", b"RIFF")):
+            continue
+        for cut in sorted({len(data)} | set(range(13, len(data), max(1, len(data) // 40)))):
+            declared = frame_times.durations_ms(data[:cut])
+            try:
+                n, walked = _pillows_frames(data[:cut])
+            except (*media.DECODE_ERRORS, Image.DecompressionBombError):
+                continue  # not an image to Pillow: refused whatever was declared
+            if declared is None:
+                continue
+            if data.startswith(b"GIF"):
+                assert len(declared) == n, (name, cut)
+            if len(declared) == n:
+                assert [d or 0 for d in declared[:len(walked)]] == walked, (name, cut)
+                checked += 1
+    assert checked >= 15  # the whole files, and some cut between frames
 
 
 def scan_measured(src, out, db):

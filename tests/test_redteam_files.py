@@ -284,6 +284,30 @@ def test_a_symlink_swapped_in_mid_scan_is_not_read_into_the_library(tmp_path, sw
     check_out(str(out), db)
 
 
+def test_a_folder_swapped_for_a_link_before_an_unchanged_rescan_reaches_it(tmp_path):
+    """An unchanged file is not looked at on its own (Scanner._kept), but its folder is: swapped
+    for a link to a copy outside (same bytes, same mtimes), its files are gone from DIR, not kept."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"sub/x.png": None, "sub/y.png": None})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for path in made.values():
+        (outside / path.name).write_bytes(path.read_bytes())
+        os.utime(outside / path.name, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    assert scan(src, out, db)[0].returncode == 0
+
+    def swap_in():
+        for path in made.values():
+            path.unlink()
+        (src / "sub").rmdir()
+        os.symlink(outside, src / "sub")
+
+    code, stdout, stderr = paused(["scan", src, "--out", out, "--db", db, "--json", "-q"], "_start", swap_in)
+    assert code == 0, stderr
+    assert json.loads(stdout)["vanished"] == 2 and query(db, "select path from files") == []
+    check_out(str(out), db)
+
+
 def test_names_cannot_drive_the_terminal(tmp_path):
     """Before: names reached the terminal raw: one could retitle the window or clear the screen."""
     src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tree_hash
+from invariants import check_out
 from media_makers import blank, bomb_png, face_gif, hopper, png_header_only, shaped
 from stickersort.sorter.paths import OWNER_FILE
 
@@ -151,6 +152,30 @@ def test_link_modes(cli, src, tmp_path, mode):
     assert (copy.stat().st_ino == (src / "nothing.png").stat().st_ino) == (mode == "hardlink")
 
 
+@pytest.mark.parametrize("mode, theirs_is", [("symlink", "file"), ("symlink", "link"), ("hardlink", "file"),
+                                              ("copy", "file")])
+def test_an_unchanged_rescan_leaves_an_entry_the_user_replaced(cli, src, tmp_path, mode, theirs_is):
+    """An unchanged rescan keeps an entry as it is, without a look of its own, only when its label
+    folder's listing shows it still exactly what was made; one the user replaced is theirs: left
+    as it is, and the file gets a new entry beside it."""
+    scan(cli, src, tmp_path, "--link-mode", mode)
+    theirs, made = tmp_path / "out" / "noface" / "nothing.png", tmp_path / "out" / "noface" / "being-made"
+    if theirs_is == "file":
+        made.write_bytes(b"the user's own")
+    else:
+        os.symlink(src / "hopper.png", made)
+    made.replace(theirs)  # made before ours goes: a new inode, not ours reused
+    _, again = scan(cli, src, tmp_path, "--link-mode", mode)
+    assert again["unchanged"] == 4 and again["links"] == {"created": 1, "moved": 0, "removed": 0, "kept": 3}
+    if theirs_is == "file":
+        assert theirs.read_bytes() == b"the user's own"
+    else:
+        assert os.readlink(theirs) == str(src / "hopper.png")
+    [new] = [p for p in links(tmp_path / "out") if p.startswith("noface/nothing-")]
+    assert (tmp_path / "out" / new).read_bytes() == (src / "nothing.png").read_bytes()
+    check_out(str(tmp_path / "out"), tmp_path / "s.db", mine=[str(theirs)], complete=False)
+
+
 def test_bad_files_get_error_records_and_the_scan_goes_on(cli, tmp_path):
     src = tmp_path / "bad"
     src.mkdir()
@@ -210,7 +235,7 @@ def test_file_deleted_mid_scan(tmp_path):
 
     def delete_b_while_scanning(paths):
         for path in paths:
-            if path.name == "a.png":
+            if Path(path).name == "a.png":  # the walk's paths are str
                 (src / "b.png").unlink()
             yield path
 
