@@ -64,14 +64,18 @@ def test_a_fifo_swapped_in_after_the_stat_does_not_block_the_readers(tmp_path):
     blank().save(src / "b.png")
     fifo = src / "b.png"
 
-    def swap(stage):  # the scan's own stage hook: after b.png's stat, before its first read
-        if stage == "hash" and not fifo.is_fifo():
-            fifo.unlink()
-            os.mkfifo(fifo)
+    hashes = []
+
+    def swap(stage):  # the scan's own stage hook: at b.png's hash, after its stat, before its first read
+        if stage == "hash":
+            hashes.append(stage)
+            if len(hashes) == 2:  # one reader (-j 1): a.png is hashed first, then b.png
+                fifo.unlink()
+                os.mkfifo(fifo)
         return open(os.devnull)  # any context manager
 
     def scan():  # in a thread of its own, which a blocked reader would keep from ending
-        scanner = Scanner(Options(out=tmp_path / "out", db=tmp_path / "s.db", jobs=2), timer=swap)
+        scanner = Scanner(Options(out=tmp_path / "out", db=tmp_path / "s.db", jobs=1), timer=swap)
         done["summary"] = scanner.scan(src)
     done = {}
     thread = threading.Thread(target=scan, daemon=True)
