@@ -187,16 +187,17 @@ def read(path, max_frames=8, cancel=None):
     path = Path(path)
     budget = Budget(cancel)
     with open_regular(path, budget) as f:
-        if os.fstat(f.fileno()).st_size == 0:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
             raise MediaError("empty file (0 bytes)")
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return _read_video(f, max_frames, budget)
-        return _read_pillow(f, max_frames, budget)
+        return _read_pillow(f, size, max_frames, budget)
 
 
-def _read_pillow(f, max_frames, budget):
+def _read_pillow(f, size, max_frames, budget):
     try:
-        source, declared = _indexed(f)
+        source, declared = _indexed(f, size)
         try:
             return _read_opened(source, max_frames, budget, declared)
         except _Misdeclared:
@@ -226,14 +227,14 @@ class _Misdeclared(Exception):
     """A frame the declared times led to does not decode: read the file again, walking every frame."""
 
 
-def _indexed(f):
+def _indexed(f, size):
     """What Pillow should read, and the frame times an animation declares (or None). A GIF or WebP
     up to INDEX_BYTES is read whole: its times come from its blocks, and Pillow then reads memory,
     not a file a few bytes at a time. Anything else streams through f, whose reads look at the
     clock (a progressive JPEG's scans are where one frame's decoding can run for minutes)."""
     head = f.read(12)
     f.seek(0)
-    if os.fstat(f.fileno()).st_size > INDEX_BYTES or not (
+    if size > INDEX_BYTES or not (
             head[:3] == b"GIF" or (head[:4] == b"RIFF" and head[8:] == b"WEBP")):
         return f, None
     data = f.read()
