@@ -137,7 +137,7 @@ def sticker_files(root):
     from stickersort.sorter.scan import walk
 
     root = root.resolve()
-    return [str(p.relative_to(root)) for p in walk(root)]
+    return [os.path.relpath(p, root) for p in walk(root)]
 
 
 def warm_page_cache(root, files):

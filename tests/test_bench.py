@@ -110,3 +110,10 @@ def test_faces_per_s_counts_whole_batches():
     rate = common.faces_per_s(lambda x: calls.append(len(x)) or np.zeros((len(x), 7)),
                               np.zeros((100, 48, 48)), 64, seconds=0.01)
     assert rate > 0 and set(calls) == {64}
+
+
+def test_both_tools_get_the_scans_file_list_relative_to_the_folder():
+    from conftest import SAMPLES
+
+    names = bench_run.sticker_files(SAMPLES)
+    assert names and all(not Path(n).is_absolute() and (SAMPLES / n).is_file() for n in names)
