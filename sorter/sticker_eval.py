@@ -16,7 +16,8 @@ from ..model.labels import EMOTIONS, NOFACE
 
 AMBIGUOUS = "ambiguous"
 TRUTHS = (*EMOTIONS, NOFACE, AMBIGUOUS)
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.96, 0.05))
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.96, 0.05))  # the curve shown and drawn
+STEPS = tuple(round(float(t), 2) for t in np.arange(0.0, 0.96, 0.01))  # where the lowest threshold is sought
 
 
 class EvalError(Exception):
@@ -79,10 +80,8 @@ def prediction(record):
 def score(labels, records):
     """Every figure of the report from truths and records."""
     files = [(name, truth, source, *prediction(records.get(name))) for name, (truth, source) in labels.items()]
-    curve = _curve(files)
-    threshold, covered = threshold_for(curve)
-    report = {"files": len(files), **_figures(files), "curve": curve, "confusion": _confusion(files),
-              "threshold_80": {"threshold": threshold, "coverage_at_least_60": covered}}
+    report = {"files": len(files), **_figures(files), "curve": _curve(files), "confusion": _confusion(files),
+              "threshold_80": threshold_for(_curve(files, STEPS))}
     sources = sorted({f[2] for f in files})
     if len(sources) > 1:
         report["by_source"] = {s: _figures([f for f in files if f[2] == s]) for s in sources}
@@ -107,14 +106,14 @@ def _figures(files):
             "per_class": per_class}
 
 
-def _curve(files):
+def _curve(files, thresholds=THRESHOLDS):
     """Precision and coverage if files under each confidence threshold went to `unsure`.
     Precision counts every file given an emotion, a faceless one included (a wrong filing);
     coverage is the share of emotion files given an emotion. Ambiguous files have no truth."""
     judged = [f for f in files if f[1] != AMBIGUOUS]
     n_emotion = sum(f[1] in EMOTIONS for f in judged)
     points = []
-    for t in THRESHOLDS:
+    for t in thresholds:
         given = [f for f in judged if f[3] in EMOTIONS and f[4] >= t]
         right = sum(f[3] == f[1] for f in given)
         points.append({"threshold": t, "given": len(given), "right": right,
@@ -146,12 +145,12 @@ def compare(labels, records, other_records):
 
 
 def threshold_for(curve, min_precision=0.8, min_coverage=0.6):
-    """The lowest threshold whose files given an emotion are right at least min_precision of the
-    time, or None; also says whether coverage holds there."""
+    """The curve's point at the lowest threshold whose files given an emotion are right at least
+    min_precision of the time (threshold None where none is), and whether coverage holds there."""
     for point in curve:
         if point["precision"] is not None and point["precision"] >= min_precision:
-            return point["threshold"], point["coverage"] >= min_coverage
-    return None, False
+            return {**point, "coverage_at_least_60": point["coverage"] >= min_coverage}
+    return {"threshold": None, "coverage_at_least_60": False}
 
 
 def format_report(report):
@@ -173,8 +172,9 @@ def format_report(report):
         cov = f"{p['coverage']:.3f}" if p["coverage"] is not None else "  -  "
         lines.append(f"   {p['threshold']:.2f}    {p['given']:>4}    {prec}     {cov}")
     t = report["threshold_80"]
-    lines.append(f"lowest threshold with precision >= 0.80: {t['threshold']}"
-                 + ("" if t["threshold"] is None else f" (coverage >= 0.60: {'yes' if t['coverage_at_least_60'] else 'no'})"))
+    lines.append(f"lowest threshold with precision >= 0.80: {t['threshold']}" + ("" if t["threshold"] is None else
+                 f" ({t['right']} of {t['given']} right, coverage {t['coverage']:.3f}: "
+                 f"{'at least' if t['coverage_at_least_60'] else 'under'} 0.60)"))
     if report.get("against"):
         a = report["against"]
         lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}); only this model right: "

@@ -51,6 +51,21 @@ def test_a_labelled_folder_is_scored_through_the_scan_with_its_curve_and_plot(cl
     assert "threshold  given  precision  coverage" in text.stdout
 
 
+def test_the_unsure_threshold_is_sought_in_steps_finer_than_the_curve_shown():
+    from stickersort.sorter.sticker_eval import score
+
+    # Four right files at 0.9 and 0.57, wrong ones at 0.562 and 0.561: precision reaches 0.8 only
+    # above them, between two of the curve's 0.05 steps.
+    confidences = {"a": (0.9, "happy"), "b": (0.9, "happy"), "c": (0.9, "happy"), "d": (0.57, "happy"),
+                   "e": (0.562, "sad"), "f": (0.561, "sad")}
+    labels = {name: ("happy", "all") for name in confidences}
+    records = {name: {"error": None, "faces": 1, "scores": json.dumps({label: conf, "neutral": 0.01})}
+               for name, (conf, label) in confidences.items()}
+    t = score(labels, records)["threshold_80"]
+    assert (t["threshold"], t["given"], t["right"]) == (0.57, 4, 4)
+    assert t["coverage"] == round(4 / 6, 4) and t["coverage_at_least_60"]
+
+
 def test_a_folder_without_usable_labels_is_a_one_line_error(cli, tmp_path):
     folder = labelled_folder(tmp_path, {"rocket.png": "rocketish"})
     result = cli("evaluate", "--stickers", folder)
