@@ -49,6 +49,18 @@ class _Reading:
         return _dicts(self.conn.execute(sql, args))
 
 
+@functools.lru_cache(maxsize=None)
+def _insert_sql(table, columns):
+    return (f"insert into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
+            f"values ({', '.join('?' * len(columns))})")
+
+
+@functools.lru_cache(maxsize=None)
+def _upsert_sql(table, columns, pk):
+    updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c != pk)
+    return _insert_sql(table, columns) + f" on conflict([{pk}]) do " + (f"update set {updates}" if updates else "nothing")
+
+
 def _dicts(cursor):
     """A cursor's rows as dicts, column name to value."""
     keys = [d[0] for d in cursor.description]
@@ -299,9 +311,19 @@ class Store:
         # transaction, and a kill or a second writer could split these statements.
         with self._writing():
             self.db.execute("delete from faces where file = ?", [record["path"]])
-            self.db["files"].upsert(record, pk="path")
+            self.upsert("files", record, "path")
             if faces:
-                self.db["faces"].insert_all([{**f, "file": record["path"]} for f in faces])
+                self.insert_all("faces", [{**f, "file": record["path"]} for f in faces])
+
+    # sqlite-utils' upsert and insert_all as single statements: its own ask the schema a dozen
+    # times a call, which was most of a record's time.
+    def upsert(self, table, row, pk):
+        """The row inserted, or the columns it names updated where its key is taken."""
+        self.db.execute(_upsert_sql(table, tuple(row), pk), list(row.values()))
+
+    def insert_all(self, table, rows):
+        columns = tuple(rows[0])
+        self.db.conn.executemany(_insert_sql(table, columns), [[r[c] for c in columns] for r in rows])
 
     def touch(self, path, mtime_ns):
         self.db["files"].update(path, {"mtime_ns": mtime_ns})
@@ -351,7 +373,7 @@ class Store:
 
     def add_link(self, row):
         with self._writing():
-            self.db["links"].upsert({**row, "created_at": now()}, pk="link")
+            self.upsert("links", {**row, "created_at": now()}, "link")
 
     def drop_link(self, link):
         self.db.execute("delete from links where link = ?", [link])
