@@ -260,9 +260,11 @@ class Server:
         return self
 
     def stop(self):
-        """No new connections; requests in flight get STOP_WAIT seconds (streams end with their source)."""
-        self.server.close()
+        """Requests in flight get STOP_WAIT seconds (streams end with their source), then no
+        connections. In that order: a request thread that ends after close() wakes the closed
+        server's loop through a closed descriptor and prints a traceback."""
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT)
+        self.server.close()
 
 
 def _connection_limit():
