@@ -16,8 +16,9 @@ from ..model.labels import EMOTIONS, NOFACE
 
 AMBIGUOUS = "ambiguous"
 TRUTHS = (*EMOTIONS, NOFACE, AMBIGUOUS)
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.96, 0.05))  # the curve shown and drawn
-STEPS = tuple(round(float(t), 2) for t in np.arange(0.0, 0.96, 0.01))  # where the lowest threshold is sought
+# The lowest threshold is sought in steps of 0.01; the curve shown and drawn is every fifth step.
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.0, 0.96, 0.01))
+SHOWN = 5
 
 
 class EvalError(Exception):
@@ -80,8 +81,9 @@ def prediction(record):
 def score(labels, records):
     """Every figure of the report from truths and records."""
     files = [(name, truth, source, *prediction(records.get(name))) for name, (truth, source) in labels.items()]
-    report = {"files": len(files), **_figures(files), "curve": _curve(files), "confusion": _confusion(files),
-              "threshold_80": threshold_for(_curve(files, STEPS))}
+    curve = _curve(files)
+    report = {"files": len(files), **_figures(files), "curve": curve[::SHOWN], "confusion": _confusion(files),
+              "threshold_80": threshold_for(curve)}
     sources = sorted({f[2] for f in files})
     if len(sources) > 1:
         report["by_source"] = {s: _figures([f for f in files if f[2] == s]) for s in sources}
@@ -106,14 +108,14 @@ def _figures(files):
             "per_class": per_class}
 
 
-def _curve(files, thresholds=THRESHOLDS):
+def _curve(files):
     """Precision and coverage if files under each confidence threshold went to `unsure`.
     Precision counts every file given an emotion, a faceless one included (a wrong filing);
     coverage is the share of emotion files given an emotion. Ambiguous files have no truth."""
     judged = [f for f in files if f[1] != AMBIGUOUS]
     n_emotion = sum(f[1] in EMOTIONS for f in judged)
     points = []
-    for t in thresholds:
+    for t in THRESHOLDS:
         given = [f for f in judged if f[3] in EMOTIONS and f[4] >= t]
         right = sum(f[3] == f[1] for f in given)
         points.append({"threshold": t, "given": len(given), "right": right,
