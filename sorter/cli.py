@@ -384,7 +384,10 @@ def train(data, out, resume, quiet, **knobs):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/soup"), show_default=True,
               help="What train writes (less history and curves), plus soup.json: every mixture tried")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
-def soup(data, models, arch, out, int8):
+@click.option("--cards", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The models were trained with train --cards N: batch norm is recomputed on the same "
+                   "mix, and each mixture is also judged on a card view of each PublicTest face")
+def soup(data, models, arch, out, int8, cards):
     """Average the weights of several fine-tunes of one start (a greedy model soup, chosen on PublicTest)."""
     _need("stickersort soup", *TRAINING)
     from ..training.quiet import import_tensorflow
@@ -392,7 +395,7 @@ def soup(data, models, arch, out, int8):
     from ..training.data import DataError
     from ..training.soup import run
     try:
-        metrics = run(data, out, models, arch=arch, int8=int8, echo=click.echo)
+        metrics = run(data, out, models, arch=arch, int8=int8, cards=cards, echo=click.echo)
     except (DataError, ValueError) as e:
         raise Fail(str(e))
     click.echo(f"{len(metrics['soup'])} of {len(models)} models kept.  PublicTest {metrics['publictest_accuracy']:.4f}  "

@@ -83,9 +83,12 @@ def same_picture(a, b):
 
 
 def frame_faces(detector, rgb, timer=no_timer):
-    """The faces of one RGB frame and their 48x48 crops, framed as FER2013 frames its faces."""
+    """The faces of one RGB frame and their 48x48 crops, framed as FER2013 frames its faces. A
+    frame with none gets the detector's closer look for small faces, where it has one."""
     with timer("detect"):
         faces = detector.detect(rgb)
+        if not faces and hasattr(detector, "detect_closer"):
+            faces = detector.detect_closer(rgb)
     return faces, crops_of(detector, rgb, faces, timer)
 
 

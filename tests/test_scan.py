@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import tree_hash
+from conftest import SAMPLES, tree_hash
 from invariants import check_out
 from media_makers import blank, bomb_png, face_gif, hopper, png_header_only, shaped
+from stickersort.model.faces import make_detector
+from stickersort.sorter import media
 from stickersort.sorter.paths import OWNER_FILE
 
 
@@ -322,3 +326,23 @@ def test_video_clip_is_sampled_by_time(cli, tmp_path):
     assert row["frames_with_faces"] == 5 and row["label"] != "noface"
     times = [f["time"] for f in rows(tmp_path, "select time from faces order by time")]
     assert times == pytest.approx([0.2, 0.6, 1.0, 1.4, 1.8], abs=0.051)
+
+
+def test_a_face_too_small_for_the_first_look_is_found_by_the_closer_one(cli, tmp_path):
+    # The astronaut in a corner of a big plain picture: an eighth of its side, under what
+    # BlazeFace's first look over the whole frame finds.
+    face = np.asarray(Image.open(SAMPLES / "astronaut.jpg").convert("RGB"))
+    picture = np.full((1280, 1280, 3), 200, np.uint8)
+    picture[:face.shape[0], :face.shape[1]] = face
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(picture).save(src / "small_face.png")
+    frame = media.read(src / "small_face.png").frames[0].rgb
+    assert make_detector().detect(frame) == []
+    result, summary = scan(cli, src, tmp_path)
+    assert result.exit_code == 0 and summary["files"] == 1, result.output
+    (record,) = rows(tmp_path)
+    assert record["faces"] == 1 and record["label"] != "noface"
+    (face_row,) = rows(tmp_path, "select * from faces")
+    # In the file's own pixels, where the astronaut's face is (x 108, y 80, 156 px on its own).
+    assert 90 < face_row["x"] < 130 and 60 < face_row["y"] < 100 and 130 < face_row["w"] < 180

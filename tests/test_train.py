@@ -544,3 +544,36 @@ def test_evaluate_names_model_data_and_split_and_draws_its_figures(cli, tmp_path
     assert {p.name for p in (tmp_path / "fig").iterdir()} == {"confusion.png", "samples.png"}
     quiet = cli("evaluate", data, "-q", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["n"] == 14
+
+
+def test_a_soup_of_card_trained_models_sets_batch_norm_on_faces_and_card_views(cli, fer2013, tmp_path):
+    import keras
+
+    from stickersort.model.inference import SHIPPED_MODEL, net_inputs
+    from stickersort.training import data as data_module
+    from stickersort.training.swa import recompute_batch_norm
+    from stickersort.training.train import with_scanner_views
+
+    splits = data_module.load(fer2013)
+    data = tmp_path / "few.csv"
+    with open(data, "w") as f:  # real faces, few of them: the shipped model's soup of itself
+        f.write("emotion,pixels,Usage\n")
+        for split, n in (("Training", 8), ("PublicTest", 6), ("PrivateTest", 2)):  # of each class
+            faces, labels = splits[split][0], splits[split][1].argmax(1)
+            for i in np.concatenate([np.flatnonzero(labels == k)[:n] for k in range(7)]):
+                f.write(f'{labels[i]},"{" ".join(map(str, faces[i].ravel()))}",{split}\n')
+    out = tmp_path / "soup"
+    result = cli("soup", data, "--model", SHIPPED_MODEL, "--model", SHIPPED_MODEL, "--cards", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    tried = json.loads((out / "soup.json").read_text())["tried"]
+    assert len(tried) == 3 and all(0.5 * 42 <= t["publictest_card_faces"] <= 42 for t in tried)
+    soup = keras.models.load_model(out / "best.keras", compile=False)
+    few = data_module.load(data)
+    mixed, faces_only = keras.models.clone_model(soup), keras.models.clone_model(soup)
+    for net, splits_seen in ((mixed, with_scanner_views(few, 1, seed=0)), (faces_only, few)):
+        net.set_weights(soup.get_weights())
+        recompute_batch_norm(net, net_inputs(splits_seen["Training"][0]), n=16384)
+    bn = [i for i, layer in enumerate(soup.layers) if isinstance(layer, keras.layers.BatchNormalization)][0]
+    mean = soup.layers[bn].get_weights()[2]
+    assert np.allclose(mean, mixed.layers[bn].get_weights()[2], atol=1e-5)
+    assert not np.allclose(mean, faces_only.layers[bn].get_weights()[2], atol=1e-3)
