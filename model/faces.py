@@ -124,9 +124,9 @@ def _quiet_stderr():
 
 
 # A closer look at frames where BlazeFace (the short-range model) finds no face: it misses faces
-# that fill little of the frame (on PrivateTest cards, 10 % of faces under a third of the card's
-# longer side, 2 % of those over half). Zoomed in, it is also fooled more often, by faces nobody
-# would file: profiles of rendered heads in a diagram, drawn heads. So a face found this way must
+# that fill little of the frame (on PrivateTest cards, 10 % of faces a quarter to a third of the card's
+# longer side, 2 % of those over 0.55). Zoomed in, it is also fooled more often, by faces nobody
+# would file, such as rendered heads in profile in a diagram. So a face found this way must
 # face the camera as FER2013's faces do: eyes at least MIN_EYE_SPACING of its box's width apart,
 # the 2nd percentile of FER2013 Training faces on cards (0.306 on 2,891 found of 3,000; median 0.433).
 CLOSER_TILE = 0.6
