@@ -35,11 +35,15 @@ def _judge(splits, cards):
     return lambda net: {name: _faces_right(net, *xy) for name, xy in tests.items()}
 
 
-def _batch_norm_inputs(splits, cards):
+def _batch_norm_inputs(splits, train_faces, cards):
+    """Training's net inputs, plus `cards` card views of each face: the mix the ingredients learned."""
     from ..model.inference import net_inputs
-    from .train import with_scanner_views
+    from .cards import scanner_views
 
-    return net_inputs((with_scanner_views(splits, cards, seed=0) if cards else splits)["Training"][0])
+    if not cards:
+        return train_faces
+    views = scanner_views(*splits["Training"], cards, seed=0)[0]
+    return np.concatenate([train_faces, net_inputs(views)])
 
 
 def _ingredients(paths, arch, faces):
@@ -59,8 +63,9 @@ def greedy(paths, splits, arch="sticker-wide", cards=0, echo=print):
     import keras
 
     from ..model.inference import net_inputs
-    nets = _ingredients(paths, arch, net_inputs(splits["Training"][0]))
-    judge, bn_inputs = _judge(splits, cards), _batch_norm_inputs(splits, cards)
+    train_faces = net_inputs(splits["Training"][0])
+    nets = _ingredients(paths, arch, train_faces)
+    judge, bn_inputs = _judge(splits, cards), _batch_norm_inputs(splits, train_faces, cards)
     alone = [judge(n) for n in nets]
     order = sorted(range(len(paths)), key=lambda i: -sum(alone[i].values()))  # stable: ties keep the given order
     weights = [n.get_weights() for n in nets]
