@@ -6,12 +6,13 @@ Served as sorter/serving.py serves every page: Host checked, errors as JSON, sti
 re-checked before they are sent. A correction comes only as a JSON POST from the page's own
 origin: a form on another site cannot send one (CSRF).
 """
+import os
 import threading
 
 from flask import Flask, abort, jsonify, request
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
-from .serving import Server, guard, recorded, sticker_routes
+from .serving import Server, exposure_note, guard, recorded, sticker_routes
 from .store import Store, StoreError
 
 SHELVES = (*EMOTIONS, UNSURE, NOFACE)
@@ -61,11 +62,15 @@ def create_app(db):
         origin = request.headers.get("Origin")
         if not request.is_json or (origin and origin != request.host_url.rstrip("/")):
             abort(403, "a correction comes from this page only")
-        body = request.get_json(silent=True) or {}
-        if not isinstance(body.get("path"), str) or not isinstance(body.get("label"), str):
+        body = request.get_json(silent=True)
+        path, label = (body.get("path"), body.get("label")) if isinstance(body, dict) else (None, None)
+        if not isinstance(path, str) or not isinstance(label, str):
             abort(400, 'expected {"path": ..., "label": ...}')
+        # The page sends a recorded path, which is whole: anything else is not the library's.
+        if not os.path.isabs(path) or "\0" in path:
+            abort(400, "expected a recorded file's full path")
         try:
-            row = label_file(db, body["path"], body["label"])
+            row = label_file(db, path, label)
         except LibraryError as e:
             abort(400, str(e))
         return jsonify(path=row["path"], label=row["label"], link=row["link"])
@@ -78,6 +83,8 @@ def serve(db, host, port, echo=print, stop=None):
     app = create_app(db)
     server = Server(app, host, port)
     guard(app, host, server.port)
+    if note := exposure_note(host, "the stickers and relabel them"):
+        echo(note)
     echo(f"library {db} at {server.url} (Ctrl-C stops)")
     server.start()
     stop = stop or threading.Event()

@@ -1,6 +1,7 @@
 """The `stickersort` command. Heavy imports (OpenCV, ONNX Runtime, TensorFlow) happen inside the
 commands that need them, so `query` and `stats` answer fast."""
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -14,6 +15,17 @@ from . import __version__
 from .paths import default_db, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Number(click.FloatRange):
+    """A FloatRange of finite numbers: nan fails no comparison with a bound, so passes them, and
+    inf passes an open one (--settle inf: nothing ever settles)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class Fail(click.ClickException):
@@ -40,16 +52,37 @@ def _need(what, *modules):
         raise Fail(f"{what} needs {', '.join(missing)}, not in the base install: pip install 'stickersort[{extra}]'")
 
 
+# Click's "no arguments: show the help" (8.2 on) is a usage error that is not an error.
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Commands(click.Group):
     """The commands. A KeyboardInterrupt that reaches here (a second Ctrl-C, or a first in a command
-    that does not wait for a safe point) ends with one line and status 130, not click's `Aborted!` and 1."""
+    that does not wait for a safe point) ends with one line and status 130, not click's `Aborted!` and 1.
+    A bad option or argument is one line too, not click's usage block."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with _one_line_usage():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("stickersort: interrupted", err=True)
             ctx.exit(130)
+
+
+@contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except _HELP:
+        raise
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "stickersort"
+        raise Fail(f"{e.format_message().rstrip('.')} (`{where} -h` for help)") from None
 
 
 def _stopped(stop, what):
@@ -107,7 +140,7 @@ def scan_options(dry_run=False):
         _db_option,
         click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64),
                      help="Frames sampled per file, evenly by time"),
-        click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=click.FloatRange(0, 1),
+        click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=_Number(0, 1),
                      help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
                           "kept in the database (query LABEL --include-unsure finds it)"),
         click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink",
@@ -143,11 +176,20 @@ def _scan_setup(directory, out, db, model, files=False):
 
 
 def _check_model(model):
-    """A --model that is missing, not ONNX, or not faces -> 7 scores is refused now, not per file."""
+    """A --model that is missing, unreadable, or (ONNX) not faces -> 7 scores is refused now, not
+    per file or after minutes of reading data."""
     if model is None:
         return
     if not model.is_file():
         raise Fail(f"model file not found: {model}")
+    if model.suffix == ".keras":
+        _need("a .keras model", *TRAINING)
+        from ..training.quiet import import_tensorflow
+        import_tensorflow()
+        from ..training.network import load
+        with _failing(ValueError):
+            load(model)
+        return
     from ..model.inference import Classifier, ModelError
     with _failing(ModelError):
         Classifier(model).session
@@ -226,8 +268,10 @@ def _print_summary(summary, as_json):
                f"{summary.classified} classified, {summary.unchanged} unchanged, "
                f"{summary.errors} errors, {summary.vanished} vanished")
     click.echo(f"labels: {labels or 'none'}")
-    click.echo(shown(f"links in {summary.out}: {links.get('created', 0)} created, {links.get('moved', 0)} moved, "
-                     f"{links.get('removed', 0)} removed; database {summary.db}"))
+    would = "would be " if summary.dry_run else ""
+    click.echo(shown(f"links in {summary.out}: {would}{links.get('created', 0)} created, {links.get('moved', 0)} moved, "
+                     f"{links.get('removed', 0)} removed" + (f", {links['last_copies']} kept as the only copies"
+                     if links.get("last_copies") else "") + f"; database {summary.db}"))
     for e in summary.error_files[:20]:
         click.echo(shown(f"error: {e['path']}: {e['error']}"), err=True)
 
@@ -262,7 +306,7 @@ When nothing matches, stdout stays empty (--json: an empty list), stderr says so
 status is 0.""")
 @click.argument("label", required=False)
 @_db_option
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0,
+@click.option("--min-confidence", type=_Number(0, 1), default=0.0,
               help="List only stickers scored at least this (a filter; scan's --min-confidence files the unsure)")
 @click.option("--include-unsure", is_flag=True,
               help="With an expression LABEL, also list the unsure stickers whose best guess it is, after the sure ones")
@@ -317,7 +361,7 @@ def stats(db, as_json):
 @click.option("--epochs", default=Config.epochs, show_default=True, type=click.IntRange(1), help="Passes over Training")
 @click.option("--batch-size", default=Config.batch_size, show_default=True, type=click.IntRange(1),
               help="Faces per step")
-@click.option("--lr", default=Config.lr, show_default=True, type=float, help="Peak learning rate (AdamW, cosine)")
+@click.option("--lr", default=Config.lr, show_default=True, type=_Number(0, min_open=True), help="Peak learning rate (AdamW, cosine)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
               help="The run's folder: best.keras, stickernet.onnx, options.json, history.csv, metrics.json, plots")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last finished epoch (weights, optimizer, "
@@ -341,7 +385,7 @@ def stats(db, as_json):
 @click.option("--swa", type=click.IntRange(0), default=Config.swa,
               help="Stochastic weight averaging over N trajectories from the start, each EPOCHS/N long: "
                    "constant LR, weights saved every half epoch and averaged (a last cycle after --init)")
-@click.option("--sam", type=click.FloatRange(0, min_open=False), default=Config.sam,
+@click.option("--sam", type=_Number(0, min_open=False), default=Config.sam,
               help="Sharpness-aware minimization with this radius (0.05 is usual): flatter minima, "
                    "twice the time per epoch")
 @click.option("--cards", type=click.IntRange(0), default=Config.cards,
@@ -357,11 +401,12 @@ def train(data, out, resume, quiet, **knobs):
     _need("stickersort train", *TRAINING)
     from ..training.quiet import import_tensorflow
     import_tensorflow()
+    from ..model.inference import ModelError
     from ..training.data import DataError
     from ..training.train import read_history, run
     try:
         metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
     except KeyboardInterrupt:
         record = out / "options.json"
@@ -392,11 +437,12 @@ def soup(data, models, arch, out, int8, cards):
     _need("stickersort soup", *TRAINING)
     from ..training.quiet import import_tensorflow
     import_tensorflow()
+    from ..model.inference import ModelError
     from ..training.data import DataError
     from ..training.soup import run
     try:
         metrics = run(data, out, models, arch=arch, int8=int8, cards=cards, echo=click.echo)
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
     click.echo(f"{len(metrics['soup'])} of {len(models)} models kept.  PublicTest {metrics['publictest_accuracy']:.4f}  "
                f"PrivateTest {metrics['privatetest_accuracy']:.4f}  (flip TTA {metrics['privatetest_accuracy_tta_flip']:.4f})")
@@ -438,19 +484,18 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     through the scan's pipeline (--pipeline), or on a labelled sticker folder (--stickers DIR)."""
     from ..model.inference import SHIPPED_MODEL
     model = model or SHIPPED_MODEL
-    for path in filter(None, (model, against)):
-        if not Path(path).is_file():
-            raise Fail(f"model file not found: {path}")
+    models = [Path(p) for p in (model, against) if p]
+    if stickers and any(p.suffix == ".keras" for p in models):
+        raise Fail("--stickers scans as `scan` does, with an .onnx model (train writes stickernet.onnx "
+                   "beside best.keras)")
     if figures:
         _need("--figures", "matplotlib")
-    if any(Path(p).suffix == ".keras" for p in filter(None, (model, against))):
-        _need("a .keras model", *TRAINING)
-        from ..training.quiet import import_tensorflow
-        import_tensorflow()
+    for path in models:
+        _check_model(path)
     if stickers:
         if plot:
             _need("--plot", "matplotlib")
-        return _evaluate_stickers(stickers, model, against, plot, as_json)
+        return _evaluate_stickers(stickers, model, against, plot, as_json, quiet)
     if data is None:
         raise Fail("give FER2013 DATA (fer2013.csv.gz or an image folder), or --stickers DIR")
     from ..training import evaluate as ev
@@ -465,9 +510,9 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
 
 
-def _evaluate_stickers(folder, model, against, plot, as_json):
+def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
     from . import sticker_eval
-    click.echo(f"evaluating {model} on the stickers in {folder}", err=True)
+    _echo(quiet)(f"evaluating {model} on the stickers in {folder}")
     with _failing(sticker_eval.EvalError):
         report = sticker_eval.evaluate(folder, model, against)
     if plot:
@@ -505,7 +550,7 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @scan_options()
-@click.option("--settle", default=1.0, show_default=True, type=click.FloatRange(0.05),
+@click.option("--settle", default=1.0, show_default=True, type=_Number(0.05),
               help="Seconds a new or changed file must stay the same size before it is read")
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
 @preview_options
@@ -547,7 +592,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record, its faces and links as JSON")
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also draw the sampled frames with each face's box and label into this PNG")
+              help="Also draw the sampled frames with each face's box and label into this new PNG (an existing name is refused)")
 def show(file, db, as_json, image):
     """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector
     score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
@@ -591,12 +636,13 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path())  # a str: Path("") would be the current folder
 @_db_option
 @click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
 def forget(path, db, dry_run):
     """Drop the records of the files at or under PATH and the links stickersort made for them in
-    OUT. The files themselves are never touched; a later scan of PATH records them again."""
+    OUT. The files themselves are never touched; a later scan of PATH records them again. A hard
+    link or copy in OUT whose original is gone is the last copy: it stays, as the user's."""
     from .library import forget as forget_files
     _forgetting(forget_files, db, dry_run, f"no records at or under {path}", path=path)
 
@@ -642,8 +688,6 @@ def browse(db, host, port):
     from .interrupt import deferred
     from .serving import ServeError
     _open_store(db).close()  # a one-line error now for a missing or foreign database
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"note: serving on {host}: other machines can see the stickers and relabel them", err=True)
     with _failing(ServeError), deferred() as stop:
         pages.serve(db, host, port, echo=_echo(False), stop=stop)
     if stop.signum:

@@ -4,6 +4,8 @@ The frames are decoded again as the scan decoded them (media.read with the same 
 gives the same frames), and the boxes and labels are the recorded ones: the picture shows what
 the scan saw, not a new reading.
 """
+import os
+
 from PIL import Image, ImageDraw, ImageFont
 
 from . import media
@@ -26,10 +28,23 @@ def draw(info, png):
     clip = _as_scanned(info)
     tiles = [_tile(frame, clip.width, [f for f in info["faces"] if f["frame"] == frame.index])
              for frame in clip.frames]
-    sheet = _sheet(tiles, _title(info))
+    _write_new(_sheet(tiles, _title(info)), png)
+
+
+def _write_new(sheet, png):
+    """Only ever a new file: a name that exists (a sticker, the database, a link to anything) is
+    refused, never written over or through."""
     try:
-        sheet.save(png, format="PNG")
+        fd = os.open(png, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise LibraryError(f"{png} exists: --image writes only a new file; choose another name") from None
     except OSError as e:
+        raise LibraryError(f"cannot write {png}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sheet.save(f, format="PNG")
+    except OSError as e:
+        os.unlink(png)  # ours, made just now: half a picture helps no one
         raise LibraryError(f"cannot write {png}: {e.strerror or e}") from None
 
 

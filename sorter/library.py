@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
-from .links import MODES, Linker
+from .links import LAST_COPY, MODES, LinkError, Linker
 from .paths import key_path, path_key
 from .store import Store, StoreError
 
@@ -66,8 +66,13 @@ def label_file(db_path, file_path, emotion):
     source = key_path(row["path"])
     if not os.path.exists(source):
         raise LibraryError(f"{row['path']} no longer exists (`stickersort prune` forgets it)")
-    store.label_by_user(row["path"], emotion)  # the record first, then the link, as a scan does
-    return {**store.get(row["path"]), "link": _relink(store, row, source, emotion)}
+    store.set_label(row["path"], emotion, emotion)  # the record first, then the link, as a scan does
+    try:
+        link = _relink(store, row, source, emotion)
+    except LinkError as e:  # the link cannot move (a folder in the way): the label is not half given
+        store.set_label(row["path"], row["label"], row["user_label"])
+        raise LibraryError(str(e)) from None
+    return {**store.get(row["path"]), "link": link}
 
 
 def _relink(store, row, source, label):
@@ -138,44 +143,48 @@ def describe(info):
 def forget(db_path, path, dry_run=False, report=None):
     """Drops the records of the files at or under path and removes the links stickersort made for
     them; the files themselves are never touched. report(action, path) hears each step."""
+    if not str(path).strip():
+        raise LibraryError("an empty PATH would mean the current folder; name it (`.`) if that is meant")
     store = open_store(db_path)
     keys = {k for key in _keys(path) for k in store.paths_within(key)}
-    return _forget(store, sorted(keys), dry_run, report, originals_gone=False)
+    return _forget(store, sorted(keys), dry_run, report)
 
 
 def prune(db_path, dry_run=False, report=None):
-    """forget() for every recorded file that no longer exists (a deleted folder's, say)."""
+    """forget() for every recorded file that no longer exists (a deleted folder's, say). A file
+    whose folder cannot be looked into is not taken for gone."""
     store = open_store(db_path)
-    gone = [k for k in store.paths_within("/") if not os.path.lexists(key_path(k))]
-    return _forget(store, gone, dry_run, report, originals_gone=True)
+    return _forget(store, [k for k in store.paths_within("/") if _gone(k)], dry_run, report)
 
 
-def _forget(store, keys, dry_run, report, originals_gone):
+def _gone(key):
+    try:
+        os.lstat(key_path(key))
+        return False
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False  # a folder it cannot look into (permission denied): not known to be gone
+
+
+def _forget(store, keys, dry_run, report):
+    """Links go through Linker.unlink_all, which keeps a hard link or copy that has become the last
+    copy of a file (its original gone): such an entry is reported, counted in `kept`, and stays."""
     report = report or (lambda action, path: None)
-    linker = Linker(Path(os.sep), store, dry_run=dry_run,  # unlink_all works from the records, not OUT
-                    report=lambda action, link, source: report(action, link))
     kept = []
+
+    def heard(action, link, source):
+        if action == LAST_COPY:
+            kept.append(link)
+        report(action, link)
+
+    linker = Linker(Path(os.sep), store, dry_run=dry_run, report=heard)  # unlink_all works from the records, not OUT
     for key in keys:
-        if originals_gone:
-            kept += _disown_last_copies(store, key, dry_run, report)
         linker.unlink_all(key)
         report("forget", key)
         if not dry_run:
             store.forget(key)
     return {"files": keys, "links_removed": linker.counts["removed"], "kept": kept, "dry_run": dry_run}
-
-
-def _disown_last_copies(store, key, dry_run, report):
-    """A hard link or copy whose original is gone holds the only copy of the user's file now: it
-    stays where it is, and its record goes, so that it is the user's from then on."""
-    kept = []
-    for row in store.links_of(key):
-        if row["mode"] in ("hardlink", "copy") and os.path.lexists(key_path(row["link"])):
-            kept.append(row["link"])
-            report("keep (now the only copy)", row["link"])
-            if not dry_run:
-                store.drop_link(row["link"])
-    return kept
 
 
 # ---- dupes --------------------------------------------------------------------------------

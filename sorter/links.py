@@ -2,14 +2,17 @@
 
 The rule that keeps a user's files safe: stickersort makes, moves or removes an entry in OUT only
 when its links table says it made it and the entry still is what it made (same symlink target, or
-same inode), and it makes one only where nothing was: a free name, in a label folder that is a
-folder (never a link to elsewhere), by calls that fail rather than overwrite or follow a link.
+same inode, and for a copy the same modification time), and it makes one only where nothing was:
+a free name, in a label folder that is a folder (never a link to elsewhere), by calls that fail
+rather than overwrite or follow a link.
 `_folder` and `_ours` enforce it; everything else goes through them (Entries, an unchanged rescan's
 look at OUT in bulk, only ever concludes that there is nothing to do). So:
 - every entry is recorded before it is made: a kill at any moment leaves no entry we would not
   know as ours (a record of nothing is dropped by the next place());
 - a copy is written under a random temporary name, recorded before it is made, and linked into
   place whole; a kill leaves that recorded temporary, which the next place() removes;
+- a hard link or copy whose original is gone is the user's only copy: it is never removed, only
+  its record (unlink_all), whichever command finds the original gone;
 - OUT carries a marker naming its database (paths.OWNER_FILE): one OUT, one database.
 Processes sharing a database (two scans, a scan and a watch) take turns through a lock file
 beside it, one file at a time.
@@ -29,6 +32,7 @@ from .paths import OWNER_FILE, PathError, key_path, lock_path, out_owner, path_k
 MODES = ("symlink", "hardlink", "copy")
 TEMPORARY = "tmp"  # a copy in flight, in the links table's mode column
 TMP_SUFFIX = ".stickersort-tmp"
+LAST_COPY = "keep (now the only copy)"  # what unlink_all reports for a copy it leaves to the user
 # A name's share of the file system's 255 bytes, leaving room for "-<hash8>-999".
 MAX_NAME_BYTES = 255 - 30
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -49,7 +53,7 @@ class Linker:
         self.mode = mode
         self.dry_run = dry_run
         self.report = report or (lambda action, link, source: None)
-        self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0}
+        self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0, "last_copies": 0}
         self._planned = set()  # a dry run's names, so its plan does not give one twice
         self._claimed = False
 
@@ -57,7 +61,12 @@ class Linker:
         """Make sure `key`'s file has exactly one entry, under OUT/<label>/, made the way this
         Linker's mode says; returns its path."""
         with self._turn():
-            current = [row for row in self.store.links_of(key) if self._ours(row)]
+            current = []
+            for row in self.store.links_of(key):
+                if self._ours(row):
+                    current.append(row)
+                else:
+                    self._disown(row)  # changed by the user: theirs now, leave it
             folder = self.out / label
             kept = next((str(_path(row)) for row in current if _path(row).parent == folder
                          and row["mode"] == self.mode and _path(row).exists()), None)
@@ -80,15 +89,26 @@ class Linker:
             return link
 
     def unlink_all(self, key):
+        """Removes key's entries that are still ours. A hard link or copy whose original is gone
+        holds the only copy of the user's file: it stays where it is, and only its record goes."""
         with self._turn():
+            original_gone = not os.path.lexists(key_path(key))
             for row in self.store.links_of(key):
-                if self._ours(row):
+                if not self._ours(row):
+                    self._disown(row)  # changed by the user: theirs now, leave it
+                elif original_gone and row["mode"] in ("hardlink", "copy") and os.path.lexists(_path(row)):
+                    self._disown(row)
+                    self.counts["last_copies"] += 1
+                    self.report(LAST_COPY, str(_path(row)), key)
+                else:
                     self._remove(row)
                     if row["mode"] != TEMPORARY:
                         self.counts["removed"] += 1
                         self.report("unlink", str(_path(row)), key)
-                elif not self.dry_run:
-                    self.store.drop_link(row["link"])  # changed by the user: theirs now, leave it
+
+    def _disown(self, row):
+        if not self.dry_run:
+            self.store.drop_link(row["link"])
 
     @contextmanager
     def _turn(self):
@@ -126,6 +146,9 @@ class Linker:
                     return link
                 except FileExistsError:
                     self.store.drop_link(row["link"])
+                except OSError as e:  # not writable, full: no entry can be made, so none is recorded
+                    self.store.drop_link(row["link"])
+                    raise LinkError(f"cannot make {link}: {e.strerror or e}") from None
         raise LinkError(f"no free name for {name} in {folder}")
 
     # Each records the entry, then makes it by a call that fails on a taken name (FileExistsError).
@@ -151,8 +174,8 @@ class Linker:
         tmp = link.with_name(f".{secrets.token_hex(8)}{TMP_SUFFIX}")
         self.store.add_link(row | {"link": path_key(tmp), "mode": TEMPORARY})
         try:
-            inode = _copy(source, fd, tmp.name)
-            self.store.add_link(row | {"inode": inode})
+            inode, mtime_ns = _copy(source, fd, tmp.name)
+            self.store.add_link(row | {"inode": inode, "mtime_ns": mtime_ns})
             _link_whole(fd, tmp.name, link.name)
         finally:
             _unlink(fd, tmp.name)
@@ -163,17 +186,19 @@ class Linker:
         """OUT/<label> as an open folder, made if need be (OUT too, with its marker): the only
         way in for anything made. Never a link: one put there would lead the entries elsewhere."""
         self._claim()
-        out = os.open(self.out, _FOLDER)
+        out = _opened(self.out)
         try:
             try:
                 os.mkdir(label, dir_fd=out)
             except FileExistsError:
                 pass
+            except OSError as e:
+                raise LinkError(f"cannot make the folder {self.out / label}: {e.strerror}") from None
             try:
                 fd = os.open(label, _FOLDER, dir_fd=out)
             except OSError as e:
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
+                    raise LinkError(f"cannot open the folder {self.out / label}: {e.strerror}") from None
                 raise LinkError(f"{self.out / label} is in the way of the {label} folder (not a folder of its "
                                 f"own); move it, or choose another --out") from None
         finally:
@@ -187,7 +212,10 @@ class Linker:
         """OUT made, and marked as this database's (refused when it is another's)."""
         if self._claimed:
             return
-        os.makedirs(self.out, exist_ok=True)
+        try:
+            os.makedirs(self.out, exist_ok=True)
+        except OSError as e:
+            raise LinkError(f"cannot make {self.out}: {e.strerror or e}") from None
         db = os.path.realpath(self.store.path)
         try:
             fd = os.open(self.out / OWNER_FILE, _NEW_FILE, 0o644)
@@ -201,6 +229,8 @@ class Linker:
             if owner != db:
                 raise LinkError(f"{self.out} belongs to the database {owner}: scan with --db {owner}, or choose "
                                 f"another --out") from None
+        except OSError as e:
+            raise LinkError(f"cannot mark {self.out} as this database's: {e.strerror or e}") from None
         self._claimed = True
 
     def _ours(self, row):
@@ -222,7 +252,8 @@ class Linker:
             os.close(fd)
         if row["mode"] == TEMPORARY:
             return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
-        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode)
+        edited = row.get("mtime_ns") is not None and st.st_mtime_ns != row["mtime_ns"]  # a copy, written to
+        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not edited
 
     def _remove(self, row):
         """Only ever called for an entry _ours() has just vouched for."""
@@ -335,6 +366,13 @@ def _free_name(folder, name, file_hash, taken):
     raise LinkError(f"no free name for {name} in {folder}")
 
 
+def _opened(folder):
+    try:
+        return os.open(folder, _FOLDER)
+    except OSError as e:
+        raise LinkError(f"cannot open {folder}: {e.strerror}") from None
+
+
 def _exists(fd, name):
     try:
         os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -351,7 +389,7 @@ def _unlink(fd, name):
 
 
 def _copy(source, fd, name):
-    """source's bytes, mode and times into a new file `name` in folder fd; its inode."""
+    """source's bytes, mode and times into a new file `name` in folder fd; its inode and mtime."""
     src = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO in its place never blocks
     with os.fdopen(src, "rb") as fin:
         st = os.fstat(src)
@@ -362,7 +400,8 @@ def _copy(source, fd, name):
             fout.flush()
             os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
             os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-            return os.fstat(fout.fileno()).st_ino
+            made = os.fstat(fout.fileno())
+            return made.st_ino, made.st_mtime_ns
 
 
 def _link_whole(fd, tmp, name):

@@ -337,13 +337,14 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
                 realtime=showing and os.path.isfile(source), encode=bool(web),
                 lines=matches.lines if matches and not web else None, stop=stop)
     show = Window(live) if window and not web else None
-    if address and address[0] not in ("127.0.0.1", "localhost", "::1"):
-        echo(f"note: serving on {address[0]}: other machines can see the camera and the stickers")
     try:
         serve(live, *address, matches, echo=echo) if address else live.run(show)
     except KeyboardInterrupt:  # how a camera preview normally ends
-        pass
+        live.stop.set()
     finally:
         if show:
             show.close()
+    if not live.stats.frames and not live.stop.is_set():
+        # Opened, yet nothing came: a damaged file (FFmpeg's own complaint aside), a silent camera.
+        raise LiveError(f"--source {source}: opened, but not one frame could be read from it")
     return live.stats.as_dict()

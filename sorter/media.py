@@ -8,6 +8,7 @@ or device swapped in after the walk's stat would otherwise hang the reader.
 """
 import io
 import os
+import re
 import stat
 import struct
 import time
@@ -206,7 +207,10 @@ def _read_pillow(f, size, max_frames, budget):
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise MediaError(f"image too large: {e}") from None
+        # Pillow's words name its own, doubled limit for an error: ours is MAX_PIXELS either way.
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        raise MediaError(f"image too large: {int(size[1]):,} pixels is over {MAX_PIXELS:,}" if size
+                         else f"image too large: over {MAX_PIXELS:,} pixels") from None
     except Image.UnidentifiedImageError:
         raise MediaError("not an image file (unknown format)") from None
     except (*DECODE_ERRORS, MemoryError) as e:

@@ -74,8 +74,17 @@ def scan_paths(directory, out=None, db=None, files=False):
         raise PathError(f"--out {out} exists and is not a directory")
     if db.is_dir():
         raise PathError(f"--db {db} is a directory; give a file path")
+    for option, path in (("--out", out), ("--db", db)):
+        if blocker := _file_on_the_way(path):
+            raise PathError(f"{option} {path}: {blocker} is a file, not a folder")
     _check_out(out, db)
     return root, out, db
+
+
+def _file_on_the_way(path):
+    """The nearest existing folder of path's, when it is not a folder (so nothing can be made there)."""
+    parent = next((p for p in path.parents if os.path.lexists(p)), None)
+    return parent if parent is not None and not parent.is_dir() else None
 
 
 # OUT's marker: the database that owns OUT. Another database's scan into it would file every

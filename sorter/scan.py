@@ -4,6 +4,7 @@ import json
 import os
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from typing import NamedTuple
 from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
-from .links import Entries, Linker
+from .links import LAST_COPY, Entries, Linker
 from .paths import key_path, path_key
 from .pipeline import no_timer, read_file
 from .store import Store, now
@@ -60,6 +61,7 @@ class Summary:
     links: dict = field(default_factory=dict)
     error_files: list = field(default_factory=list)
     seconds: float = 0.0
+    dry_run: bool = False
 
     @property
     def files_per_s(self):
@@ -189,17 +191,25 @@ class Scanner:
         self.timer = timer or no_timer
         self.options = options
         self.echo = echo or (lambda message: None)
-        self.store = Store(options.db)
+        db = options.db
+        if options.dry_run and not os.path.lexists(db):
+            # Nothing recorded yet, and a dry run makes nothing: it reads an empty database of its own.
+            self._scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
+            db = Path(self._scratch.name) / "dry-run.db"
+        self.store = Store(db)
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
                              report=self._report_link)
         self._classifier, self._detector = classifier, detector
-        self.twins = Twins(options.db)
+        self.twins = Twins(db)
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
+        self._would = {}
         self._read_ahead()
 
     def _report_link(self, action, link, source):
         if self.options.dry_run:
             self.echo(f"would {action}: {link} -> {source}")
+        elif action == LAST_COPY:
+            self.echo(f"{link}: kept, the only copy of {source} now (no longer stickersort's)")
 
     @property
     def classifier(self):
@@ -228,7 +238,9 @@ class Scanner:
         root = only = Path(os.path.realpath(root))
         if not root.is_dir():
             root = root.parent
-        summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db))
+        summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db),
+                          dry_run=self.options.dry_run)
+        self._would = {}  # a dry run's files: the label each would get
         started = time.monotonic()
         skip = [self.options.out, self.options.db]
         # Taken before the walk: a file recorded later (by another scan or a watch, after this
@@ -273,8 +285,9 @@ class Scanner:
                 summary.vanished += 1
         summary.seconds = time.monotonic() - started
         summary.links = dict(self.linker.counts)
-        if not self.options.dry_run:
-            summary.labels = self.store.labels_of(seen)
+        summary.labels = self.store.labels_of(seen - self._would.keys())
+        for label in self._would.values():  # a dry run's labels, which it did not record
+            summary.labels[label] = summary.labels.get(label, 0) + 1
         return summary
 
     def _read_ahead(self, root=None):
@@ -327,11 +340,11 @@ class Scanner:
 
     def forget(self, key):
         """A file that vanished: drop its links and record (never touching anything else)."""
+        self.linker.unlink_all(key)  # in a dry run, only says what it would do
         if self.options.dry_run:
             self.echo(f"would forget: {key}")
-            return
-        self.linker.unlink_all(key)
-        self.store.forget(key)
+        else:
+            self.store.forget(key)
 
     def scan_file(self, path, root, summary):
         """One file, start to finish (what watch does for each event)."""
@@ -384,7 +397,9 @@ class Scanner:
             summary.errors += 1
             summary.error_files.append({"path": file.key, "error": outcome.error})
             self.echo(f"{file.key}: {outcome.error}")
-            if not self.options.dry_run:
+            if self.options.dry_run:
+                self._would[file.key] = "error"
+            else:
                 self.linker.unlink_all(file.key)
                 with self.timer("record"):
                     self.store.save(self._base(file, "") | {
@@ -397,6 +412,8 @@ class Scanner:
                 summary.error_files.append({"path": file.key, "error": old["error"]})
             else:
                 label = self._refiled(file.key, old)
+                if self.options.dry_run:
+                    self._would[file.key] = label
                 with self.timer("link"):
                     self.linker.place(file.path, file.key, label, old["hash"])
         else:
@@ -406,6 +423,7 @@ class Scanner:
                 self.echo(f"{file.key}: {read.record['note']}")
             self._keep_user_label(read.record)
             if self.options.dry_run:
+                self._would[file.key] = read.record["label"]
                 self.echo(f"{file.key}: {read.record['label']} ({read.record['confidence']:.2f})")
             else:
                 with self.timer("record"):

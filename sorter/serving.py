@@ -36,6 +36,15 @@ STREAM_BUFFER = 1 << 20  # bytes queued per connection: a slow viewer gets fresh
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+# Addresses only this machine reaches: serving anywhere else is said once the server is bound.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_note(host, what):
+    """The note for a server other machines may reach, or None."""
+    return None if host in LOCAL_HOSTS else f"note: serving on {host}: other machines can see {what}"
+
+
 class ServeError(Exception):
     """A one-line message for the user: the address cannot be listened on."""
 

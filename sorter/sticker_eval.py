@@ -8,6 +8,7 @@ what a user's folders get. The `source` column, when present, splits the figures
 import csv
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +42,29 @@ def read_labels(folder):
     path = Path(folder) / "labels.csv"
     if not path.is_file():
         raise EvalError(f"{path}: no such file (a labels.csv with columns file,label is needed)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise EvalError(f"{path}: expected the columns file,label")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+            reader = csv.DictReader(f)
+            if not {"file", "label"} <= set(reader.fieldnames or ()):
+                raise EvalError(f"{path}: expected the columns file,label")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise EvalError(f"{path}: not a UTF-8 csv ({type(e).__name__})") from None
+    if not rows:
+        raise EvalError(f"{path}: no rows after the header")
+    short = next((i for i, r in enumerate(rows, start=2) if r["file"] is None or r["label"] is None), None)
+    if short:
+        raise EvalError(f"{path}:{short}: expected file,label")
     bad = sorted({r["label"] for r in rows} - set(TRUTHS))
     if bad:
         raise EvalError(f"{path}: unknown labels {', '.join(bad)}; use {', '.join(TRUTHS)}")
+    # The scan names files by their name in DIR: one listed elsewhere would never be scored.
+    outside = next((r["file"] for r in rows if Path(r["file"]).name != r["file"]), None)
+    if outside:
+        raise EvalError(f"{path}: {outside} is not a file name in {folder} (no folders, no paths)")
+    twice = next((f for f, n in Counter(r["file"] for r in rows).items() if n > 1), None)
+    if twice:
+        raise EvalError(f"{path}: {twice} is listed more than once")
     missing = [r["file"] for r in rows if not (Path(folder) / r["file"]).is_file()]
     if missing:
         raise EvalError(f"{path}: {len(missing)} listed files are missing, e.g. {missing[0]}")

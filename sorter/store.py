@@ -85,7 +85,7 @@ ADDED = ("guess", "user_label", "note")
 FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int, "w": int,
          "h": int, "detector_score": float, "label": str, "probs": str}
 LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
-         "created_at": str}
+         "created_at": str, "mtime_ns": int}
 TABLES = {"files", "faces", "links"}
 # Marks a database as stickersort's ("stks"): another program's SQLite file is refused, untouched.
 APPLICATION_ID = int.from_bytes(b"stks", "big")
@@ -101,8 +101,14 @@ def _add_missing_columns(db):
 # tables above; an older one is brought up by the steps after its version, UPGRADES[v - 1] taking
 # it from v - 1 to v, in one transaction with the new version. Steps are idempotent. Version 0: a
 # database from before the marking (our three tables, no application_id), adopted when opened.
+def _add_copy_times(db):
+    if "mtime_ns" not in db["links"].columns_dict:
+        db["links"].add_column("mtime_ns", int)
+
+
 UPGRADES = (
     _add_missing_columns,  # 1: marked; the ADDED columns
+    _add_copy_times,  # 2: links.mtime_ns, a copy's time as made (one edited in place is the user's)
 )
 SCHEMA_VERSION = len(UPGRADES)
 
@@ -134,6 +140,8 @@ class Store:
         writable, is refused with a one-line StoreError before anything is written."""
         self.path = Path(path)
         self.db = None
+        if self.path.is_dir():
+            raise StoreError(f"--db {self.path} is a directory; give the database file")
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `stickersort scan` first, or pass --db)")
         try:
@@ -340,9 +348,10 @@ class Store:
                             [new, root, name, old])
             self.db.execute("update links set file = ? where file = ?", [new, old])
 
-    def label_by_user(self, path, label):
-        """The user's label (`stickersort label`) for a file: filed under it from now on."""
-        self.db.execute("update files set user_label = ?, label = ? where path = ?", [label, label, path])
+    def set_label(self, path, label, user_label):
+        """A file's label and the user's own (`stickersort label`: both the same, and no scan
+        overrides it; None: the model's)."""
+        self.db.execute("update files set user_label = ?, label = ? where path = ?", [user_label, label, path])
 
     def paths_within(self, path):
         """The recorded files at path or under it."""

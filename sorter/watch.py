@@ -190,6 +190,8 @@ class Watcher:
         elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
             if self._wanted(src):
                 self.pending.setdefault(src, None)
+            else:
+                self._deleted(src, False)  # a recorded sticker swapped for a link: gone, as a scan sees it
 
     def _check_room(self):
         """A new folder may have taken the last inotify watch, or found none: then poll instead,
@@ -234,6 +236,10 @@ class Watcher:
             return False
         return self.options.follow_links or not os.path.islink(path)
 
+    def _there(self, path):
+        """Still a file a scan would read: there, and not a link unless links are followed."""
+        return os.path.lexists(path) and (self.options.follow_links or not os.path.islink(path))
+
     def _moved(self, src, dest, is_directory):
         if is_directory:
             return  # watchdog reports each file inside as moved too
@@ -242,6 +248,7 @@ class Watcher:
         store = self.scanner.store
         if not self._wanted(dest):
             self._deleted(src, False)
+            self._deleted(dest, False)  # a link renamed over a recorded sticker (ln -sf)
             return
         if store.get(old):
             if store.get(new):  # renamed over another sticker: that one is gone
@@ -273,7 +280,7 @@ class Watcher:
             if now - since >= grace:
                 del self.gone[key]
                 # Else it is back (and pending), or its record has moved on.
-                if not os.path.lexists(key_path(key)) and self.scanner.store.get(key):
+                if not self._there(key_path(key)) and self.scanner.store.get(key):
                     self.scanner.forget(key)
                     self.report({"event": "removed", "path": key})
 

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 
 from ..model.labels import UNSURE
 from .live import LiveError
-from .serving import Server, ServeError, Streams, guard, sticker_routes
+from .serving import Server, ServeError, Streams, exposure_note, guard, sticker_routes
 
 
 def create_app(live, matches=None):
@@ -62,6 +62,8 @@ def serve(live, host, port, matches=None, show=None, echo=print):
     except ServeError as e:
         raise LiveError(f"--web {e}") from None
     guard(app, host, server.port)
+    if note := exposure_note(host, "the camera and the stickers"):
+        echo(note)
     echo(f"live preview at {server.url} (Ctrl-C stops)")
     server.start()
     try:

@@ -169,7 +169,11 @@ def test_a_correction_from_another_site_is_refused(server, library):
     assert sqlite3.connect(library["db"]).execute("select label from files where path = ?", [path]).fetchone()[0] == "happy"
     # Bad corrections are one-line JSON errors from label_file, never a traceback.
     for wrong, says in [({"path": path, "label": "ecstatic"}, "unknown label"),
-                        ({"path": "/etc/passwd", "label": "sad"}, "no record"), ({"path": 3}, "expected")]:
+                        ({"path": "/etc/passwd", "label": "sad"}, "no record"), ({"path": 3}, "expected"),
+                        # before: a list body and a NUL were answered 500, a relative path taken from
+                        # the server's own folder
+                        ([path, "sad"], "expected"), ({"path": path + "\0", "label": "sad"}, "full path"),
+                        ({"path": os.path.basename(path), "label": "sad"}, "full path")]:
         status, answer = get_json(server.url + "/label", data=json.dumps(wrong).encode(), headers=json_type)
         assert status == 400 and says in answer["error"], wrong
     status, answer = get_json(server.url + "/no/such/page")

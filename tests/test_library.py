@@ -65,6 +65,24 @@ def test_show_image_draws_every_sampled_frame(cli, lib, tmp_path):
     assert boxed > 400 * len(info["faces"])  # each face's box drawn (its outline alone is ~800 px)
 
 
+def test_show_image_never_writes_over_or_through_a_name(cli, lib, tmp_path):
+    """The picture goes only to a new file: not over the sticker itself, the database, a link
+    stickersort made, or a user's link to anything."""
+    src, out, db = lib
+    sticker = src / "two_faces.jpg"
+    [ours] = json.loads(cli("show", sticker, "--db", db, "--json").stdout)["links"]
+    theirs = tmp_path / "theirs.png"
+    theirs.symlink_to(sticker)
+    before = tree_hash(src), db.read_bytes()
+    for name in (sticker, db, Path(ours["link"]), theirs, tmp_path / "dangling.png"):
+        if name.name == "dangling.png":
+            name.symlink_to(tmp_path / "nowhere.png")
+        result = cli("show", sticker, "--db", db, "--image", name)
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1, (name, result.output)
+        assert "exists" in result.output
+    assert (tree_hash(src), db.read_bytes()) == before and not (tmp_path / "nowhere.png").exists()
+
+
 def test_show_refuses_what_it_does_not_know(cli, lib, tmp_path):
     src, out, db = lib
     stranger = tmp_path / "stranger.png"
@@ -184,6 +202,38 @@ def test_prune_forgets_a_deleted_folder(cli, tmp_path, mode):
         assert len(left) == n and all(p.stat().st_nlink == 1 for p in left)
     check_db(db)
     assert "nothing to prune" in cli("prune", "--db", db).output
+
+
+@pytest.mark.parametrize("finder", ["scan", "forget", "prune"])
+def test_a_copy_whose_original_is_gone_is_kept_by_every_command(cli, tmp_path, finder):
+    """Before: prune kept it, but a rescan or `forget` removed the user's only copy."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    src.mkdir()
+    hopper().save(src / "a.png")
+    face_gif(src / "c.gif")
+    cli("scan", src, "--out", out, "--db", db, "-q", "--link-mode", "copy")
+    copy = out / record(db, src / "a.png")["label"] / "a.png"
+    content = copy.read_bytes()
+    (src / "a.png").unlink()
+    command = {"scan": ("scan", src, "--out", out, "--link-mode", "copy"), "forget": ("forget", src / "a.png"),
+               "prune": ("prune",)}[finder]
+    dry = cli(*command, "--db", db, "--dry-run")
+    assert dry.exit_code == 0 and "only copy" in dry.output and "unlink" not in dry.output, dry.output
+    result = cli(*command, "--db", db)
+    assert result.exit_code == 0 and "only cop" in result.output, result.output
+    assert copy.read_bytes() == content and query(db, "select * from links where link = ?", [str(copy)]) == []
+    assert query(db, "select path from files") == [{"path": str(src / "c.gif")}]
+    check_db(db)
+    check_out(out, db, mine=[str(copy)])
+
+
+def test_forget_refuses_an_empty_path(cli, lib, tmp_path, monkeypatch):
+    src, out, db = lib
+    monkeypatch.chdir(src)
+    n = len(query(db, "select path from files"))
+    result = cli("forget", "", "--db", db)
+    assert result.exit_code == 2 and "empty PATH" in result.output and len(result.output.splitlines()) == 1
+    assert len(query(db, "select path from files")) == n
 
 
 def test_files_of_the_same_content_are_read_once(cli, tmp_path):

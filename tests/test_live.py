@@ -60,10 +60,12 @@ def test_a_gif_is_a_source_too(cli, tmp_path):
 
 
 @pytest.mark.parametrize("source, says", [("99", "no camera at index 99"), ("missing.mp4", "no such file"),
-                                          ("notes.txt", "cannot open it as a video")])
+                                          ("notes.txt", "cannot open it as a video"),
+                                          ("broken.gif", "not one frame")])  # before: exit 0, 0 frames
 def test_an_unusable_source_is_one_line_naming_source(cli, tmp_path, monkeypatch, source, says):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "broken.gif").write_bytes(b"GIF89a garbage")
     result = cli("live", "--source", source, "--json")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--source" in result.output and says in result.output

@@ -95,6 +95,7 @@ def test_query_and_stats_help_every_option_and_list_the_labels(cli):
     (["query", "smug"], "unknown label 'smug'"),
     (["query", "happy", "--db", "{tmp}/none.db"], "no database at"),
     (["stats", "--db", "{tmp}/none.db"], "no database at"),
+    (["query", "--db", "{tmp}"], "is a directory"),  # before: "disk I/O error"
 ])
 def test_query_errors_are_one_line(cli, tmp_path, args, message):
     result = cli(*[a.format(tmp=tmp_path) for a in args])

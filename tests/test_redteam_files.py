@@ -141,6 +141,23 @@ def test_a_folder_unreadable_for_a_moment_keeps_its_records(tmp_path):
     check_out(str(out), db)
 
 
+def test_prune_takes_a_file_it_cannot_see_for_one_that_is_there(tmp_path):
+    """Before: with a subfolder chmod 000, `prune` forgot its files and the user's label with them."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"top.png": None, "sub/x.png": None})
+    assert scan(src, out, db)[0].returncode == 0
+    assert run("label", src / "sub" / "x.png", "sad", "--db", db).returncode == 0
+    before = query(db, "select path, label, user_label from files order by path")
+    os.chmod(src / "sub", 0)
+    try:
+        proc = run("prune", "--db", db, as_user=True)
+    finally:
+        os.chmod(src / "sub", 0o755)
+    assert proc.returncode == 0 and "nothing to prune" in proc.stderr + proc.stdout
+    assert query(db, "select path, label, user_label from files order by path") == before
+    assert (out / "sad" / "x.png").resolve() == src / "sub" / "x.png"
+
+
 def test_a_path_over_the_limit_is_reported_not_skipped(tmp_path):
     """Before: a sticker at a path over 4,096 bytes was skipped without a word, exit 0."""
     src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
@@ -248,7 +265,7 @@ def test_out_reached_through_a_symlinked_folder(tmp_path):
     entries = sorted(p for p in out.rglob("*") if p.is_symlink())
     assert [p.resolve() for p in entries] == sorted(made.values())
     proc, again = scan(src, out, db)
-    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 2}
+    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 2, "last_copies": 0}
     assert sorted(p for p in out.rglob("*") if p.is_symlink()) == entries
     check_out(os.path.realpath(out), db)
 
@@ -360,6 +377,37 @@ def test_a_label_folder_swapped_for_a_link_mid_scan(tmp_path):
     check_out(str(out), db, mine=[str(out / "noface")], complete=False)
 
 
+@pytest.mark.parametrize("locked", ["OUT's folder", "a label folder"])
+def test_an_out_it_may_not_write_into(tmp_path, locked):
+    """Before: exit 70 with a PermissionError's repr, and one link recorded that was never made.
+    Now: exit 2, one line, no record of an entry that is not there."""
+    src, out, db = tmp_path / "memes", tmp_path / "parent" / "out", tmp_path / "s.db"
+    stickers(src)
+    folder = out.parent if locked == "OUT's folder" else out / "noface"
+    folder.mkdir(parents=True)
+    folder.chmod(0o555)
+    try:
+        proc = run("scan", src, "--out", out, "--db", db, as_user=True)
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 2 and "Permission denied" in one_line(proc.stderr), proc.stderr
+    assert not db.exists() or query(db, "select link from links") == []
+    assert scan(src, out, db)[0].returncode == 0
+    check_out(str(out), db)
+
+
+def test_label_with_a_users_entry_in_the_way(tmp_path):
+    """Before: exit 70 (LinkError), and the record said `sad (yours)` while the link stayed put."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src)
+    assert scan(src, out, db)[0].returncode == 0
+    (out / "sad").write_text("my notes")
+    before = query(db, "select * from files"), tree_hash(src), tree_hash(out)
+    proc = run("label", made["x.png"], "sad", "--db", db)
+    assert proc.returncode == 2 and f"{out}/sad is in the way" in one_line(proc.stderr)
+    assert (query(db, "select * from files"), tree_hash(src), tree_hash(out)) == before
+
+
 def test_a_lock_file_that_is_a_directory(tmp_path):
     """Before: exit 70 (IsADirectoryError). Now: exit 2, one line, nothing made."""
     src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
@@ -403,3 +451,26 @@ def test_a_rescan_with_another_link_mode_converts_the_links(tmp_path):
             assert entry.is_symlink() == (mode == "symlink") and entry.read_bytes() == path.read_bytes()
             assert (entry.stat().st_ino == path.stat().st_ino) == (mode != "copy")
         check_out(str(out), db)
+
+
+@pytest.mark.parametrize("then", ["rescan as symlinks", "forget"])
+def test_a_copy_the_user_edited_in_place_is_theirs(tmp_path, then):
+    """Before: only the inode was compared, so a copy written to in place was replaced by a
+    symlink (or removed by forget), the user's edit lost."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None, "b.png": None})
+    assert scan(src, out, db, "--link-mode", "copy")[0].returncode == 0
+    edited = out / "noface" / "a.png"
+    with open(edited, "ab") as f:  # the same inode, new bytes
+        f.write(b"the user's note")
+    content = edited.read_bytes()
+    if then == "forget":
+        proc = run("forget", src, "--db", db)
+    else:
+        proc, _ = scan(src, out, db, "--link-mode", "symlink")
+    assert proc.returncode == 0, proc.stderr
+    assert not edited.is_symlink() and edited.read_bytes() == content
+    assert (out / "noface" / "b.png").is_symlink() == (then != "forget")  # the unedited copy: converted or gone
+    assert not (out / "noface" / "b.png").exists() or then != "forget"
+    check_out(str(out), db, mine=[str(edited)])
+    assert made["a.png"].read_bytes() != content

@@ -81,7 +81,7 @@ def test_rescan_is_incremental_and_follows_changes(cli, src, tmp_path):
     scan(cli, src, tmp_path)
     _, again = scan(cli, src, tmp_path)
     assert again["classified"] == 0 and again["unchanged"] == 4
-    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 4}
+    assert again["links"] == {"created": 0, "moved": 0, "removed": 0, "kept": 4, "last_copies": 0}
     os.utime(src / "hopper.png")  # new mtime, same bytes: hashed, not decoded
     _, touched = scan(cli, src, tmp_path)
     assert touched["classified"] == 0
@@ -101,7 +101,12 @@ def test_dry_run_writes_nothing(cli, src, tmp_path):
     assert result.exit_code == 0
     assert "would link" in result.stderr and "noface" in result.stderr
     assert not (tmp_path / "out").exists()
-    assert not (tmp_path / "s.db").exists() or rows(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"] and Path(src).name == "memes"  # no database
+    # What it would do is said the way a scan says what it did.
+    assert "would be 4 created" in result.stdout and "labels: none" not in result.stdout
+    done = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--json")
+    dry = json.loads(cli("scan", src, "--out", tmp_path / "o2", "--db", tmp_path / "s2.db", "--dry-run", "--json").stdout)
+    assert dry["labels"] == json.loads(done.stdout)["labels"] and dry["dry_run"]
 
 
 def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):
@@ -170,7 +175,7 @@ def test_an_unchanged_rescan_leaves_an_entry_the_user_replaced(cli, src, tmp_pat
         os.symlink(src / "hopper.png", made)
     made.replace(theirs)  # made before ours goes: a new inode, not ours reused
     _, again = scan(cli, src, tmp_path, "--link-mode", mode)
-    assert again["unchanged"] == 4 and again["links"] == {"created": 1, "moved": 0, "removed": 0, "kept": 3}
+    assert again["unchanged"] == 4 and again["links"] == {"created": 1, "moved": 0, "removed": 0, "kept": 3, "last_copies": 0}
     if theirs_is == "file":
         assert theirs.read_bytes() == b"the user's own"
     else:
@@ -278,9 +283,17 @@ def test_unreadable_file(tmp_path):
     assert tree_hash(src) == before
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "out-contains-dir", "db-unwritable", "db-dir"])
+@pytest.mark.parametrize("case", ["missing", "file", "out-contains-dir", "db-unwritable", "db-dir", "nan", "inf",
+                                  "frames-0", "no-dir", "out-under-a-file"])
 def test_bad_arguments_fail_in_one_line(cli, src, tmp_path, case):
+    """nan and inf: before, --min-confidence nan was taken (as 0: nothing unsure) and --settle inf
+    meant nothing was ever read; click's usage errors were a four-line block."""
     args = {
+        "nan": ["scan", src, "--out", tmp_path / "o", "--db", tmp_path / "s.db", "--min-confidence", "nan"],
+        "inf": ["watch", src, "--out", tmp_path / "o", "--db", tmp_path / "s.db", "--settle", "inf"],
+        "frames-0": ["scan", src, "--frames", "0"],
+        "no-dir": ["scan"],
+        "out-under-a-file": ["scan", src, "--out", src / "notes.txt" / "sorted", "--db", tmp_path / "s.db"],
         "missing": ["scan", tmp_path / "nope"],
         "file": ["scan", src / "notes.txt"],  # a sticker file alone is scanned (tests/test_library.py)
         "out-contains-dir": ["scan", src, "--out", src.parent],
@@ -292,7 +305,7 @@ def test_bad_arguments_fail_in_one_line(cli, src, tmp_path, case):
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert message.startswith("Error:") and "\n" not in message and "Traceback" not in message
-    assert tree_hash(src) == before
+    assert tree_hash(src) == before and not (tmp_path / "o").exists() and not (tmp_path / "s.db").exists()
 
 
 def test_out_inside_dir_is_skipped(cli, src, tmp_path):

@@ -78,6 +78,34 @@ def test_a_folder_without_usable_labels_is_a_one_line_error(cli, tmp_path):
     assert result.exit_code == 2 and "--stickers" in result.output
 
 
+def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
+    """Before: a short row or a Latin-1 file ended in exit 70; a BOM read as missing columns; a
+    path outside DIR or a file listed twice was scored silently (as wrong, or by its last row)."""
+    folder = labelled_folder(tmp_path, {"rocket.png": "noface", "hopper.png": "neutral"})
+    cases = {"file,label\nrocket.png\n".encode(): "expected file,label",
+             "file,label\nrocket.png,noface\ncafé.png,happy\n".encode("latin-1"): "not a UTF-8 csv",
+             b"file,label\n": "no rows",
+             b"file,label\n../labelled/rocket.png,noface\n": "not a file name",
+             b"file,label\nrocket.png,noface\nrocket.png,sad\n": "more than once"}
+    for text, words in cases.items():
+        (folder / "labels.csv").write_bytes(text)
+        result = cli("evaluate", "--stickers", folder, "-q")
+        assert result.exit_code == 2 and words in result.output and len(result.output.splitlines()) == 1, text
+    (folder / "labels.csv").write_bytes("\ufefffile,label\nrocket.png,noface\n".encode())  # as a spreadsheet saves it
+    result = cli("evaluate", "--stickers", folder, "-q", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["noface_right"]["right"] == 1
+
+
+def test_a_model_it_cannot_load_is_refused_before_any_scoring(cli, tmp_path):
+    """Before: --stickers with an unloadable model reported 0 % with exit 0."""
+    folder = labelled_folder(tmp_path, {"rocket.png": "noface"})
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_text("not a model")
+    for args in (("--model", garbage), ("--against", garbage)):
+        result = cli("evaluate", "--stickers", folder, "-q", *args)
+        assert result.exit_code == 2 and "not an ONNX model" in result.output and len(result.output.splitlines()) == 1
+
+
 def test_pipeline_figures_stand_beside_the_direct_ones(cli, fer2013):
     result = cli("evaluate", fer2013, "--split", "PublicTest", "--limit", "80", "--pipeline", "--json")
     assert result.exit_code == 0, result.output

@@ -87,6 +87,9 @@ def test_a_resume_compares_every_knob_and_a_knob_newer_than_the_run_counts_at_it
         check_run(tmp_path, Config(seed=3, cards=1, lr=0.1), True, "stickersort train")
     with pytest.raises(DataError, match="pass --resume or another --out"):
         check_run(tmp_path, Config(seed=3), False, "stickersort train")
+    # Before: --resume into an OUT with no run in it started a whole new run, silently.
+    with pytest.raises(DataError, match="no training run to resume"):
+        check_run(tmp_path / "typo", Config(seed=3), True, "stickersort train")
 
 
 def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path):

@@ -143,6 +143,26 @@ def test_watch_follows_creates_writes_moves_and_deletes(watch, tmp_path):
     check_consistent(watch)
 
 
+@pytest.mark.parametrize("how", ["unlink, then link", "link renamed over it"])
+def test_a_sticker_swapped_for_a_link_is_gone_as_scan_sees_it(watch, tmp_path, how):
+    """Before: the record and the link stayed, and the link in OUT then opened whatever the
+    swapped-in link leads to (a scan, by contrast, took the file for gone)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the user's sticker")
+    label = watch.rows()["hopper.png"]["label"]
+    sticker = watch.dir / "hopper.png"
+    if how == "unlink, then link":
+        sticker.unlink()
+        sticker.symlink_to(secret)
+    else:
+        (watch.dir / ".tmp-link").symlink_to(secret)
+        os.rename(watch.dir / ".tmp-link", sticker)
+    wait_for(lambda: watch.rows() == {}, "the swapped sticker to be forgotten")
+    assert watch.links() == {} and not (watch.out / label / "hopper.png").exists()
+    assert watch.stop() == 130
+    check_consistent(watch)
+
+
 def check_consistent(watch):
     conn = sqlite3.connect(watch.db)
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"

@@ -6,6 +6,8 @@ for FER2013 labels and normalized vote shares for FER+.
 import csv
 import gzip
 import io
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,15 @@ def _open_text(path):
     return open(path, encoding="utf-8", newline="")
 
 
+@contextmanager
+def _reading(path, what):
+    """A file that is not text, not gzip, or cut short, as one DataError line."""
+    try:
+        yield
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error, csv.Error) as e:
+        raise DataError(f"{path}: cannot be read as {what} ({type(e).__name__})") from None
+
+
 def one_hot(labels):
     return np.eye(len(EMOTIONS), dtype="float32")[np.asarray(labels, dtype=int)]
 
@@ -42,13 +53,15 @@ def one_hot(labels):
 def load_csv(path, quiet=False):
     """The Kaggle fer2013.csv (or .csv.gz): header emotion,pixels,Usage."""
     faces, labels, usage = [], [], []
-    with _open_text(path) as f:
+    with _reading(path, "FER2013's csv"), _open_text(path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
             raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {header!r}")
         for line, row in enumerate(progress.bar(reader, quiet, desc=f"reading {Path(path).name}", unit=" faces"),
                                    start=2):
+            if len(row) < 3:
+                raise DataError(f"{path}:{line}: {len(row)} columns, expected emotion,pixels,Usage")
             faces.append(_pixels(path, line, row[1]))
             labels.append(_label(path, line, row[0]))
             usage.append(row[2].strip())
@@ -96,7 +109,7 @@ def load_folder(root, quiet=False):
 def load_ferplus(path, n_rows):
     """FER+ votes (fer2013new.csv), row-aligned with FER2013: vote shares over our 7 classes.
     Rows whose majority is contempt, unknown or not-a-face get NaN targets."""
-    with _open_text(path) as f:
+    with _reading(path, "a FER+ votes file"), _open_text(path) as f:
         reader = csv.DictReader(f)
         missing = set(FERPLUS_COLUMNS) - set(reader.fieldnames or ())
         if missing:

@@ -13,8 +13,8 @@ BATCH = 256  # faces per model call: the progress bar's step (ONNX Runtime's bat
 def predict(model_path, faces, tta=False, quiet=False):
     """Probabilities from an .onnx (ONNX Runtime) or .keras (Keras) model; tta adds the mirror."""
     if Path(model_path).suffix == ".keras":
-        import keras
-        model = keras.models.load_model(model_path, compile=False)
+        from .network import load
+        model = load(model_path)
         run = lambda x: np.asarray(model.predict_on_batch(net_inputs(x)))
     else:
         run = Classifier(model_path).predict

@@ -80,6 +80,15 @@ def build(arch="sticker-deep", **kwargs):
     return ARCHS[arch](**kwargs)
 
 
+def load(path):
+    """A saved .keras net. A file Keras cannot read is a ValueError in one line (Keras says "File
+    not found" of a file that is there but no .keras archive)."""
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception:  # Keras fails in many ways on a bad file, each with its own type
+        raise ValueError(f"model {path}: not a .keras model Keras can load") from None
+
+
 def arch_of(net):
     """The ARCHS name whose net has NET's parameter count (each arch's differs), or None."""
     return next((name for name, make in ARCHS.items() if make().count_params() == net.count_params()), None)

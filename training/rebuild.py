@@ -16,7 +16,10 @@ def from_onnx(path, arch, faces):
 
     from .network import build
 
-    graph = onnx.load(str(path)).graph
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception:  # protobuf's DecodeError and kin
+        raise ValueError(f"model {path}: not an ONNX model") from None
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     net = build(arch)

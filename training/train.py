@@ -22,7 +22,7 @@ from . import progress, report, sam, swa
 from .augment import augmenter
 from .cards import scanner_views
 from .config import ARCHS, Config
-from .network import build
+from .network import build, load
 from .rebuild import from_onnx
 
 # The knobs a --resume may change: more epochs make a longer run, int8 is an export choice.
@@ -66,7 +66,9 @@ def check_run(out, config, resume, command):
         raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
     options = recorded(config)
     saved = out / "options.json"
-    if resume and saved.exists():
+    if resume and not saved.exists():  # a mistyped OUT would otherwise start hours of a new run
+        raise fer_data.DataError(f"{out} holds no training run to resume; leave out --resume to start one")
+    if resume:
         stored = json.loads(saved.read_text())
         # A knob newer than the stored run ran at its default there.
         before = {**recorded(Config()), **stored["options"]}
@@ -169,7 +171,7 @@ def start_net(init, arch, faces):
         return build(arch)
     if Path(init).suffix == ".onnx":
         return from_onnx(init, arch, faces)
-    return keras.models.load_model(init, compile=False)
+    return load(init)
 
 
 class KeepBest(keras.callbacks.Callback):
