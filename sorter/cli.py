@@ -642,7 +642,7 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
 def forget(path, db, dry_run):
     """Drop the records of the files at or under PATH and the links stickersort made for them in
     OUT. The files themselves are never touched; a later scan of PATH records them again. A hard
-    link or copy in OUT whose original is gone is the last copy: it stays, as the user's."""
+    link or copy in OUT that is the last copy of a file now gone stays, as the user's."""
     from .library import forget as forget_files
     _forgetting(forget_files, db, dry_run, f"no records at or under {path}", path=path)
 
@@ -652,7 +652,7 @@ def forget(path, db, dry_run):
 @click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
 def prune(db, dry_run):
     """Forget every recorded file that no longer exists (a deleted folder's, say), with its links.
-    A hard link or copy in OUT whose original is gone is the last copy: it stays, as the user's."""
+    A hard link or copy in OUT that is the last copy of a file now gone stays, as the user's."""
     from .library import prune as prune_files
     _forgetting(prune_files, db, dry_run, "every recorded file still exists: nothing to prune")
 

@@ -11,8 +11,8 @@ look at OUT in bulk, only ever concludes that there is nothing to do). So:
   know as ours (a record of nothing is dropped by the next place());
 - a copy is written under a random temporary name, recorded before it is made, and linked into
   place whole; a kill leaves that recorded temporary, which the next place() removes;
-- a hard link or copy whose original is gone is the user's only copy: it is never removed, only
-  its record (unlink_all), whichever command finds the original gone;
+- a hard link or copy that holds the only copy left of a file whose original is gone is never
+  removed, only its record (unlink_all, _last_copy), whichever command finds the original gone;
 - OUT carries a marker naming its database (paths.OWNER_FILE): one OUT, one database.
 Processes sharing a database (two scans, a scan and a watch) take turns through a lock file
 beside it, one file at a time.
@@ -63,9 +63,10 @@ class Linker:
         with self._turn():
             current = []
             for row in self.store.links_of(key):
-                if self._ours(row):
+                ours = self._ours(row)
+                if ours:
                     current.append(row)
-                else:
+                elif ours is False:
                     self._disown(row)  # changed by the user: theirs now, leave it
             folder = self.out / label
             kept = next((str(_path(row)) for row in current if _path(row).parent == folder
@@ -92,11 +93,13 @@ class Linker:
         """Removes key's entries that are still ours. A hard link or copy whose original is gone
         holds the only copy of the user's file: it stays where it is, and only its record goes."""
         with self._turn():
-            original_gone = not os.path.lexists(key_path(key))
             for row in self.store.links_of(key):
-                if not self._ours(row):
+                ours = self._ours(row)
+                if ours is None:
+                    continue  # cannot be told now: left as it is, record and all
+                if not ours:
                     self._disown(row)  # changed by the user: theirs now, leave it
-                elif original_gone and row["mode"] in ("hardlink", "copy") and os.path.lexists(_path(row)):
+                elif self._last_copy(key, row):
                     self._disown(row)
                     self.counts["last_copies"] += 1
                     self.report(LAST_COPY, str(_path(row)), key)
@@ -148,6 +151,8 @@ class Linker:
                     self.store.drop_link(row["link"])
                 except OSError as e:  # not writable, full: no entry can be made, so none is recorded
                     self.store.drop_link(row["link"])
+                    if not os.path.exists(source):
+                        raise  # the original, gone meanwhile: not OUT's problem
                     raise LinkError(f"cannot make {link}: {e.strerror or e}") from None
         raise LinkError(f"no free name for {name} in {folder}")
 
@@ -234,26 +239,50 @@ class Linker:
         self._claimed = True
 
     def _ours(self, row):
-        """Is the entry still exactly what we made? Anything else now belongs to the user."""
+        """Is the entry still exactly what we made? Anything else now belongs to the user. None:
+        it cannot be told now (a folder it may not look into), so it is neither touched nor
+        given up."""
         folder, name = os.path.split(key_path(row["link"]))  # not a Path: a rescan asks for every file
         try:
             fd = os.open(folder, _FOLDER)
         except FileNotFoundError:
             return True  # gone already, folder and all: only the record is left to drop
-        except OSError:
-            return False  # its folder is no longer a folder (a link to elsewhere): not ours
+        except OSError as e:
+            # Its folder no longer a folder (a link to elsewhere): not ours. Else: cannot tell.
+            return False if e.errno in (errno.ELOOP, errno.ENOTDIR) else None
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if row["mode"] == "symlink":
                 return stat.S_ISLNK(st.st_mode) and path_key(os.readlink(name, dir_fd=fd)) == row["target"]
         except FileNotFoundError:
             return True  # gone already: only the record is left to drop
+        except OSError:
+            return None
         finally:
             os.close(fd)
         if row["mode"] == TEMPORARY:
             return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
         edited = row.get("mtime_ns") is not None and st.st_mtime_ns != row["mtime_ns"]  # a copy, written to
         return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not edited
+
+    def _last_copy(self, key, row):
+        """Whether row's entry, a hard link or copy, holds the only copy of key's file left: the
+        original is gone (or no longer a regular file) and no other name holds its content (the
+        hard link's other names; another recorded file of the same content, a rename's new name
+        say). In doubt, yes: keeping a spare copy costs space, removing the last loses the file."""
+        if row["mode"] not in ("hardlink", "copy") or _regular(key_path(key)):
+            return False
+        try:
+            entry = os.lstat(_path(row))
+        except FileNotFoundError:
+            return False  # nothing there to keep
+        except OSError:
+            return True
+        if row["mode"] == "hardlink":
+            return entry.st_nlink == 1
+        record = self.store.get(key)
+        twins = self.store.paths_of_content(record["hash"]) if record and record["hash"] else []
+        return not any(other != key and _regular(key_path(other)) for other in twins)
 
     def _remove(self, row):
         """Only ever called for an entry _ours() has just vouched for."""
@@ -277,9 +306,9 @@ class Linker:
 
 
 class Entries:
-    """An unchanged rescan's look at OUT: is a file's one entry still exactly what we made
-    (_ours' test) and, for a symlink, leading to the file, so that place() would keep it as it
-    is? Told from one listing per label folder, read once (a DirEntry gives type and inode
+    """An unchanged rescan's look at OUT: is a file's one entry still what we made (_ours' test,
+    less a copy's modification time: an edited copy is left alone here, and place() would see it)
+    and, for a symlink, leading to the file, so that place() would keep it as it is? Told from one listing per label folder, read once (a DirEntry gives type and inode
     without a syscall), plus a symlink's target (one readlink): no folder opened per file. It
     only ever answers "nothing to do"; any doubt is a no, and place() then looks again, under
     the lock."""
@@ -371,6 +400,14 @@ def _opened(folder):
         return os.open(folder, _FOLDER)
     except OSError as e:
         raise LinkError(f"cannot open {folder}: {e.strerror}") from None
+
+
+def _regular(path):
+    """Whether path is a regular file now (not a link to one); False when that cannot be told."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _exists(fd, name):

@@ -19,7 +19,7 @@ from . import media
 from .links import LAST_COPY, Entries, Linker
 from .paths import key_path, path_key
 from .pipeline import no_timer, read_file
-from .store import Store, now
+from .store import Store, now, snapshot
 from .twins import Twins
 from .vote import DEFAULT_MIN_CONFIDENCE, filed_label
 
@@ -192,10 +192,12 @@ class Scanner:
         self.options = options
         self.echo = echo or (lambda message: None)
         db = options.db
-        if options.dry_run and not os.path.lexists(db):
-            # Nothing recorded yet, and a dry run makes nothing: it reads an empty database of its own.
+        if options.dry_run:
+            # A dry run writes nothing, not even a schema's upgrade: it works on a copy of its own.
             self._scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
             db = Path(self._scratch.name) / "dry-run.db"
+            if os.path.lexists(options.db):
+                snapshot(options.db, db)
         self.store = Store(db)
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
                              report=self._report_link)

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import sys
 import urllib.parse
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,6 +117,20 @@ class StoreError(Exception):
     pass
 
 
+def snapshot(path, into):
+    """The database at path, whole, copied to `into` (SQLite's backup API: a consistent copy even
+    while a scan writes), for a dry run that must write nothing of its own. The source is checked
+    as a reader checks it, StoreError when it is not a usable stickersort database."""
+    Store(path, readonly=True, upgrade=False).close()
+    uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=60)) as source, \
+                closing(sqlite3.connect(into)) as copy:
+            source.backup(copy)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot read database {path}: {e}") from None
+
+
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -133,13 +147,15 @@ def _reading(method):
 
 
 class Store:
-    def __init__(self, path, create=True, readonly=False):
+    def __init__(self, path, create=True, readonly=False, upgrade=True):
         """create: make the database if it is missing (scan, watch); else it must exist. readonly:
         open it read-only (SQLite mode=ro: query, stats, show), which works on a file nobody may
         write. A file that is another program's, damaged, of a newer schema, or for a writer not
-        writable, is refused with a one-line StoreError before anything is written."""
+        writable, is refused with a one-line StoreError before anything is written. upgrade: False
+        reads an older schema's database as it is, even when it could be brought up."""
         self.path = Path(path)
         self.db = None
+        self.upgrade = upgrade
         if self.path.is_dir():
             raise StoreError(f"--db {self.path} is a directory; give the database file")
         if (readonly or not create) and not self.path.exists():
@@ -194,11 +210,14 @@ class Store:
         version = self._version()
         if version is None:
             raise StoreError(f"{self.path} is empty: no stickersort records in it (run `stickersort scan` first)")
-        if version < SCHEMA_VERSION and os.access(self.path, os.W_OK):
-            # An older stickersort's database, upgraded once by a short writing open; a file that
-            # cannot be written is read as it is.
+        if version < SCHEMA_VERSION and self.upgrade and os.access(self.path, os.W_OK):
+            # An older stickersort's database, upgraded once by a short writing open; one that
+            # cannot be written (the file, or its folder for the -wal) is read as it is.
             self.close()
-            Store(self.path, create=False).close()
+            try:
+                Store(self.path, create=False).close()
+            except StoreError:
+                pass
             self._connect_readonly()
 
     def _connect_readonly(self):
@@ -227,7 +246,10 @@ class Store:
                              f"({SCHEMA_VERSION}): upgrade stickersort, or pass another --db")
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(files)")}
         if app == APPLICATION_ID or (app == version == 0 and set(names) == TABLES and _OLD_COLUMNS <= columns):
-            return 0 if any(c not in columns for c in ADDED) else version
+            if any(c not in columns for c in ADDED):
+                return 0
+            copy_times = "mtime_ns" in {r[1] for r in self.db.execute("PRAGMA table_info(links)")}
+            return version if copy_times or version < 2 else 1
         if app == version == 0 and not self.db.execute("select count(*) from sqlite_master").fetchone()[0]:
             return None
         whose = f"application id {app:#x}" if app else f"tables {', '.join(sorted(names)) or 'none'}"
@@ -358,6 +380,10 @@ class Store:
         folder = path.rstrip("/") + "/"
         return [r["path"] for r in self.db.query("select path from files where path = ? or substr(path, 1, ?) = ? "
                                                  "order by path", [path, len(folder), folder])]
+
+    def paths_of_content(self, digest):
+        """The recorded files of this content."""
+        return [r[0] for r in self.db.execute("select path from files where hash = ?", [digest])]
 
     def same_content(self):
         """Readable files whose content another recorded file shares, by hash then path."""

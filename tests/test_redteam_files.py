@@ -459,6 +459,7 @@ def test_a_copy_the_user_edited_in_place_is_theirs(tmp_path, then):
     symlink (or removed by forget), the user's edit lost."""
     src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
     made = stickers(src, **{"a.png": None, "b.png": None})
+    original = made["a.png"].read_bytes()
     assert scan(src, out, db, "--link-mode", "copy")[0].returncode == 0
     edited = out / "noface" / "a.png"
     with open(edited, "ab") as f:  # the same inode, new bytes
@@ -473,4 +474,20 @@ def test_a_copy_the_user_edited_in_place_is_theirs(tmp_path, then):
     assert (out / "noface" / "b.png").is_symlink() == (then != "forget")  # the unedited copy: converted or gone
     assert not (out / "noface" / "b.png").exists() or then != "forget"
     check_out(str(out), db, mine=[str(edited)])
-    assert made["a.png"].read_bytes() != content
+    assert made["a.png"].read_bytes() == original  # the edit went into the copy only
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+def test_a_renamed_sticker_leaves_no_spare_copy(tmp_path, mode):
+    """The last-copy rule keeps a copy only when it is the last one: a sticker renamed between
+    two scans has its content under its new name, so its old entry goes."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"a.png": None, "gone.png": None})
+    assert scan(src, out, db, "--link-mode", mode)[0].returncode == 0
+    os.rename(src / "a.png", src / "b.png")
+    os.remove(src / "gone.png")
+    proc, summary = scan(src, out, db, "--link-mode", mode)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "noface").iterdir()) == ["b.png", "gone.png"]
+    assert summary["links"]["last_copies"] == 1 and summary["links"]["removed"] == 1
+    check_out(str(out), db, mine=[str(out / "noface" / "gone.png")])

@@ -107,6 +107,13 @@ def test_dry_run_writes_nothing(cli, src, tmp_path):
     done = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--json")
     dry = json.loads(cli("scan", src, "--out", tmp_path / "o2", "--db", tmp_path / "s2.db", "--dry-run", "--json").stdout)
     assert dry["labels"] == json.loads(done.stdout)["labels"] and dry["dry_run"]
+    # An existing database, even of an older schema, is read, not written (not even upgraded).
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("pragma user_version = 1")
+        conn.execute("pragma wal_checkpoint(truncate)")
+    before = (tmp_path / "s.db").read_bytes()
+    again = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--dry-run", "--rescan")
+    assert again.exit_code == 0 and (tmp_path / "s.db").read_bytes() == before
 
 
 def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):

@@ -163,6 +163,29 @@ def test_a_sticker_swapped_for_a_link_is_gone_as_scan_sees_it(watch, tmp_path, h
     check_consistent(watch)
 
 
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+def test_a_copy_stays_when_its_sticker_is_swapped_for_a_link_to_it(tmp_path, mode):
+    """A user who replaces a sticker by a link to its copy in OUT: the copy is now the only one,
+    and stays (before the last-copy rule reached watch, it was removed and the link dangled)."""
+    (tmp_path / "memes").mkdir()
+    hopper().save(tmp_path / "memes" / "hopper.png")
+    w = Watch(tmp_path, "--link-mode", mode)
+    try:
+        entry = w.out / w.rows()["hopper.png"]["label"] / "hopper.png"
+        content = entry.read_bytes()
+        sticker = w.dir / "hopper.png"
+        sticker.unlink()
+        sticker.symlink_to(entry)
+        wait_for(lambda: w.rows() == {}, "the swapped sticker to be forgotten")
+        assert not entry.is_symlink() and entry.read_bytes() == content == sticker.read_bytes()
+        assert w.stop() == 130
+        check_consistent(w)
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
 def check_consistent(watch):
     conn = sqlite3.connect(watch.db)
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
