@@ -67,10 +67,10 @@ class Linker:
                 if ours:
                     current.append(row)
                 elif ours is False:
-                    self._disown(row)  # changed by the user: theirs now, leave it
+                    self._disown(row)  # changed by the user: theirs now, leave it (None: ask again later)
             folder = self.out / label
             kept = next((str(_path(row)) for row in current if _path(row).parent == folder
-                         and row["mode"] == self.mode and _path(row).exists()), None)
+                         and row["mode"] == self.mode and _current(row, source)), None)
             # An entry of another mode here (a rescan with another --link-mode) goes first, so
             # the new one can take its name.
             replaced = [] if kept else [row for row in current if _path(row).parent == folder]
@@ -94,11 +94,8 @@ class Linker:
         holds the only copy of the user's file: it stays where it is, and only its record goes."""
         with self._turn():
             for row in self.store.links_of(key):
-                ours = self._ours(row)
-                if ours is None:
-                    continue  # cannot be told now: left as it is, record and all
-                if not ours:
-                    self._disown(row)  # changed by the user: theirs now, leave it
+                if not self._ours(row):
+                    self._disown(row)  # changed by the user, or cannot be told: left to them
                 elif self._last_copy(key, row):
                     self._disown(row)
                     self.counts["last_copies"] += 1
@@ -171,6 +168,8 @@ class Linker:
             raise
         except OSError as e:
             self.store.drop_link(row["link"])
+            if not os.path.exists(source):
+                raise  # the original, gone meanwhile: not OUT's problem
             raise LinkError(f"cannot hard-link {source} into {link.parent}: {e.strerror} "
                             f"(try --link-mode copy)") from None
 
@@ -240,8 +239,8 @@ class Linker:
 
     def _ours(self, row):
         """Is the entry still exactly what we made? Anything else now belongs to the user. None:
-        it cannot be told now (a folder it may not look into), so it is neither touched nor
-        given up."""
+        it cannot be told now (a folder it may not look into): never touched; place() keeps its
+        record to ask again, unlink_all (its file forgotten) gives it up."""
         folder, name = os.path.split(key_path(row["link"]))  # not a Path: a rescan asks for every file
         try:
             fd = os.open(folder, _FOLDER)
@@ -266,11 +265,11 @@ class Linker:
         return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not edited
 
     def _last_copy(self, key, row):
-        """Whether row's entry, a hard link or copy, holds the only copy of key's file left: the
-        original is gone (or no longer a regular file) and no other name holds its content (the
-        hard link's other names; another recorded file of the same content, a rename's new name
-        say). In doubt, yes: keeping a spare copy costs space, removing the last loses the file."""
-        if row["mode"] not in ("hardlink", "copy") or _regular(key_path(key)):
+        """Whether row's entry, a hard link or copy, holds the only copy left of key's recorded
+        content: neither the original nor another recorded file of that content (a rename's new
+        name, say) still holds it, and no other name of a hard link's file is left. In doubt,
+        yes: a spare copy costs space, a removed last copy loses the file."""
+        if row["mode"] not in ("hardlink", "copy"):
             return False
         try:
             entry = os.lstat(_path(row))
@@ -278,11 +277,12 @@ class Linker:
             return False  # nothing there to keep
         except OSError:
             return True
-        if row["mode"] == "hardlink":
-            return entry.st_nlink == 1
+        if row["mode"] == "hardlink" and entry.st_nlink > 1:
+            return False
         record = self.store.get(key)
-        twins = self.store.paths_of_content(record["hash"]) if record and record["hash"] else []
-        return not any(other != key and _regular(key_path(other)) for other in twins)
+        if record is None or not record["hash"]:
+            return True
+        return not any(_holds(key_path(r["path"]), r, entry) for r in self.store.records_of_content(record["hash"]))
 
     def _remove(self, row):
         """Only ever called for an entry _ours() has just vouched for."""
@@ -402,12 +402,29 @@ def _opened(folder):
         raise LinkError(f"cannot open {folder}: {e.strerror}") from None
 
 
-def _regular(path):
-    """Whether path is a regular file now (not a link to one); False when that cannot be told."""
+def _current(row, source):
+    """Whether an entry of ours shows the source as it is now: a symlink leads to it; a hard link
+    is its very file; a copy has its size and mtime (a changed original needs a new copy)."""
+    if row["mode"] == "symlink":
+        return os.path.exists(_path(row))
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        now, entry = os.stat(source), os.lstat(_path(row))
     except OSError:
         return False
+    if row["mode"] == "hardlink":
+        return (now.st_dev, now.st_ino) == (entry.st_dev, entry.st_ino)
+    return (now.st_size, now.st_mtime_ns) == (entry.st_size, entry.st_mtime_ns)
+
+
+def _holds(path, record, entry):
+    """Whether path still leads to a record's content (its size and mtime, followed through a
+    link as a scan with --follow-links reads it) in a file other than entry; False in doubt."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"])
+            and (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino))
 
 
 def _exists(fd, name):

@@ -196,7 +196,7 @@ class Scanner:
             # A dry run writes nothing, not even a schema's upgrade: it works on a copy of its own.
             self._scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
             db = Path(self._scratch.name) / "dry-run.db"
-            if os.path.lexists(options.db):
+            if os.path.isfile(options.db):
                 snapshot(options.db, db)
         self.store = Store(db)
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
@@ -416,8 +416,7 @@ class Scanner:
                 label = self._refiled(file.key, old)
                 if self.options.dry_run:
                     self._would[file.key] = label
-                with self.timer("link"):
-                    self.linker.place(file.path, file.key, label, old["hash"])
+                self._place(file, label, old["hash"], summary)
         else:
             read = outcome.read
             summary.classified += 1
@@ -432,8 +431,20 @@ class Scanner:
                     self.store.save(read.record, read.faces)
             self.twins.done(read.digest)  # a dry run's later twins read again: memory stays bounded
             summary.duplicates += read.twin
-            with self.timer("link"):
-                self.linker.place(file.path, file.key, read.record["label"], read.digest)
+            self._place(file, read.record["label"], read.digest, summary)
+
+    def _place(self, file, label, digest, summary):
+        """Links a recorded file. One deleted since it was read, which a hard link or copy needs,
+        counts as vanished."""
+        with self.timer("link"):
+            try:
+                self.linker.place(file.path, file.key, label, digest)
+            except FileNotFoundError:
+                if os.path.lexists(file.path):
+                    raise
+                summary.vanished += 1
+                self.echo(f"{file.key}: vanished during the scan")
+                self.forget(file.key)
 
     def _kept(self, path, key, st):
         """Whether a file needs nothing at all, told from what scan() read ahead: its size and

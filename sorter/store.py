@@ -118,17 +118,21 @@ class StoreError(Exception):
 
 
 def snapshot(path, into):
-    """The database at path, whole, copied to `into` (SQLite's backup API: a consistent copy even
-    while a scan writes), for a dry run that must write nothing of its own. The source is checked
-    as a reader checks it, StoreError when it is not a usable stickersort database."""
-    Store(path, readonly=True, upgrade=False).close()
-    uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode=ro"
+    """The database at path, whole, copied to `into` (SQLite's backup API, from the connection
+    that checked it: a consistent copy even while a scan writes), for a dry run that must write
+    nothing of its own. Checked as a scan checks it (another program's file, damaged, too new:
+    StoreError naming path); an empty file gives an empty copy, as a scan would begin one."""
+    if os.path.getsize(path) == 0:
+        return
+    store = Store(path, readonly=True, upgrade=False)
     try:
-        with closing(sqlite3.connect(uri, uri=True, timeout=60)) as source, \
-                closing(sqlite3.connect(into)) as copy:
-            source.backup(copy)
+        store._check_intact()
+        with closing(sqlite3.connect(into)) as copy:
+            store.db.conn.backup(copy)
     except sqlite3.Error as e:
         raise StoreError(f"cannot read database {path}: {e}") from None
+    finally:
+        store.close()
 
 
 def now():
@@ -381,9 +385,9 @@ class Store:
         return [r["path"] for r in self.db.query("select path from files where path = ? or substr(path, 1, ?) = ? "
                                                  "order by path", [path, len(folder), folder])]
 
-    def paths_of_content(self, digest):
-        """The recorded files of this content."""
-        return [r[0] for r in self.db.execute("select path from files where hash = ?", [digest])]
+    def records_of_content(self, digest):
+        """The recorded files of this content: path, size and mtime_ns."""
+        return self._rows("select path, size, mtime_ns from files where hash = ?", [digest])
 
     def same_content(self):
         """Readable files whose content another recorded file shares, by hash then path."""

@@ -4,6 +4,7 @@ the real CLI on real files and checks that nothing outside the library is read, 
 forgotten, and that the scan says what it could not do."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -491,3 +492,65 @@ def test_a_renamed_sticker_leaves_no_spare_copy(tmp_path, mode):
     assert sorted(p.name for p in (out / "noface").iterdir()) == ["b.png", "gone.png"]
     assert summary["links"]["last_copies"] == 1 and summary["links"]["removed"] == 1
     check_out(str(out), db, mine=[str(out / "noface" / "gone.png")])
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+@pytest.mark.parametrize("twin", ["unchanged", "edited"])
+def test_a_last_copy_is_told_by_content_not_by_records(tmp_path, mode, twin):
+    """Two stickers of one content: with one deleted, its entry is a spare while the other still
+    holds the content, and the last copy once the other was edited (its record, not yet rescanned,
+    still names the old content)."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"x.png": None})
+    shutil.copy(made["x.png"], src / "y.png")
+    assert scan(src, out, db, "--link-mode", mode)[0].returncode == 0
+    entry = out / "noface" / "x.png"
+    content = entry.read_bytes()
+    if twin == "edited":
+        blank(color=(1, 1, 1)).save(src / "y.png")
+    made["x.png"].unlink()
+    proc = run("prune", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    assert entry.exists() == (twin == "edited") and ("only copy" in proc.stderr) == (twin == "edited")
+    if twin == "edited":
+        assert entry.read_bytes() == content
+
+
+def test_follow_links_forget_of_a_linked_sticker_keeps_no_spare(tmp_path):
+    """A sticker reached through a link (--follow-links) is there as long as the link leads to it."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(tmp_path / "elsewhere", **{"o.png": None})
+    src.mkdir()
+    (src / "l.png").symlink_to(made["o.png"])
+    assert scan(src, out, db, "--link-mode", "copy", "--follow-links")[0].returncode == 0
+    assert (out / "noface" / "l.png").is_file()
+    proc = run("forget", src / "l.png", "--db", db)
+    assert proc.returncode == 0 and "only copy" not in proc.stdout + proc.stderr, proc.stderr
+    assert not (out / "noface" / "l.png").exists()
+
+
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+def test_a_changed_sticker_gets_a_new_copy_under_the_same_label(tmp_path, mode):
+    """Before: the entry was kept because it was ours and in the right folder, so OUT went on
+    showing the old content."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None})
+    assert scan(src, out, db, "--link-mode", mode)[0].returncode == 0
+    made["a.png"].unlink()  # a new file in its place, as an editor's save-as writes one
+    blank(color=(250, 10, 10)).save(made["a.png"])
+    proc, summary = scan(src, out, db, "--link-mode", mode)
+    assert proc.returncode == 0 and summary["classified"] == 1
+    assert (out / "noface" / "a.png").read_bytes() == made["a.png"].read_bytes()
+    check_out(str(out), db)
+
+
+def test_a_sticker_deleted_before_its_copy_is_made_counts_as_vanished(tmp_path):
+    """Before: FileNotFoundError out of the linker, exit 70 (a LinkError stopping the scan, for a while)."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None})
+    code, stdout, stderr = paused(["scan", src, "--out", out, "--db", db, "--link-mode", "copy", "--json", "-q"],
+                                  "place", lambda: made["a.png"].unlink())
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["vanished"] == 1 and query(db, "select path from files") == []
+    check_out(str(out), db)

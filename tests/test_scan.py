@@ -114,6 +114,9 @@ def test_dry_run_writes_nothing(cli, src, tmp_path):
     before = (tmp_path / "s.db").read_bytes()
     again = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--dry-run", "--rescan")
     assert again.exit_code == 0 and (tmp_path / "s.db").read_bytes() == before
+    (tmp_path / "empty.db").write_bytes(b"")  # as a real scan would, a dry run takes it for a new one
+    empty = cli("scan", src, "--out", tmp_path / "o3", "--db", tmp_path / "empty.db", "--dry-run")
+    assert empty.exit_code == 0 and (tmp_path / "empty.db").read_bytes() == b""
 
 
 def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):
