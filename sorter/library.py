@@ -69,9 +69,9 @@ def label_file(db_path, file_path, emotion):
     store.set_label(row["path"], emotion, emotion)  # the record first, then the link, as a scan does
     try:
         link = _relink(store, row, source, emotion)
-    except LinkError as e:  # the link cannot move (a folder in the way): the label is not half given
+    except (LinkError, FileNotFoundError) as e:  # the link cannot move: the label is not half given
         store.set_label(row["path"], row["label"], row["user_label"])
-        raise LibraryError(str(e)) from None
+        raise LibraryError(str(e) if isinstance(e, LinkError) else f"{row['path']} is gone") from None
     return {**store.get(row["path"]), "link": link}
 
 

@@ -2,9 +2,9 @@
 
 The rule that keeps a user's files safe: stickersort makes, moves or removes an entry in OUT only
 when its links table says it made it and the entry still is what it made (same symlink target, or
-same inode, and for a copy the same modification time), and it makes one only where nothing was:
-a free name, in a label folder that is a folder (never a link to elsewhere), by calls that fail
-rather than overwrite or follow a link.
+same inode, and for a copy the same size and modification time), and it makes one only where
+nothing was: a free name, in a label folder that is a folder (never a link to elsewhere), by calls
+that fail rather than overwrite or follow a link.
 `_folder` and `_ours` enforce it; everything else goes through them (Entries, an unchanged rescan's
 look at OUT in bulk, only ever concludes that there is nothing to do). So:
 - every entry is recorded before it is made: a kill at any moment leaves no entry we would not
@@ -33,6 +33,7 @@ MODES = ("symlink", "hardlink", "copy")
 TEMPORARY = "tmp"  # a copy in flight, in the links table's mode column
 TMP_SUFFIX = ".stickersort-tmp"
 LAST_COPY = "keep (now the only copy)"  # what unlink_all reports for a copy it leaves to the user
+MTIME_STEP_NS = 2_000_000_000  # FAT's mtime resolution, the coarsest a copy may land on
 # A name's share of the file system's 255 bytes, leaving room for "-<hash8>-999".
 MAX_NAME_BYTES = 255 - 30
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -71,6 +72,9 @@ class Linker:
             folder = self.out / label
             kept = next((str(_path(row)) for row in current if _path(row).parent == folder
                          and row["mode"] == self.mode and _current(row, source)), None)
+            if not kept and self.mode != "symlink":
+                _readable(source)  # gone since it was read: said before any entry of its goes
+
             # An entry of another mode here (a rescan with another --link-mode) goes first, so
             # the new one can take its name.
             replaced = [] if kept else [row for row in current if _path(row).parent == folder]
@@ -148,7 +152,7 @@ class Linker:
                     self.store.drop_link(row["link"])
                 except OSError as e:  # not writable, full: no entry can be made, so none is recorded
                     self.store.drop_link(row["link"])
-                    if not os.path.exists(source):
+                    if isinstance(e, FileNotFoundError) and not os.path.lexists(source):
                         raise  # the original, gone meanwhile: not OUT's problem
                     raise LinkError(f"cannot make {link}: {e.strerror or e}") from None
         raise LinkError(f"no free name for {name} in {folder}")
@@ -168,7 +172,7 @@ class Linker:
             raise
         except OSError as e:
             self.store.drop_link(row["link"])
-            if not os.path.exists(source):
+            if isinstance(e, FileNotFoundError) and not os.path.lexists(source):
                 raise  # the original, gone meanwhile: not OUT's problem
             raise LinkError(f"cannot hard-link {source} into {link.parent}: {e.strerror} "
                             f"(try --link-mode copy)") from None
@@ -178,8 +182,8 @@ class Linker:
         tmp = link.with_name(f".{secrets.token_hex(8)}{TMP_SUFFIX}")
         self.store.add_link(row | {"link": path_key(tmp), "mode": TEMPORARY})
         try:
-            inode, mtime_ns = _copy(source, fd, tmp.name)
-            self.store.add_link(row | {"inode": inode, "mtime_ns": mtime_ns})
+            made = _copy(source, fd, tmp.name)
+            self.store.add_link(row | {"inode": made.st_ino, "mtime_ns": made.st_mtime_ns, "size": made.st_size})
             _link_whole(fd, tmp.name, link.name)
         finally:
             _unlink(fd, tmp.name)
@@ -261,7 +265,8 @@ class Linker:
             os.close(fd)
         if row["mode"] == TEMPORARY:
             return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
-        edited = row.get("mtime_ns") is not None and st.st_mtime_ns != row["mtime_ns"]  # a copy, written to
+        edited = row.get("mtime_ns") is not None and (  # a copy, written to since
+            not _same_time(st.st_mtime_ns, row["mtime_ns"]) or st.st_size != (row.get("size") or st.st_size))
         return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not edited
 
     def _last_copy(self, key, row):
@@ -413,7 +418,24 @@ def _current(row, source):
         return False
     if row["mode"] == "hardlink":
         return (now.st_dev, now.st_ino) == (entry.st_dev, entry.st_ino)
-    return (now.st_size, now.st_mtime_ns) == (entry.st_size, entry.st_mtime_ns)
+    return now.st_size == entry.st_size and _same_time(now.st_mtime_ns, entry.st_mtime_ns)
+
+
+def _readable(source):
+    """FileNotFoundError for a source gone (the scan counts it vanished), LinkError for one it may
+    not read."""
+    try:
+        os.stat(source)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise LinkError(f"cannot read {source}: {e.strerror}") from None
+
+
+def _same_time(a, b):
+    """Modification times equal as a file system keeps them: FAT in 2 s steps, exFAT in 10 ms
+    (where copies go when symlinks cannot). An edit sets today's time, far beyond this."""
+    return abs(a - b) < MTIME_STEP_NS
 
 
 def _holds(path, record, entry):
@@ -443,7 +465,7 @@ def _unlink(fd, name):
 
 
 def _copy(source, fd, name):
-    """source's bytes, mode and times into a new file `name` in folder fd; its inode and mtime."""
+    """source's bytes, mode and times into a new file `name` in folder fd; its stat."""
     src = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO in its place never blocks
     with os.fdopen(src, "rb") as fin:
         st = os.fstat(src)
@@ -454,8 +476,7 @@ def _copy(source, fd, name):
             fout.flush()
             os.fchmod(fout.fileno(), stat.S_IMODE(st.st_mode))
             os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-            made = os.fstat(fout.fileno())
-            return made.st_ino, made.st_mtime_ns
+            return os.fstat(fout.fileno())
 
 
 def _link_whole(fd, tmp, name):

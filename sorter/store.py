@@ -85,7 +85,7 @@ ADDED = ("guess", "user_label", "note")
 FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int, "w": int,
          "h": int, "detector_score": float, "label": str, "probs": str}
 LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
-         "created_at": str, "mtime_ns": int}
+         "created_at": str, "mtime_ns": int, "size": int}
 TABLES = {"files", "faces", "links"}
 # Marks a database as stickersort's ("stks"): another program's SQLite file is refused, untouched.
 APPLICATION_ID = int.from_bytes(b"stks", "big")
@@ -102,13 +102,14 @@ def _add_missing_columns(db):
 # it from v - 1 to v, in one transaction with the new version. Steps are idempotent. Version 0: a
 # database from before the marking (our three tables, no application_id), adopted when opened.
 def _add_copy_times(db):
-    if "mtime_ns" not in db["links"].columns_dict:
-        db["links"].add_column("mtime_ns", int)
+    for column in ("mtime_ns", "size"):
+        if column not in db["links"].columns_dict:
+            db["links"].add_column(column, int)
 
 
 UPGRADES = (
     _add_missing_columns,  # 1: marked; the ADDED columns
-    _add_copy_times,  # 2: links.mtime_ns, a copy's time as made (one edited in place is the user's)
+    _add_copy_times,  # 2: links.mtime_ns and size, a copy's as made (one edited in place is the user's)
 )
 SCHEMA_VERSION = len(UPGRADES)
 
@@ -252,7 +253,7 @@ class Store:
         if app == APPLICATION_ID or (app == version == 0 and set(names) == TABLES and _OLD_COLUMNS <= columns):
             if any(c not in columns for c in ADDED):
                 return 0
-            copy_times = "mtime_ns" in {r[1] for r in self.db.execute("PRAGMA table_info(links)")}
+            copy_times = {"mtime_ns", "size"} <= {r[1] for r in self.db.execute("PRAGMA table_info(links)")}
             return version if copy_times or version < 2 else 1
         if app == version == 0 and not self.db.execute("select count(*) from sqlite_master").fetchone()[0]:
             return None

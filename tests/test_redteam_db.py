@@ -220,6 +220,7 @@ def test_a_lock_file_that_is_not_a_file_is_refused(cli, src, tmp_path, kind):
 def _as_made_before_marking(db):
     """The database as the first stickersort made it: no mark, no version, none of the ADDED columns."""
     _sql(db, *[f"alter table files drop column {c}" for c in ADDED], "alter table links drop column mtime_ns",
+         "alter table links drop column size",
          "pragma application_id = 0", "pragma user_version = 0")
 
 
@@ -238,5 +239,5 @@ def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, 
     (app,), (version,) = (rows[0] for rows in _sql(scanned, "pragma application_id", "pragma user_version"))
     assert (app, version) == (APPLICATION_ID, SCHEMA_VERSION)
     columns = {r[1] for r in _sql(scanned, "pragma table_info(files)")[0]}
-    assert set(ADDED) <= columns and "mtime_ns" in {r[1] for r in _sql(scanned, "pragma table_info(links)")[0]}
+    assert set(ADDED) <= columns and {"mtime_ns", "size"} <= {r[1] for r in _sql(scanned, "pragma table_info(links)")[0]}
     check_db(scanned)

@@ -554,3 +554,18 @@ def test_a_sticker_deleted_before_its_copy_is_made_counts_as_vanished(tmp_path):
     summary = json.loads(stdout)
     assert summary["vanished"] == 1 and query(db, "select path from files") == []
     check_out(str(out), db)
+
+
+def test_a_sticker_deleted_while_its_hard_link_becomes_a_copy_keeps_its_last_copy(tmp_path):
+    """Before: place() removed the old hard link (another mode) first, then found the original
+    gone: the only copy left was deleted."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None})
+    assert scan(src, out, db, "--link-mode", "hardlink")[0].returncode == 0
+    entry = out / "noface" / "a.png"
+    content = entry.read_bytes()
+    code, stdout, stderr = paused(["scan", src, "--out", out, "--db", db, "--link-mode", "copy", "--json", "-q"],
+                                  "place", lambda: made["a.png"].unlink())
+    assert code == 0, stderr
+    assert json.loads(stdout)["vanished"] == 1 and entry.read_bytes() == content
+    check_out(str(out), db, mine=[str(entry)])
