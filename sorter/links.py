@@ -143,8 +143,9 @@ class Linker:
         with self._folder(folder.name) as fd:
             for _ in range(3):  # a name someone took between the look and the making: another
                 link = _free_name(folder, name, file_hash, lambda p: _exists(fd, p.name))
+                # Every column given: a row a kill left at this name is replaced whole, not merged.
                 row = {"link": path_key(link), "file": key, "label": folder.name, "mode": self.mode,
-                       "target": "", "inode": None}
+                       "target": "", "inode": None, "mtime_ns": None, "size": None}
                 try:
                     getattr(self, f"_make_{self.mode}")(fd, source, link, row)
                     return link
