@@ -632,7 +632,7 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
         return echo(shown(nothing))
     verb = "would forget" if dry_run else "forgot"
     click.echo(f"{verb} {len(done['files'])} files, {'would remove' if dry_run else 'removed'} "
-               f"{done['links_removed']} links" + (f", kept {len(done['kept'])} last copies" if done["kept"] else ""))
+               f"{done['links_removed']} links" + (f", kept {done['kept']} last copies" if done["kept"] else ""))
 
 
 @cli.command()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
-from .links import LAST_COPY, MODES, LinkError, Linker
+from .links import MODES, LinkError, Linker
 from .paths import key_path, path_key
 from .store import Store, StoreError
 
@@ -171,20 +171,15 @@ def _forget(store, keys, dry_run, report):
     """Links go through Linker.unlink_all, which keeps a hard link or copy that has become the last
     copy of a file (its original gone): such an entry is reported, counted in `kept`, and stays."""
     report = report or (lambda action, path: None)
-    kept = []
-
-    def heard(action, link, source):
-        if action == LAST_COPY:
-            kept.append(link)
-        report(action, link)
-
-    linker = Linker(Path(os.sep), store, dry_run=dry_run, report=heard)  # unlink_all works from the records, not OUT
+    linker = Linker(Path(os.sep), store, dry_run=dry_run,  # unlink_all works from the records, not OUT
+                    report=lambda action, link, source: report(action, link))
     for key in keys:
         linker.unlink_all(key)
         report("forget", key)
         if not dry_run:
             store.forget(key)
-    return {"files": keys, "links_removed": linker.counts["removed"], "kept": kept, "dry_run": dry_run}
+    return {"files": keys, "links_removed": linker.counts["removed"], "kept": linker.counts["last_copies"],
+            "dry_run": dry_run}
 
 
 # ---- dupes --------------------------------------------------------------------------------

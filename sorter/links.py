@@ -74,7 +74,6 @@ class Linker:
                          and row["mode"] == self.mode and _current(row, source)), None)
             if not kept and self.mode != "symlink":
                 _readable(source)  # gone since it was read: said before any entry of its goes
-
             # An entry of another mode here (a rescan with another --link-mode) goes first, so
             # the new one can take its name.
             replaced = [] if kept else [row for row in current if _path(row).parent == folder]
@@ -169,12 +168,10 @@ class Linker:
         self.store.add_link(row | {"inode": os.stat(source).st_ino})
         try:
             os.link(source, link.name, dst_dir_fd=fd)
-        except FileExistsError:
-            raise
+        except (FileExistsError, FileNotFoundError):
+            raise  # _make tells a taken name and a vanished original from OUT's own trouble
         except OSError as e:
             self.store.drop_link(row["link"])
-            if isinstance(e, FileNotFoundError) and not os.path.lexists(source):
-                raise  # the original, gone meanwhile: not OUT's problem
             raise LinkError(f"cannot hard-link {source} into {link.parent}: {e.strerror} "
                             f"(try --link-mode copy)") from None
 
@@ -266,9 +263,7 @@ class Linker:
             os.close(fd)
         if row["mode"] == TEMPORARY:
             return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
-        edited = row.get("mtime_ns") is not None and (  # a copy, written to since
-            not _same_time(st.st_mtime_ns, row["mtime_ns"]) or st.st_size != (row.get("size") or st.st_size))
-        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not edited
+        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not _edited(st, row)
 
     def _last_copy(self, key, row):
         """Whether row's entry, a hard link or copy, holds the only copy left of key's recorded
@@ -313,9 +308,10 @@ class Linker:
 
 class Entries:
     """An unchanged rescan's look at OUT: is a file's one entry still what we made (_ours' test,
-    less a copy's modification time: an edited copy is left alone here, and place() would see it)
-    and, for a symlink, leading to the file, so that place() would keep it as it is? Told from one listing per label folder, read once (a DirEntry gives type and inode
-    without a syscall), plus a symlink's target (one readlink): no folder opened per file. It
+    less a copy's size and mtime: an edited copy is left alone here, and place() would see it)
+    and, for a symlink, leading to the file, so that place() would keep it as it is? Told from one
+    listing per label folder, read once (a DirEntry gives type and inode without a syscall), plus
+    a symlink's target (one readlink): no folder opened per file. It
     only ever answers "nothing to do"; any doubt is a no, and place() then looks again, under
     the lock."""
 
@@ -431,6 +427,15 @@ def _readable(source):
         raise
     except OSError as e:
         raise LinkError(f"cannot read {source}: {e.strerror}") from None
+
+
+def _edited(st, row):
+    """Whether a copy was written to since it was made (a row from before copies kept their size
+    and mtime: not known, so no)."""
+    if row.get("mtime_ns") is None:
+        return False
+    resized = row.get("size") is not None and st.st_size != row["size"]
+    return resized or not _same_time(st.st_mtime_ns, row["mtime_ns"])
 
 
 def _same_time(a, b):
