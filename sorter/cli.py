@@ -316,6 +316,9 @@ status is 0.""")
 def query(label, db, min_confidence, include_unsure, limit, as_json):
     if label and label not in LABELS:
         raise Fail(f"unknown label {label!r}; choose from {', '.join(LABELS)}")
+    if include_unsure and label not in EMOTIONS:  # else it would change nothing, silently
+        raise Fail(f"--include-unsure goes with an expression LABEL ({', '.join(EMOTIONS)}): the unsure files "
+                   f"whose best guess it is" + ("" if label else "; without LABEL every file is listed already"))
     from .store import StoreError
     store = _open_store(db)
     with _failing(StoreError):  # a damaged page

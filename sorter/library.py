@@ -7,12 +7,14 @@ sorter/links.py, so only entries stickersort made and that are still what it mad
 """
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker
 from .paths import key_path, path_key
-from .store import Store, StoreError
+from .store import Store, StoreError, snapshot
 
 # What a user may file a sticker under: an expression, or "there is no face here".
 USER_LABELS = (*EMOTIONS, NOFACE)
@@ -22,9 +24,9 @@ class LibraryError(Exception):
     """A file, label or database a library command cannot use; one line for the user."""
 
 
-def open_store(db_path, readonly=False):
+def open_store(db_path, readonly=False, upgrade=True):
     try:
-        return Store(db_path, create=False, readonly=readonly)
+        return Store(db_path, create=False, readonly=readonly, upgrade=upgrade)
     except StoreError as e:
         raise LibraryError(str(e)) from None
 
@@ -145,16 +147,37 @@ def forget(db_path, path, dry_run=False, report=None):
     them; the files themselves are never touched. report(action, path) hears each step."""
     if not str(path).strip():
         raise LibraryError("an empty PATH would mean the current folder; name it (`.`) if that is meant")
-    store = open_store(db_path)
-    keys = {k for key in _keys(path) for k in store.paths_within(key)}
-    return _forget(store, sorted(keys), dry_run, report)
+    with _forgetting_store(db_path, dry_run) as store:
+        keys = {k for key in _keys(path) for k in store.paths_within(key)}
+        return _forget(store, sorted(keys), dry_run, report)
 
 
 def prune(db_path, dry_run=False, report=None):
     """forget() for every recorded file that no longer exists (a deleted folder's, say). A file
     whose folder cannot be looked into is not taken for gone."""
-    store = open_store(db_path)
-    return _forget(store, [k for k in store.paths_within("/") if _gone(k)], dry_run, report)
+    with _forgetting_store(db_path, dry_run) as store:
+        return _forget(store, [k for k in store.paths_within("/") if _gone(k)], dry_run, report)
+
+
+@contextmanager
+def _forgetting_store(db_path, dry_run):
+    """The database to forget from. A dry run's is a snapshot of its own, as a scan's dry run
+    is: a writing open would upgrade an older schema and mark the file, and a dry run writes nothing."""
+    if not dry_run:
+        yield open_store(db_path)
+        return
+    open_store(db_path, readonly=True, upgrade=False).close()  # its one-line refusals, before any copy
+    with tempfile.TemporaryDirectory(prefix="stickersort-dry-run-") as scratch:
+        copy = Path(scratch) / "dry-run.db"
+        try:
+            snapshot(db_path, copy)
+        except StoreError as e:
+            raise LibraryError(str(e)) from None
+        store = open_store(copy)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _gone(key):

@@ -362,7 +362,9 @@ class Scanner:
         summary.files += 1
         try:
             file.st = os.stat(path) if self.options.follow_links else os.lstat(path)
-        except FileNotFoundError:  # deleted after the walk listed it
+        except FileNotFoundError:  # deleted after the walk listed it, or a followed link to nothing
+            if self.options.follow_links and os.path.islink(path):
+                return Outcome(file, error="a broken link: its target does not exist")
             return Outcome(file, vanished=True)
         except OSError as e:  # a symlink loop, a name too long, no search permission...
             return Outcome(file, error=f"cannot stat: {e.strerror or e}")

@@ -3,6 +3,7 @@ files (sample_stickers/ and tests/media_makers.py's), real SQLite, the shipped m
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,24 @@ def test_prune_forgets_a_deleted_folder(cli, tmp_path, mode):
         assert len(left) == n and all(p.stat().st_nlink == 1 for p in left)
     check_db(db)
     assert "nothing to prune" in cli("prune", "--db", db).output
+
+
+@pytest.mark.parametrize("command", [["forget", "."], ["prune"]])
+def test_a_dry_forget_writes_nothing_to_the_database(cli, lib, command, monkeypatch):
+    """Before: forget/prune --dry-run opened the database to write, which upgraded an older
+    schema and marked the file; like scan --dry-run, they now read a snapshot."""
+    src, out, db = lib
+    (src / "hopper.png").unlink()  # something for prune to find
+    with sqlite3.connect(db) as conn:
+        conn.execute("pragma user_version = 1")
+        conn.execute("pragma wal_checkpoint(truncate)")
+    before, links = db.read_bytes(), sorted(p for p in out.rglob("*"))
+    monkeypatch.chdir(src)
+    result = cli(*command, "--db", db, "--dry-run")
+    assert result.exit_code == 0 and "would forget" in result.output and "would remove" in result.output
+    assert db.read_bytes() == before and sorted(p for p in out.rglob("*")) == links
+    assert query(db, "pragma user_version") == [{"user_version": 1}]  # what a WAL write would hold
+    assert cli(*command, "--db", db.parent / "nothing.db", "--dry-run").exit_code == 2
 
 
 @pytest.mark.parametrize("finder", ["scan", "forget", "prune"])

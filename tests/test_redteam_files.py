@@ -236,6 +236,17 @@ def test_symlink_loops_under_follow_links(tmp_path):
     assert error["path"].endswith("loop.gif") and error["error"].startswith("cannot stat")
 
 
+def test_a_broken_link_under_follow_links_is_an_error_not_a_vanished_file(tmp_path):
+    """Before: a link to nothing was counted "vanished during the scan", as if deleted mid-scan."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    os.symlink(tmp_path / "nowhere.png", src / "broken.png")
+    proc, summary = scan(src, out, db, "--follow-links")
+    assert proc.returncode == 1 and summary["vanished"] == 0 and "vanished" not in proc.stderr
+    [error] = summary["error_files"]
+    assert error["path"].endswith("broken.png") and "broken link" in error["error"]
+
+
 def test_follow_links_into_proc_and_sys(tmp_path):
     """Before: --follow-links with a link to / (here: to /proc, where it died) ended with exit 70
     (PermissionError on /proc/1/cwd) and nothing recorded. File systems without blocks are not

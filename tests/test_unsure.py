@@ -68,6 +68,9 @@ def test_weak_winners_go_to_unsure_with_their_guess_kept(cli, tmp_path):
     text = cli("query", guess, "--include-unsure", "--db", tmp_path / "s.db").stdout.splitlines()
     assert len(text) == len(found)
     assert all(line.startswith("unsure ") and line.endswith(f"  (guess: {guess})") for line in text)
+    for other in ([], ["unsure"], ["noface"]):  # where the flag would change nothing, it is refused
+        refused = cli("query", *other, "--include-unsure", "--db", tmp_path / "s.db")
+        assert refused.exit_code == 2 and len(refused.output.splitlines()) == 1 and "expression LABEL" in refused.output
 
 
 def test_a_new_threshold_refiles_without_reading_again(cli, tmp_path):
