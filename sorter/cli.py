@@ -253,6 +253,9 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
 
 
+ERRORS_LISTED = 20  # after a scan; the rest are a `query error` away
+
+
 def _progress(paths):
     from tqdm import tqdm
     return tqdm(paths, unit="file", file=sys.stderr, disable=None, leave=False)
@@ -272,8 +275,11 @@ def _print_summary(summary, as_json):
     click.echo(shown(f"links in {summary.out}: {would}{links.get('created', 0)} created, {links.get('moved', 0)} moved, "
                      f"{links.get('removed', 0)} removed" + (f", {links['last_copies']} kept as the only copies"
                      if links.get("last_copies") else "") + f"; database {summary.db}"))
-    for e in summary.error_files[:20]:
+    for e in summary.error_files[:ERRORS_LISTED]:
         click.echo(shown(f"error: {e['path']}: {e['error']}"), err=True)
+    if len(summary.error_files) > ERRORS_LISTED:
+        click.echo(f"... and {len(summary.error_files) - ERRORS_LISTED} more errors (`stickersort query error` lists all)",
+                   err=True)
 
 
 def _row_line(row):
@@ -281,9 +287,12 @@ def _row_line(row):
     if row.get("error"):
         return f"{'error':<9}       {row['path']}: {row['error']}"
     score = "   -" if row["confidence"] is None else f"{row['confidence']:.2f}"  # noface: nothing was scored
+    if row.get("user_label") and row["guess"] != row["label"]:  # `stickersort label`: the score is the model's
+        vote = f"{row['guess']} {score.strip()}" if row["guess"] else "noface"
+        return f"{row['label']:<9}    -  {row['path']}  (yours; model: {vote})"
     line = f"{row['label']:<9} {score}  {row['path']}"
-    if row.get("user_label"):  # `stickersort label`: the model's vote, if another, is its guess
-        return f"{line}  (yours; model: {row['guess'] or 'noface'})" if row["guess"] != row["label"] else f"{line}  (yours)"
+    if row.get("user_label"):
+        return f"{line}  (yours)"
     return f"{line}  (guess: {row['guess']})" if row["guess"] and row["guess"] != row["label"] else line
 
 

@@ -105,7 +105,8 @@ def show_file(db_path, file_path):
         "faces": [_face(f) for f in store.faces_of(row["path"])],
         "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"], "exists": os.path.lexists(key_path(r["link"]))}
                   for r in store.links_of(row["path"])],
-        "hash": row["hash"], "model_id": row["model_id"], "scanned_at": row["scanned_at"], "error": row["error"]}
+        "hash": row["hash"], "model_id": row["model_id"], "scanned_at": row["scanned_at"], "error": row["error"],
+        "note": row["note"]}
 
 
 def _face(row):
@@ -129,6 +130,8 @@ def describe(info):
         lines.append("  vote       no face found")
     lines.append(f"  file       {info['kind']} {info['width']}x{info['height']}, {info['frames_sampled']} of "
                  f"{info['frames_total']} frames sampled, {len(info['faces'])} faces")
+    if info["note"]:
+        lines.append(f"  note       {info['note']}")
     for f in info["faces"]:
         x, y, w, h = f["box"]
         top = ", ".join(f"{e} {p:.2f}" for e, p in sorted(f["probs"].items(), key=lambda kv: -kv[1])[:3])

@@ -337,8 +337,7 @@ class Scanner:
         """Folders the walk could not list: errors (exit status 1), their files' records kept."""
         for folder, reason in folders:
             summary.errors += 1
-            summary.error_files.append({"path": path_key(folder), "error": reason})
-            self.echo(f"{path_key(folder)}: {reason}; its files are kept as they were")
+            summary.error_files.append({"path": path_key(folder), "error": f"{reason} (its files' records are kept)"})
 
     def forget(self, key):
         """A file that vanished: drop its links and record (never touching anything else)."""
@@ -399,8 +398,7 @@ class Scanner:
                 self.forget(file.key)
         elif outcome.error is not None:
             summary.errors += 1
-            summary.error_files.append({"path": file.key, "error": outcome.error})
-            self.echo(f"{file.key}: {outcome.error}")
+            summary.error_files.append({"path": file.key, "error": outcome.error})  # said once, by the summary
             if self.options.dry_run:
                 self._would[file.key] = "error"
             else:
@@ -427,7 +425,9 @@ class Scanner:
             self._keep_user_label(read.record)
             if self.options.dry_run:
                 self._would[file.key] = read.record["label"]
-                self.echo(f"{file.key}: {read.record['label']} ({read.record['confidence']:.2f})")
+                label, guess, score = read.record["label"], read.record["guess"], read.record["confidence"]
+                vote = "" if not guess else f" ({score:.2f})" if guess == label else f" ({guess} {score:.2f})"
+                self.echo(f"{file.key}: {label}{vote}")
             else:
                 with self.timer("record"):
                     self.store.save(read.record, read.faces)

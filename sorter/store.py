@@ -471,7 +471,10 @@ def _failure(path, e):
 
 
 # A column's value, or null for a noface file: no face, so nothing was scored.
-_UNLESS_NOFACE = f"case when label = '{NOFACE}' then null else {{0}} end as {{0}}"
+# No score where nothing was scored: a noface file, or one the user filed under an expression
+# although no face was found in it (its confidence is the vote's 0).
+_UNLESS_NOFACE = (f"case when label = '{NOFACE}' or (user_label is not null and guess is null) then null "
+                  f"else {{0}} end as {{0}}")
 
 
 def _matching(include_unsure):

@@ -89,16 +89,18 @@ def _watch_limit():
 
 
 def describe(event):
-    """An event as `watch` prints it without --json (an error has the scan's own line)."""
+    """An event as `watch` prints it without --json."""
     path = shown(event["path"])
     if event["event"] == "moved":
         return f"{shown(event['from'])}: moved to {path}"
     if event["event"] == "removed":
         return f"{path}: deleted"
     if event["event"] in ("added", "changed"):
-        confidence = event["confidence"]
-        return f"{path}: {event['label']}" + (f" ({confidence:.2f})" if confidence is not None else "")
-    return None
+        label, guess, confidence = event["label"], event["guess"], event["confidence"]
+        if event["user_label"] and guess != label:  # the confidence is the model's, for its own guess
+            return f"{path}: {label} (yours; model: {f'{guess} {confidence:.2f}' if guess else 'noface'})"
+        return f"{path}: {label}" + (f" ({confidence:.2f})" if guess else "")
+    return f"error: {path}: {shown(event['error'])}"
 
 
 class Watcher:
@@ -333,7 +335,8 @@ class Watcher:
         row = self.scanner.store.get(key)
         if row and self.summary.classified > classified:
             self.report({"event": "changed" if existed else "added", "path": key, "label": row["label"],
-                         "confidence": row["confidence"], "user_label": row.get("user_label")})
+                         "guess": row["guess"], "confidence": row["confidence"] if row["guess"] else None,
+                         "user_label": row.get("user_label")})
         elif row and row["error"] and self.summary.errors > errors:
             self.report({"event": "error", "path": key, "error": row["error"]})
 
@@ -347,6 +350,8 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
     watcher = Watcher(options, root, settle, echo, report)
 
     def scanned(summary):
+        for error in summary.error_files:  # the first scan's, each an event as later ones are
+            watcher.report({"event": "error", **error})
         echo(f"scanned {shown(watcher.root)}: {summary.files} files, {summary.classified} classified, "
              f"{summary.errors} errors; watching (Ctrl-C stops)")
 

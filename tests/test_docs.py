@@ -1,6 +1,7 @@
 """Every command is in the README, every option has help, and docs/cli.md (generated from that
 help, as sqlite-utils generates its CLI reference) is current; the README and the model card stay
 short (issue 25: at most 200 lines each; the long record lives in docs/)."""
+import re
 import runpy
 from pathlib import Path
 
@@ -35,3 +36,24 @@ def test_the_readme_and_the_model_card_stay_short_and_link_the_long_record():
              "docs/web.md", "docs/scale.md", "bench/COMPARISON.md")
     for page in pages:
         assert (REPO / page).exists() and page in README + card.replace("../", "")
+
+
+def _anchors(page):
+    """GitHub's heading anchors: lower case, punctuation but - and _ dropped, spaces as -."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_link_between_the_docs_leads_somewhere():
+    """Before: docs/scanning.md sent readers to a README heading that did not exist."""
+    broken = []
+    for page in [REPO / "README.md", REPO / "model" / "MODEL_CARD.md", *sorted((REPO / "docs").glob("*.md")),
+                 *sorted((REPO / "bench").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = (page.parent / file).resolve() if file else page
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []

@@ -136,8 +136,14 @@ def test_a_users_label_outlasts_rescans_and_other_models(cli, lib):
     assert tree_hash(src) == before
     listed = json.loads(cli("query", "sad", "--db", db, "--json").stdout)
     assert [(r["path"], r["user_label"]) for r in listed] == [(str(two), "sad")]
-    assert "(yours" in cli("query", "sad", "--db", db).stdout
+    row, line = record(db, two), cli("query", "sad", "--db", db).stdout.strip()
+    if row["guess"] != "sad":  # the score beside a user's label is the model's, for its own guess
+        assert line.startswith("sad          -  ") and line.endswith(f"(yours; model: {row['guess']} {row['confidence']:.2f})")
     assert "sad (yours)" in cli("show", two, "--db", db).stdout
+    cli("label", src / "rocket.png", "happy", "--db", db)  # no face was found: nothing was scored
+    [rocket] = [r for r in json.loads(cli("query", "happy", "--db", db, "--json").stdout) if r["path"].endswith("rocket.png")]
+    assert rocket["confidence"] is None and rocket["guess"] is None
+    assert cli("query", "happy", "--db", db).stdout.count("(yours; model: noface)") == 1
 
 
 def test_label_through_its_link_and_errors(cli, lib, tmp_path):

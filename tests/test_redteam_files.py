@@ -134,7 +134,7 @@ def test_a_folder_unreadable_for_a_moment_keeps_its_records(tmp_path):
         os.chmod(src / "sub", 0o755)
     assert proc.returncode == 1, proc.stderr
     assert summary["vanished"] == 0 and summary["links"]["removed"] == 0
-    assert summary["error_files"] == [{"path": path_key(src / "sub"), "error": "cannot read folder: Permission denied"}]
+    assert summary["error_files"] == [{"path": path_key(src / "sub"), "error": "cannot read folder: Permission denied (its files' records are kept)"}]
     assert query(db, "select path, label, hash from files order by path") == before
     assert (out / "noface" / "x.png").resolve() == (src / "sub" / "x.png")
     proc, summary = scan(src, out, db)
@@ -176,7 +176,7 @@ def test_a_path_over_the_limit_is_reported_not_skipped(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert summary["files"] == 1 and summary["classified"] == 1
     [error] = summary["error_files"]
-    assert error["error"] == "cannot read folder: File name too long" and len(error["path"]) > 4000
+    assert error["error"] == "cannot read folder: File name too long (its files' records are kept)" and len(error["path"]) > 4000
 
 
 # ---- 4: one key per path -----------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_folder_that_can_be_listed_but_not_entered(tmp_path):
         os.chmod(src / "locked", 0o755)
     assert proc.returncode == 1, proc.stderr
     errors = {Path(e["path"]).relative_to(src).as_posix(): e["error"] for e in summary["error_files"]}
-    assert errors == {"locked/deeper": "cannot read folder: Permission denied",
+    assert errors == {"locked/deeper": "cannot read folder: Permission denied (its files' records are kept)",
                       "locked/x.png": "cannot stat: Permission denied"}
     assert summary["vanished"] == 0
     assert query(db, "select label from files where path = ?", [path_key(src / "locked" / "deeper" / "y.png")])

@@ -3,6 +3,7 @@ A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG 
 minutes, Ctrl-C in the middle of such decoding, photos stored sideways, a GIF cut short, a model
 that answers NaN and models that are not ours."""
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -196,6 +197,9 @@ def test_a_truncated_gif_keeps_its_whole_frames_flagged(cli, tmp_path):
     assert got["cut.gif"]["error"] is None and got["cut.gif"]["label"] != "noface"
     assert got["cut.gif"]["note"] == clip.note and got["cut.gif"]["frames_total"] == 3
     assert f"cut.gif: {clip.note}" in result.output
+    shown = cli("show", src / "cut.gif", "--db", tmp_path / "s.db")  # and later, where a user looks
+    assert f"note       {clip.note}" in shown.output
+    assert json.loads(cli("show", src / "cut.gif", "--db", tmp_path / "s.db", "--json").output)["note"] == clip.note
     assert got["cut_in_frame0.gif"]["error"].startswith("cannot decode")
 
 

@@ -100,6 +100,7 @@ def test_dry_run_writes_nothing(cli, src, tmp_path):
     result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--dry-run")
     assert result.exit_code == 0
     assert "would link" in result.stderr and "noface" in result.stderr
+    assert ": noface (" not in result.stderr  # no score where none was given (was "noface (0.00)")
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"] and Path(src).name == "memes"  # no database
     # What it would do is said the way a scan says what it did.

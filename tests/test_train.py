@@ -290,6 +290,7 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     ("header", "expected the header"),
     ("pixels", "2303 pixel values"),
     ("empty-class", "no Training examples of disgust"),
+    ("csv-folder", "for a CSV, pass the file"),  # its folder given for the file in it
 ])
 def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     path = tmp_path / "data.csv"
@@ -302,6 +303,9 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
         with open(path, "a") as f:  # every class but disgust
             for label in (0, 2, 3, 4, 5, 6):
                 f.write(f'{label},"{" ".join(["9"] * 2304)}",Training\n')
+    elif problem == "csv-folder":
+        write_csv(path)
+        path = tmp_path
     result = cli("train", path, "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

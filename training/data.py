@@ -102,7 +102,9 @@ def load_folder(root, quiet=False):
         prefix = img.name.split("_", 1)[0]
         usage.append(prefix if prefix in SPLITS else folder_split)
     if not faces:
-        raise DataError(f"{root}: no images under train/<emotion>/ (emotions: {', '.join(EMOTIONS)})")
+        tables = sorted(p.name for p in Path(root).glob("*.csv*"))  # the Kaggle file beside, say
+        hint = f"; for a CSV, pass the file: {Path(root) / tables[0]}" if tables else ""
+        raise DataError(f"{root}: no images under train/<emotion>/ (emotions: {', '.join(EMOTIONS)}){hint}")
     return np.stack(faces), np.array(labels), np.array(usage)
 
 
