@@ -361,6 +361,7 @@ def test_a_tree_that_grows_past_the_inotify_watch_limit_is_polled(tmp_path):
 def test_json_prints_one_line_per_event(tmp_path):
     memes = tmp_path / "memes"
     memes.mkdir()
+    (memes / "old.png").write_bytes(b"not a picture")  # there before: the first scan's error is an event too
     w = Watch(tmp_path, "--json")
 
     def events():
@@ -385,7 +386,8 @@ def test_json_prints_one_line_per_event(tmp_path):
         os.remove(memes / "renamed.png")
         wait_event("removed", memes / "renamed.png")
         assert w.stop() == 130
-        assert [e["event"] for e in events()] == ["added", "changed", "moved", "error", "removed"]
+        assert [e["event"] for e in events()] == ["error", "added", "changed", "moved", "error", "removed"]
+        assert events()[0]["path"] == str(memes / "old.png") and events()[0]["error"]
     finally:
         if w.proc.poll() is None:
             w.proc.kill()
