@@ -3,6 +3,7 @@ commands that need them, so `query` and `stats` answer fast."""
 import json
 import math
 import os
+import sqlite3
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,15 @@ def _failing(*errors):
         yield
     except errors as e:
         raise Fail(str(e))
+
+
+@contextmanager
+def _failing_database(db):
+    """An SQLite error no Store method put in words (the database file deleted under a watch)."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise Fail(f"database {db}: {e}") from None
 
 
 def _options(*options):
@@ -575,6 +585,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     moved ones keep their record, deleted ones lose record and link. After lost events (the
     kernel's queue overflowed) it rescans; past the inotify watch limit it polls. Ctrl-C stops (130)."""
     from .interrupt import deferred, exit_status
+    from .links import LinkError
     from .live import LiveError, run_live
     from .scan import Options
     from .store import Store, StoreError
@@ -591,7 +602,8 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
         return run_live(source, web, db, detector, model, loop, stop=stop, echo=_echo(False))
 
     report = (lambda event: click.echo(json.dumps(event))) if as_json else None
-    with _failing(LiveError), deferred() as stop:
+    # As for scan: OUT or the database unusable (a label folder it may not write, a full disk) ends it in one line.
+    with _failing(LiveError, LinkError, StoreError), _failing_database(db), deferred() as stop:
         summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
                             preview if with_live else None, report)
     echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")

@@ -191,6 +191,8 @@ class Linker:
     def _folder(self, label):
         """OUT/<label> as an open folder, made if need be (OUT too, with its marker): the only
         way in for anything made. Never a link: one put there would lead the entries elsewhere."""
+        if self._claimed and not os.path.lexists(self.out):
+            self._claimed = False  # OUT deleted under a long watch: made and marked again, as at first
         self._claim()
         out = _opened(self.out)
         try:
@@ -405,10 +407,12 @@ def _opened(folder):
 
 
 def _current(row, source):
-    """Whether an entry of ours shows the source as it is now: a symlink leads to it; a hard link
-    is its very file; a copy has its size and mtime (a changed original needs a new copy)."""
+    """Whether an entry of ours shows the source as it is now: a symlink leads to it (by its own
+    path: another file since put at the path it leads to is not it); a hard link is its very file;
+    a copy has its size and mtime (a changed original needs a new copy)."""
     if row["mode"] == "symlink":
-        return os.path.exists(_path(row))
+        link = _path(row)
+        return key_path(row["target"]) == os.path.relpath(source, link.parent) and os.path.exists(link)
     try:
         now, entry = os.stat(source), os.lstat(_path(row))
     except OSError:

@@ -15,8 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from conftest import wait_for
+from conftest import SAMPLES, wait_for
+from invariants import check_out
+from stickersort.model.labels import EMOTIONS
 from media_makers import blank, face_gif, hopper
 
 SETTLE = 1.5  # seconds a file must stand still; the slow writer below pauses 0.1 s
@@ -184,6 +187,42 @@ def test_a_copy_stays_when_its_sticker_is_swapped_for_a_link_to_it(tmp_path, mod
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+
+
+def test_a_name_reused_after_a_rename_gets_its_own_link(watch, tmp_path):
+    """Before: the moved file's link kept its old name and so led to the newcomer there, in the
+    wrong folder, and no scan put it right (a symlink that led anywhere counted as current)."""
+    memes = tmp_path / "memes"
+    os.rename(memes / "hopper.png", memes / "old_hopper.png")
+    Image.open(SAMPLES / "astronaut.jpg").save(memes / "hopper.png")  # another face, another label
+    wait_for(lambda: {"old_hopper.png", "hopper.png"} <= set(watch.rows()) and all(
+        r["label"] for r in watch.rows().values()) and len(watch.links()) == 2, "both files filed")
+    wait_for(lambda: sorted(watch.links().values()) == ["hopper.png", "old_hopper.png"], "a link to each")
+    assert watch.stop() == 130
+    check_out(watch.out, watch.db)
+
+
+def test_out_deleted_under_the_watch_is_made_again(watch, tmp_path):
+    """Before: the next file ended the watch with exit 70 (LinkError: cannot open OUT)."""
+    shutil.rmtree(watch.out)
+    hopper().save(tmp_path / "memes" / "again.png")
+    wait_for(lambda: list(watch.links().values()) == ["again.png"], "the new file linked in a new OUT")
+    assert watch.stop() == 130
+    assert (watch.out / ".stickersort-db").read_text().strip() == str(watch.db)
+    check_out(watch.out, watch.db, complete=False)  # hopper's link went with OUT: the next scan makes it
+
+
+def test_a_label_folder_it_cannot_use_ends_the_watch_in_one_line(watch, tmp_path):
+    """Before: exit 70 and the exception's class name, as for a database it could no longer write."""
+    shutil.rmtree(watch.out)
+    watch.out.mkdir()
+    for label in (*EMOTIONS, "noface", "unsure"):
+        (watch.out / label).write_text("the user's")
+    hopper().save(tmp_path / "memes" / "again.png")
+    assert watch.proc.wait(timeout=60) == 2
+    watch.stop()
+    said = [line for line in watch.log if line.startswith("Error") or "stickersort: error" in line]
+    assert len(said) == 1 and "in the way" in said[0] and "LinkError" not in said[0], watch.log
 
 
 def check_consistent(watch):
