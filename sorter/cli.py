@@ -589,7 +589,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     from .live import LiveError, run_live
     from .scan import Options
     from .store import Store, StoreError
-    from .watch import run_watch
+    from .watch import WatchError, run_watch
 
     root, out, db = _scan_setup(directory, out, db, model)
     with _failing(StoreError):
@@ -603,7 +603,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 
     report = (lambda event: click.echo(json.dumps(event))) if as_json else None
     # As for scan: OUT or the database unusable (a label folder it may not write, a full disk) ends it in one line.
-    with _failing(LiveError, LinkError, StoreError), _failing_database(db), deferred() as stop:
+    with _failing(LiveError, LinkError, StoreError, WatchError), _failing_database(db), deferred() as stop:
         summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
                             preview if with_live else None, report)
     echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")

@@ -103,6 +103,19 @@ def describe(event):
     return f"error: {path}: {shown(event['error'])}"
 
 
+class WatchError(Exception):
+    """The watched folder itself moved or went; one line for the user."""
+
+
+def _still_there(fd, folder):
+    """Whether the folder open as fd is still at its path (not deleted: a link count of 0; not moved)."""
+    try:
+        held, there = os.fstat(fd), os.stat(folder)
+    except OSError:
+        return False
+    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
 class Watcher:
     def __init__(self, options, root, settle=1.0, echo=None, report=None):
         """echo: a callable for messages to the user; report: one for each event, a dict with
@@ -125,6 +138,11 @@ class Watcher:
         """Scan once, then follow events until `stop` is set."""
         # Made here: its SQLite connection belongs to the thread that runs the watch.
         self.scanner = Scanner(self.options, echo=self.echo)
+        # Held open, so that its inode cannot be reused by a folder made again at its path.
+        try:
+            held = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise WatchError(f"cannot open {shown(self.root)}: {e.strerror}") from None
         overflows = _Overflows(self.events)
         # Watching starts before the scan, so nothing written during the scan is missed.
         self.observer = self._observe()
@@ -133,6 +151,9 @@ class Watcher:
             if on_scanned:
                 on_scanned(summary)
             while not stop.is_set():
+                if not _still_there(held, self.root):  # its events would name paths that are no longer there
+                    raise WatchError(f"{shown(self.root)} was moved or deleted: the watch stopped, its records kept "
+                                     f"(watch or scan it where it is now; `stickersort prune` forgets what is gone)")
                 self._take(timeout=min(0.2, self.settle / 2))
                 self._rescan_if_lost()
                 self._classify_settled(stop)
@@ -141,6 +162,7 @@ class Watcher:
         except media.Interrupted:  # stop, while a file was being read: it waits for the next run
             pass
         finally:
+            os.close(held)
             self.observer.stop()
             self.observer.join()
             overflows.close()

@@ -225,6 +225,23 @@ def test_a_label_folder_it_cannot_use_ends_the_watch_in_one_line(watch, tmp_path
     assert len(said) == 1 and "in the way" in said[0] and "LinkError" not in said[0], watch.log
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted and made again"])
+def test_the_watched_folder_moved_or_deleted_stops_the_watch_in_one_line(watch, tmp_path, how):
+    """Before: the watch went on blind, saying nothing: files put in the folder made again were never
+    filed, and a moved folder's links dangled."""
+    memes = tmp_path / "memes"
+    if how == "moved":
+        os.rename(memes, tmp_path / "elsewhere")
+    else:
+        shutil.rmtree(memes)
+        memes.mkdir()
+    assert watch.proc.wait(timeout=60) == 2
+    watch.stop()
+    said = [line for line in watch.log if line.startswith("Error")]
+    assert len(said) == 1 and "was moved or deleted" in said[0], watch.log
+    assert list(watch.rows()) == ["hopper.png"]  # its record kept, for a scan or prune to settle
+
+
 def check_consistent(watch):
     conn = sqlite3.connect(watch.db)
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
