@@ -584,7 +584,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     """Scan DIRECTORY like `scan`, then keep following it: new and changed files are classified,
     moved ones keep their record, deleted ones lose record and link. After lost events (the
     kernel's queue overflowed) it rescans; past the inotify watch limit it polls. Ctrl-C stops (130)."""
-    from .interrupt import deferred, exit_status
+    from .interrupt import deferred
     from .links import LinkError
     from .live import LiveError, run_live
     from .scan import Options
@@ -606,9 +606,10 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     with _failing(LiveError, LinkError, StoreError, WatchError), _failing_database(db), deferred() as stop:
         summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
                             preview if with_live else None, report)
-    echo(f"stopped: {summary.classified} classified, {summary.errors} errors since the first scan")
+    done = f"{summary.classified} classified, {summary.errors} errors since the first scan"
     if stop.signum:
-        sys.exit(exit_status(stop.signum))
+        _stopped(stop, f"{done}; every file done is recorded and linked")
+    echo(f"stopped: {done}")  # the preview's window closed
 
 
 @cli.command()

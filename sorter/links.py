@@ -235,7 +235,7 @@ class Linker:
             except PathError as e:
                 raise LinkError(str(e)) from None
             if owner != db:
-                raise LinkError(f"{self.out} belongs to the database {owner}: scan with --db {owner}, or choose "
+                raise LinkError(f"{self.out} belongs to the database {owner}: use --db {owner}, or choose "
                                 f"another --out") from None
         except OSError as e:
             raise LinkError(f"cannot mark {self.out} as this database's: {e.strerror or e}") from None

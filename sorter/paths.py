@@ -104,7 +104,7 @@ def _check_out(out, db):
     from ..model.labels import EMOTIONS, NOFACE, UNSURE
     owner = out_owner(out)
     if owner is not None and owner != str(db):
-        raise PathError(f"{out} belongs to the database {owner}: scan with --db {owner}, or choose another "
+        raise PathError(f"{out} belongs to the database {owner}: use --db {owner}, or choose another "
                         f"--out (or delete {out / OWNER_FILE} to give it to {db})")
     for label in (*EMOTIONS, NOFACE, UNSURE):
         folder = out / label

@@ -441,7 +441,7 @@ def test_one_out_one_database(tmp_path):
     before = tree_hash(out)
     proc = run("scan", src, "--out", out, "--db", tmp_path / "two.db")
     assert proc.returncode == 2
-    assert f"belongs to the database {tmp_path / 'one.db'}: scan with --db" in one_line(proc.stderr)
+    assert f"belongs to the database {tmp_path / 'one.db'}: use --db" in one_line(proc.stderr)
     assert tree_hash(out) == before and not (tmp_path / "two.db").exists()
     # The same database, spelt through a link, is the same owner.
     os.symlink(tmp_path / "one.db", tmp_path / "alias.db")
