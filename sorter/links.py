@@ -134,7 +134,8 @@ class Linker:
 
     def _make(self, source, key, folder, file_hash):
         """A new entry for source in folder, recorded first; its path."""
-        name = path_key(source.name)  # always valid UTF-8, so the record names the entry exactly
+        # The file's own name, in UTF-8 (a byte that is not becomes \xNN): a record can name the entry.
+        name = os.fsencode(source.name).decode("utf-8", "backslashreplace")
         if self.dry_run:
             link = _free_name(folder, name, file_hash, lambda p: os.path.lexists(p) or str(p) in self._planned)
             self._planned.add(str(link))

@@ -195,6 +195,9 @@ def test_two_names_that_used_to_share_a_key_get_two_records(tmp_path):
     assert len(rows) == 2 and len({r["hash"] for r in rows}) == 2
     assert sorted(os.fsencode(key_path(r["path"])) for r in rows) == sorted([byte, text])
     assert path_key(src / "café ok.png") == f"{src}/café ok.png"  # an ordinary name keeps its key
+    # OUT shows a name as it is where it can (was "\x5cxff.png"); the byte's gets the same, tagged.
+    names = sorted(p.name for p in out.rglob("*.png"))
+    assert len(names) == 2 and "\\xff.png" in names and not any("x5c" in name for name in names)
     proc, summary = scan(src, out, db)
     assert summary["unchanged"] == 2 and summary["vanished"] == 0 and summary["links"]["created"] == 0
     check_out(str(out), db)
