@@ -583,3 +583,15 @@ def test_a_sticker_deleted_while_its_hard_link_becomes_a_copy_keeps_its_last_cop
     assert code == 0, stderr
     assert json.loads(stdout)["vanished"] == 1 and entry.read_bytes() == content
     check_out(str(out), db, mine=[str(entry)])
+
+
+def test_no_runtime_chatter_or_telemetry_where_home_is_read_only(tmp_path):
+    """Before: ONNX Runtime (1.29 on) warned in terminal colours that it could not save a telemetry
+    device id, on every command that classifies, and would send usage telemetry where it could."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    hopper().save(src / "face.png")  # a face, so the classifier runs
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"} | {"HOME": "/proc/nonexistent"}
+    proc = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", src, "--out", out, "--db", db, "-q"],
+                          capture_output=True, text=True, env=env, timeout=DEADLINE_S)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
