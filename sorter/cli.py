@@ -326,7 +326,8 @@ status is 0.""")
 @click.argument("label", required=False)
 @_db_option
 @click.option("--min-confidence", type=_Number(0, 1), default=0.0,
-              help="List only stickers scored at least this (a filter; scan's --min-confidence files the unsure)")
+              help="List only stickers scored at least this, and those you labelled yourself (a filter; "
+                   "scan's --min-confidence files the unsure)")
 @click.option("--include-unsure", is_flag=True,
               help="With an expression LABEL, also list the unsure stickers whose best guess it is, after the sure ones")
 @click.option("--limit", type=click.IntRange(1), default=None, metavar="N", help="List at most N stickers")

@@ -427,7 +427,8 @@ class Store:
         if label and label != ERROR:
             where.append(_matching(include_unsure)); args += [label] * (2 if include_unsure else 1)
         if min_confidence:
-            where.append("confidence >= ?"); args.append(min_confidence)
+            # A label the user gave is as sure as labels get, whatever the model scored.
+            where.append("(confidence >= ? or user_label is not null)"); args.append(min_confidence)
         if root:
             where.append("root = ?"); args.append(root)
         order = _BEST_FIRST if label and include_unsure else "confidence desc, path"

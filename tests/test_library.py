@@ -144,6 +144,8 @@ def test_a_users_label_outlasts_rescans_and_other_models(cli, lib):
     [rocket] = [r for r in json.loads(cli("query", "happy", "--db", db, "--json").stdout) if r["path"].endswith("rocket.png")]
     assert rocket["confidence"] is None and rocket["guess"] is None
     assert cli("query", "happy", "--db", db).stdout.count("(yours; model: noface)") == 1
+    sure = cli("query", "happy", "--min-confidence", "0.99", "--db", db, "--json").stdout
+    assert [r["path"] for r in json.loads(sure) if r["user_label"]] == [rocket["path"]]  # a user's label passes
 
 
 def test_label_through_its_link_and_errors(cli, lib, tmp_path):
