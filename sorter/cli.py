@@ -288,8 +288,8 @@ def _print_summary(summary, as_json):
     for e in summary.error_files[:ERRORS_LISTED]:
         click.echo(shown(f"error: {e['path']}: {e['error']}"), err=True)
     if len(summary.error_files) > ERRORS_LISTED:
-        click.echo(f"... and {len(summary.error_files) - ERRORS_LISTED} more errors (`stickersort query error` lists all)",
-                   err=True)
+        rest = "scan without --dry-run to record them" if summary.dry_run else "`stickersort query error` lists them"
+        click.echo(f"... and {len(summary.error_files) - ERRORS_LISTED} more errors ({rest})", err=True)
 
 
 def _row_line(row):

@@ -192,8 +192,10 @@ class Linker:
     def _folder(self, label):
         """OUT/<label> as an open folder, made if need be (OUT too, with its marker): the only
         way in for anything made. Never a link: one put there would lead the entries elsewhere."""
-        if self._claimed and not os.path.lexists(self.out):
-            self._claimed = False  # OUT deleted under a long watch: made and marked again, as at first
+        if self._claimed and not os.path.lexists(self.out):  # deleted under a long watch
+            if not os.path.isdir(self.out.parent):  # an unmounted drive: not made again on the disk beneath
+                raise LinkError(f"{self.out} is gone, and the folder it was in too")
+            self._claimed = False  # made and marked again, as at first
         self._claim()
         out = _opened(self.out)
         try:

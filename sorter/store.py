@@ -472,10 +472,10 @@ def _failure(path, e):
 
 
 # A column's value, or null for a noface file: no face, so nothing was scored.
-# No score where nothing was scored: a noface file, or one the user filed under an expression
-# although no face was found in it (its confidence is the vote's 0).
-_UNLESS_NOFACE = (f"case when label = '{NOFACE}' or (user_label is not null and guess is null) then null "
-                  f"else {{0}} end as {{0}}")
+# No score where nothing was scored: a file the model found no face in, whatever label the user
+# gave it (its confidence is the vote's 0). A face file the user filed as noface keeps its score.
+_UNLESS_NOFACE = (f"case when (user_label is null and label = '{NOFACE}') or (user_label is not null and "
+                  f"guess is null) then null else {{0}} end as {{0}}")
 
 
 def _matching(include_unsure):

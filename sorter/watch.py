@@ -97,9 +97,10 @@ def describe(event):
         return f"{path}: deleted"
     if event["event"] in ("added", "changed"):
         label, guess, confidence = event["label"], event["guess"], event["confidence"]
-        if event["user_label"] and guess != label:  # the confidence is the model's, for its own guess
-            return f"{path}: {label} (yours; model: {f'{guess} {confidence:.2f}' if guess else 'noface'})"
-        return f"{path}: {label}" + (f" ({confidence:.2f})" if guess else "")
+        vote = f"{guess} {confidence:.2f}" if guess else "noface"  # the confidence is the model's, for its guess
+        if event["user_label"] and guess != label:
+            return f"{path}: {label} (yours; model: {vote})"
+        return f"{path}: {label}" + ("" if not guess else f" ({confidence:.2f})" if guess == label else f" ({vote})")
     return f"error: {path}: {shown(event['error'])}"
 
 
@@ -107,13 +108,17 @@ class WatchError(Exception):
     """The watched folder itself moved or went; one line for the user."""
 
 
-def _still_there(fd, folder):
-    """Whether the folder open as fd is still at its path (not deleted: a link count of 0; not moved)."""
+def _moved_or_gone(folder, place):
+    """Whether nothing, or another folder, is at folder's path now (place: its device and inode
+    when the watch began). A folder deleted and made again can take back its inode: the watch
+    hears of that deletion as an event instead (Watcher.root_gone)."""
     try:
-        held, there = os.fstat(fd), os.stat(folder)
+        st = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
     except OSError:
-        return False
-    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+        return False  # cannot tell now (a permission changed, a network drive's hiccup): not taken for gone
+    return (st.st_dev, st.st_ino) != place
 
 
 class Watcher:
@@ -132,17 +137,15 @@ class Watcher:
         self.lost = False  # events were lost (the kernel's queue overflowed): rescan
         self.rescanned = -RESCAN_GAP_S
         self.scanner = self.observer = None
+        self.place, self.root_gone = None, False  # where DIR is; whether it was deleted under the watch
         self.summary = Summary(path_key(self.root), path_key(options.out), path_key(options.db))
 
     def run(self, stop, progress=None, on_scanned=None):
         """Scan once, then follow events until `stop` is set."""
         # Made here: its SQLite connection belongs to the thread that runs the watch.
         self.scanner = Scanner(self.options, echo=self.echo)
-        # Held open, so that its inode cannot be reused by a folder made again at its path.
-        try:
-            held = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as e:
-            raise WatchError(f"cannot open {shown(self.root)}: {e.strerror}") from None
+        st = os.stat(self.root)
+        self.place = st.st_dev, st.st_ino
         overflows = _Overflows(self.events)
         # Watching starts before the scan, so nothing written during the scan is missed.
         self.observer = self._observe()
@@ -151,7 +154,7 @@ class Watcher:
             if on_scanned:
                 on_scanned(summary)
             while not stop.is_set():
-                if not _still_there(held, self.root):  # its events would name paths that are no longer there
+                if self.root_gone or _moved_or_gone(self.root, self.place):  # its events would name paths no longer there
                     raise WatchError(f"{shown(self.root)} was moved or deleted: the watch stopped, its records kept "
                                      f"(watch or scan it where it is now; `stickersort prune` forgets what is gone)")
                 self._take(timeout=min(0.2, self.settle / 2))
@@ -162,7 +165,6 @@ class Watcher:
         except media.Interrupted:  # stop, while a file was being read: it waits for the next run
             pass
         finally:
-            os.close(held)
             self.observer.stop()
             self.observer.join()
             overflows.close()
@@ -207,6 +209,8 @@ class Watcher:
         if event.event_type == "created" and event.is_directory and not isinstance(self.observer, PollingObserver):
             self._check_room()
         src = os.fsdecode(event.src_path)
+        if event.event_type == "deleted" and src == str(self.root):
+            self.root_gone = True
         if event.event_type == "moved":
             self._moved(src, os.fsdecode(event.dest_path), event.is_directory)
         elif event.event_type == "deleted":

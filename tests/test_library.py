@@ -144,6 +144,9 @@ def test_a_users_label_outlasts_rescans_and_other_models(cli, lib):
     [rocket] = [r for r in json.loads(cli("query", "happy", "--db", db, "--json").stdout) if r["path"].endswith("rocket.png")]
     assert rocket["confidence"] is None and rocket["guess"] is None
     assert cli("query", "happy", "--db", db).stdout.count("(yours; model: noface)") == 1
+    cli("label", two, "noface", "--db", db)  # a face file filed as faceless keeps the model's score
+    [mine] = [r for r in json.loads(cli("query", "noface", "--db", db, "--json").stdout) if r["path"] == str(two)]
+    assert mine["confidence"] == row["confidence"] and mine["user_label"] == "noface"
     sure = cli("query", "happy", "--min-confidence", "0.99", "--db", db, "--json").stdout
     assert [r["path"] for r in json.loads(sure) if r["user_label"]] == [rocket["path"]]  # a user's label passes
 

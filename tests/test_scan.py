@@ -120,6 +120,18 @@ def test_dry_run_writes_nothing(cli, src, tmp_path):
     assert empty.exit_code == 0 and (tmp_path / "empty.db").read_bytes() == b""
 
 
+def test_past_twenty_errors_the_summary_says_where_the_rest_are(cli, tmp_path):
+    src = tmp_path / "memes"
+    src.mkdir()
+    for i in range(23):
+        (src / f"bad{i:02}.png").write_bytes(b"junk")
+    for extra, rest in ((["--dry-run"], "scan without --dry-run to record them"), ([], "`stickersort query error` lists them")):
+        result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", *extra)
+        assert result.exit_code == 1 and result.stderr.count("error: ") == 20, result.stderr
+        assert f"... and 3 more errors ({rest})" in result.stderr
+    assert len(cli("query", "error", "--db", tmp_path / "s.db").stdout.splitlines()) == 23
+
+
 def test_same_name_twice_and_users_own_files_survive(cli, tmp_path):
     src = tmp_path / "memes"
     for sub in ("a", "b"):

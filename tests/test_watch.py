@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import SAMPLES, wait_for
 from invariants import check_out
 from stickersort.model.labels import EMOTIONS
+from stickersort.sorter.watch import describe
 from media_makers import blank, face_gif, hopper
 
 SETTLE = 1.5  # seconds a file must stand still; the slow writer below pauses 0.1 s
@@ -240,6 +241,18 @@ def test_the_watched_folder_moved_or_deleted_stops_the_watch_in_one_line(watch, 
     said = [line for line in watch.log if line.startswith("Error")]
     assert len(said) == 1 and "was moved or deleted" in said[0], watch.log
     assert list(watch.rows()) == ["hopper.png"]  # its record kept, for a scan or prune to settle
+
+
+def test_an_events_line_puts_a_score_only_beside_the_models_own_vote():
+    def line(label, guess, confidence, user_label=None):
+        return describe({"event": "changed", "path": "/m/a.png", "label": label, "guess": guess,
+                         "confidence": confidence, "user_label": user_label})
+    assert line("happy", "happy", 0.91) == "/m/a.png: happy (0.91)"
+    assert line("unsure", "happy", 0.41) == "/m/a.png: unsure (happy 0.41)"
+    assert line("noface", None, None) == "/m/a.png: noface"
+    assert line("sad", "happy", 0.91, "sad") == "/m/a.png: sad (yours; model: happy 0.91)"
+    assert line("happy", None, None, "happy") == "/m/a.png: happy (yours; model: noface)"
+    assert describe({"event": "error", "path": "/m/b.png", "error": "not an image"}) == "error: /m/b.png: not an image"
 
 
 def check_consistent(watch):
