@@ -610,7 +610,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     done = f"{summary.classified} classified, {summary.errors} errors since the first scan"
     if stop.signum:
         _stopped(stop, f"{done}; every file done is recorded and linked")
-    echo(f"stopped: {done}")  # the preview's window closed
+    echo(f"stopped: {done}")  # a stop no signal asked for
 
 
 @cli.command()

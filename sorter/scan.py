@@ -21,7 +21,7 @@ from .paths import key_path, path_key
 from .pipeline import no_timer, read_file
 from .store import Store, now, snapshot
 from .twins import Twins
-from .vote import DEFAULT_MIN_CONFIDENCE, filed_label
+from .vote import DEFAULT_MIN_CONFIDENCE, filed_label, said
 
 
 @dataclass
@@ -425,9 +425,7 @@ class Scanner:
             self._keep_user_label(read.record)
             if self.options.dry_run:
                 self._would[file.key] = read.record["label"]
-                label, guess, score = read.record["label"], read.record["guess"], read.record["confidence"]
-                vote = "" if not guess else f" ({score:.2f})" if guess == label else f" ({guess} {score:.2f})"
-                self.echo(f"{file.key}: {label}{vote}")
+                self.echo(f"{file.key}: {said(read.record['label'], read.record['guess'], read.record['confidence'])}")
             else:
                 with self.timer("record"):
                     self.store.save(read.record, read.faces)

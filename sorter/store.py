@@ -471,7 +471,6 @@ def _failure(path, e):
     return f"cannot open database {path}: {e}"
 
 
-# A column's value, or null for a noface file: no face, so nothing was scored.
 # No score where nothing was scored: a file the model found no face in, whatever label the user
 # gave it (its confidence is the vote's 0). A face file the user filed as noface keeps its score.
 _UNLESS_NOFACE = (f"case when (user_label is null and label = '{NOFACE}') or (user_label is not null and "

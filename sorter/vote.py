@@ -33,6 +33,16 @@ def vote(probs, weights):
                 {e: round(float(p), 4) for e, p in zip(EMOTIONS, mean)})
 
 
+def said(label, guess, confidence, user_label=None):
+    """A filed label as a line shows it, with the model's vote beside it where it is another's or
+    the user's: `happy (0.91)`, `unsure (happy 0.41)`, `sad (yours; model: happy 0.91)`, `noface`.
+    The confidence is the model's, for its guess; with no guess (no face) there is none."""
+    vote = f"{guess} {confidence:.2f}" if guess else "noface"
+    if user_label and guess != label:
+        return f"{label} (yours; model: {vote})"
+    return label + ("" if not guess else f" ({confidence:.2f})" if guess == label else f" ({vote})")
+
+
 def filed_label(label, confidence, min_confidence=DEFAULT_MIN_CONFIDENCE):
     """The folder a vote files into: its expression, or `unsure` when the winner is too weak.
     noface stays noface: there is no guess to doubt."""

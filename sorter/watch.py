@@ -28,6 +28,7 @@ from watchdog.observers.polling import PollingObserver
 from . import media
 from .paths import key_path, path_key, shown
 from .scan import Scanner, Summary, file_hash, walk
+from .vote import said
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
 RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one rescan this often
@@ -96,11 +97,7 @@ def describe(event):
     if event["event"] == "removed":
         return f"{path}: deleted"
     if event["event"] in ("added", "changed"):
-        label, guess, confidence = event["label"], event["guess"], event["confidence"]
-        vote = f"{guess} {confidence:.2f}" if guess else "noface"  # the confidence is the model's, for its guess
-        if event["user_label"] and guess != label:
-            return f"{path}: {label} (yours; model: {vote})"
-        return f"{path}: {label}" + ("" if not guess else f" ({confidence:.2f})" if guess == label else f" ({vote})")
+        return f"{path}: {said(event['label'], event['guess'], event['confidence'], event['user_label'])}"
     return f"error: {path}: {shown(event['error'])}"
 
 
