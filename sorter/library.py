@@ -7,14 +7,13 @@ sorter/links.py, so only entries stickersort made and that are still what it mad
 """
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker
 from .paths import key_path, path_key
-from .store import Store, StoreError, snapshot
+from .store import Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
 USER_LABELS = (*EMOTIONS, NOFACE)
@@ -170,12 +169,11 @@ def _forgetting_store(db_path, dry_run):
         yield open_store(db_path)
         return
     open_store(db_path, readonly=True, upgrade=False).close()  # its one-line refusals, before any copy
-    with tempfile.TemporaryDirectory(prefix="stickersort-dry-run-") as scratch:
-        copy = Path(scratch) / "dry-run.db"
-        try:
-            snapshot(db_path, copy)
-        except StoreError as e:
-            raise LibraryError(str(e)) from None
+    try:
+        scratch, copy = dry_run_copy(db_path)
+    except StoreError as e:
+        raise LibraryError(str(e)) from None
+    with scratch:
         store = open_store(copy)
         try:
             yield store

@@ -161,7 +161,7 @@ class Linker:
     # Each records the entry, then makes it by a call that fails on a taken name (FileExistsError).
 
     def _make_symlink(self, fd, source, link, row):
-        target = os.path.relpath(source, link.parent)
+        target = _symlink_target(source, link.parent)
         self.store.add_link(row | {"target": path_key(target)})
         os.symlink(target, link.name, dir_fd=fd)
 
@@ -409,13 +409,19 @@ def _opened(folder):
         raise LinkError(f"cannot open {folder}: {e.strerror}") from None
 
 
+def _symlink_target(source, folder):
+    """What a symlink in folder says, to lead to source: the way there from folder, as every link
+    stickersort makes says it (Entries._target works out the same, once per source folder)."""
+    return os.path.relpath(source, folder)
+
+
 def _current(row, source):
     """Whether an entry of ours shows the source as it is now: a symlink leads to it (by its own
     path: another file since put at the path it leads to is not it); a hard link is its very file;
     a copy has its size and mtime (a changed original needs a new copy)."""
     if row["mode"] == "symlink":
         link = _path(row)
-        return key_path(row["target"]) == os.path.relpath(source, link.parent) and os.path.exists(link)
+        return key_path(row["target"]) == _symlink_target(source, link.parent) and os.path.exists(link)
     try:
         now, entry = os.stat(source), os.lstat(_path(row))
     except OSError:

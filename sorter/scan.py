@@ -4,7 +4,6 @@ import json
 import os
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -19,7 +18,7 @@ from . import media
 from .links import LAST_COPY, Entries, Linker
 from .paths import key_path, path_key
 from .pipeline import no_timer, read_file
-from .store import Store, now, snapshot
+from .store import Store, dry_run_copy, now
 from .twins import Twins
 from .vote import DEFAULT_MIN_CONFIDENCE, filed_label, said
 
@@ -193,11 +192,7 @@ class Scanner:
         self.echo = echo or (lambda message: None)
         db = options.db
         if options.dry_run:
-            # A dry run writes nothing, not even a schema's upgrade: it works on a copy of its own.
-            self._scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
-            db = Path(self._scratch.name) / "dry-run.db"
-            if os.path.isfile(options.db):
-                snapshot(options.db, db)
+            self._scratch, db = dry_run_copy(options.db)
         self.store = Store(db)
         self.linker = Linker(options.out, self.store, options.link_mode, options.dry_run,
                              report=self._report_link)

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 import urllib.parse
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
@@ -134,6 +135,17 @@ def snapshot(path, into):
         raise StoreError(f"cannot read database {path}: {e}") from None
     finally:
         store.close()
+
+
+def dry_run_copy(path):
+    """A dry run's own copy of the database at path (none yet: a new one), so that it writes
+    nothing of its own, not even a schema's upgrade: (the temporary folder holding it, to keep
+    while the copy is in use; the copy's path). StoreError as snapshot() gives it."""
+    scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
+    copy = Path(scratch.name) / "dry-run.db"
+    if os.path.isfile(path):
+        snapshot(path, copy)
+    return scratch, copy
 
 
 def now():
