@@ -342,7 +342,8 @@ def query(label, db, min_confidence, include_unsure, limit, as_json):
     from .store import StoreError
     store = _open_store(db)
     with _failing(StoreError):  # a damaged page
-        rows = store.query(label, min_confidence, limit, include_unsure=include_unsure)
+        # SQLite's LIMIT is a 64-bit integer; past it, the same as none.
+        rows = store.query(label, min_confidence, limit if (limit or 0) < 2**63 else None, include_unsure=include_unsure)
     store.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -506,6 +507,15 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     """Accuracy, per-class table and confusion matrix of a model on one FER2013 split, directly or
     through the scan's pipeline (--pipeline), or on a labelled sticker folder (--stickers DIR)."""
     from ..model.inference import SHIPPED_MODEL
+    _refuse_unused(click.get_current_context(), stickers, calibrate)
+    if plot:
+        if plot.suffix.lower() != ".png":
+            raise Fail(f"--plot {plot}: the plot is a PNG; give a name ending in .png")
+        if not plot.parent.is_dir():
+            raise Fail(f"--plot {plot}: no folder {plot.parent} to write it in")
+        _writable_place(plot.parent, "--plot", plot)
+    if figures:
+        _writable_place(figures, "--figures", figures)
     model = model or SHIPPED_MODEL
     models = [Path(p) for p in (model, against) if p]
     if stickers and any(p.suffix == ".keras" for p in models):
@@ -533,14 +543,46 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
 
 
+# What each of evaluate's three modes leaves unread: given, such an option is refused, not ignored.
+_UNUSED = {
+    "--stickers": ("data", "split", "labels", "ferplus", "tta", "limit", "pipeline", "calibrate", "detector", "figures"),
+    "--calibrate": ("model", "labels", "ferplus", "tta", "against", "pipeline", "figures", "plot"),
+    None: ("plot", "detector"),  # a split, scored: --plot goes with --stickers, --detector with --calibrate
+}
+
+
+def _refuse_unused(ctx, stickers, calibrate):
+    mode = "--stickers" if stickers else "--calibrate" if calibrate else None
+    given = [p for p in ctx.command.params if p.name in _UNUSED[mode]
+             and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+    if given and mode:
+        names = ", ".join(p.human_readable_name if isinstance(p, click.Argument) else p.opts[0] for p in given)
+        raise Fail(f"{names}: not used with {mode}")
+    if given:
+        raise Fail(f"{given[0].opts[0]} goes with {'--stickers' if given[0].name == 'plot' else '--calibrate'}")
+
+
+def _writable_place(path, option, named):
+    """PATH, or the nearest folder above it that exists, must be a folder this user can write:
+    checked before the work, whose result a failed write would lose."""
+    near = Path(os.path.abspath(path))
+    while not near.exists():
+        near = near.parent
+    if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
+        raise Fail(f"{option} {named}: {near} is not a folder you can write to")
+
+
 def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
     from . import sticker_eval
     _echo(quiet)(f"evaluating {model} on the stickers in {folder}")
     with _failing(sticker_eval.EvalError):
         report = sticker_eval.evaluate(folder, model, against)
-    if plot:
-        sticker_eval.plot_curve(report, plot)
     click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
+    if plot:  # after the report, which a failed write would otherwise take with it
+        try:
+            sticker_eval.plot_curve(report, plot)
+        except OSError as e:
+            raise Fail(f"--plot {plot}: cannot write it ({e.strerror or e})")
 
 
 @cli.command()
@@ -623,6 +665,8 @@ def show(file, db, as_json, image):
     """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector
     score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
     from .library import LibraryError, describe, show_file
+    if image and not os.path.lexists(image) and image.suffix.lower() != ".png":  # an existing name: refused below
+        raise Fail(f"--image {image}: the picture is a PNG; give a new name ending in .png")
     with _failing(LibraryError):
         info = show_file(db, file)
         if image:
@@ -713,6 +757,7 @@ def browse(db, host, port):
     from . import browse as pages
     from .interrupt import deferred
     from .serving import ServeError
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # an IPv6 address as URLs write it
     _open_store(db).close()  # a one-line error now for a missing or foreign database
     with _failing(ServeError), deferred() as stop:
         pages.serve(db, host, port, echo=_echo(False), stop=stop)

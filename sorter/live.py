@@ -54,8 +54,11 @@ def open_source(source):
 
 def _capture(source, target):
     with _quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
-        capture = cv2.VideoCapture(target)
-    if not capture.isOpened():
+        try:
+            capture = cv2.VideoCapture(target)
+        except (cv2.error, OverflowError):  # a camera index past what OpenCV takes
+            capture = None
+    if capture is None or not capture.isOpened():
         what = f"no camera at index {target}" if isinstance(target, int) else "cannot open it as a video or stream"
         raise LiveError(f"--source {source}: {what}")
     return capture
@@ -164,6 +167,7 @@ class Live:
                  encode=False, lines=None, stop=None):
         self.capture, self.annotator = capture, annotator
         self.loop, self.max_frames, self.encode = loop, max_frames, encode
+        self._first, self._decoded = None, 0  # a one-frame source's frame, which --loop shows again
         self.lines = lines or (lambda mood: [])
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         # A file decodes faster than real time; a viewer wants it at its own pace.
@@ -212,6 +216,11 @@ class Live:
         if not ok and self.loop and self.stats.frames:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self.capture.read()
+            if not ok and self._decoded == 1:  # a still or one-frame clip, which OpenCV cannot rewind
+                return self._first.copy()
+        if ok:
+            self._decoded += 1
+            self._first = bgr.copy() if self._first is None else self._first
         return bgr if ok else None
 
     def _step(self, bgr, show):
@@ -323,20 +332,20 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
 
     echo = echo or (lambda message: None)
     try:
-        address = parse_address(web) if web else None
+        address = parse_address(web) if web is not None else None
     except ValueError as e:
         raise LiveError(str(e))
-    if window and not web and (problem := window_problem()):
+    if window and web is None and (problem := window_problem()):
         raise LiveError(problem)
     if model is not None and not os.path.isfile(model):
         raise LiveError(f"model file not found: {model}")
     capture = open_source(source)
     matches = Matches(db) if db else None
-    showing = bool(web) or window
+    showing = web is not None or window
     live = Live(capture, Annotator(detector, model), source, loop, max_frames,
-                realtime=showing and os.path.isfile(source), encode=bool(web),
-                lines=matches.lines if matches and not web else None, stop=stop)
-    show = Window(live) if window and not web else None
+                realtime=showing and os.path.isfile(source), encode=web is not None,
+                lines=matches.lines if matches and web is None else None, stop=stop)
+    show = Window(live) if window and web is None else None
     try:
         serve(live, *address, matches, echo=echo) if address else live.run(show)
     except KeyboardInterrupt:  # how a camera preview normally ends

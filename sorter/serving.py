@@ -182,7 +182,9 @@ def send_recorded(rows):
     for row in rows:
         f = open_recorded(row)
         if f:
-            return send_file(f, download_name=row["name"], conditional=False, max_age=0)
+            # A header cannot hold a name's line break or other control character.
+            name = re.sub(r"[\x00-\x1f\x7f]", "_", row["name"])
+            return send_file(f, download_name=name, conditional=False, max_age=0)
     return jsonify(error="no such sticker (or its file changed since the scan: scan again)"), 404
 
 

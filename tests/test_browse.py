@@ -205,6 +205,23 @@ def test_a_sticker_swapped_for_a_link_is_not_served(server, library, tmp_path):
     assert get(f"{server.url}/sticker/{digest}")[0] == 200
 
 
+def test_a_sticker_whose_name_holds_a_line_break_is_served(tmp_path):
+    """The name goes into the Content-Disposition header, which cannot hold one (was: 500)."""
+    from stickersort.sorter.cli import cli
+    folder, db = tmp_path / "stickers", tmp_path / "s.db"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "rocket.png", folder / "new\nline.png")
+    scanned = CliRunner().invoke(cli, ["scan", str(folder), "--out", str(tmp_path / "out"), "--db", str(db), "-q"])
+    assert scanned.exit_code == 0, scanned.output
+    [digest] = sqlite3.connect(db).execute("select hash from files").fetchone()
+    served = Served("browse", "--db", db, "--port", 0)
+    try:
+        status, body = get(f"{served.url}/sticker/{digest}")
+        assert status == 200 and body == (SAMPLES / "rocket.png").read_bytes()
+    finally:
+        served.stop()
+
+
 def test_a_damaged_database_answers_json(library):
     broken = library["tmp"] / "broken.db"
     with sqlite3.connect(library["db"]) as source, sqlite3.connect(broken) as copy:

@@ -84,6 +84,13 @@ def test_show_image_never_writes_over_or_through_a_name(cli, lib, tmp_path):
     assert (tree_hash(src), db.read_bytes()) == before and not (tmp_path / "nowhere.png").exists()
 
 
+def test_show_draws_only_a_png(cli, lib, tmp_path):
+    src, out, db = lib
+    result = cli("show", src / "two_faces.jpg", "--db", db, "--image", tmp_path / "frames.jpg")
+    assert result.exit_code == 2 and "give a new name ending in .png" in result.output, result.output
+    assert not (tmp_path / "frames.jpg").exists()  # before: PNG bytes under a .jpg name
+
+
 def test_show_refuses_what_it_does_not_know(cli, lib, tmp_path):
     src, out, db = lib
     stranger = tmp_path / "stranger.png"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import STICKERS_DEV, need
+from conftest import SAMPLES, STICKERS_DEV, need
 from media_makers import face_gif, hopper
 
 
@@ -52,6 +52,8 @@ def test_a_file_source_ends_cleanly_or_loops(cli, tmp_path):
     clip = face_clip(tmp_path / "short.mp4", [hopper()], frames=20)
     assert live_json(cli, "--source", clip, "--max-frames", 50)["frames"] == 20
     assert live_json(cli, "--source", clip, "--loop", "--max-frames", 45)["frames"] == 45
+    still = SAMPLES / "astronaut.jpg"  # before: one frame, then the end, --loop or not
+    assert live_json(cli, "--source", still, "--loop", "--max-frames", 4)["frames"] == 4
 
 
 def test_a_gif_is_a_source_too(cli, tmp_path):
@@ -60,6 +62,7 @@ def test_a_gif_is_a_source_too(cli, tmp_path):
 
 
 @pytest.mark.parametrize("source, says", [("99", "no camera at index 99"), ("missing.mp4", "no such file"),
+                                          ("2147483648", "no camera at index 2147483648"),  # was exit 70, 6 lines
                                           ("notes.txt", "cannot open it as a video"),
                                           ("broken.gif", "not one frame")])  # before: exit 0, 0 frames
 def test_an_unusable_source_is_one_line_naming_source(cli, tmp_path, monkeypatch, source, says):
@@ -69,6 +72,12 @@ def test_an_unusable_source_is_one_line_naming_source(cli, tmp_path, monkeypatch
     result = cli("live", "--source", source, "--json")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--source" in result.output and says in result.output
+
+
+def test_an_empty_web_address_is_refused_as_one(cli, tmp_path):
+    # Before: taken as no --web at all, and refused for want of a window.
+    result = cli("live", "--source", face_clip(tmp_path / "clip.mp4", [hopper()], frames=5), "--web", "")
+    assert result.exit_code == 2 and "--web : expected HOST:PORT" in result.output
 
 
 def test_no_display_says_so_and_suggests_web(cli, tmp_path, monkeypatch):

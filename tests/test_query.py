@@ -30,6 +30,8 @@ def test_query_lists_filters_and_prints_json(cli, db):
     noface = json.loads(cli("query", "noface", "--db", db, "--json").stdout)
     assert sorted(r["path"].rsplit("/", 1)[1] for r in noface) == ["green.png", "plain.png"]
     assert len(json.loads(cli("query", "noface", "--db", db, "--json", "--limit", "1").stdout)) == 1
+    every = json.loads(cli("query", "noface", "--db", db, "--json").stdout)  # past SQLite's 2**63: no limit
+    assert json.loads(cli("query", "noface", "--db", db, "--json", "--limit", str(2**64)).stdout) == every
     face = next(r for r in everything if r["path"].endswith("face.png"))
     above = json.loads(cli("query", face["label"], "--db", db, "--json",
                            "--min-confidence", str(face["confidence"] + 0.001)).stdout)

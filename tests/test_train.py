@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -77,19 +78,49 @@ def test_a_resume_compares_every_knob_and_a_knob_newer_than_the_run_counts_at_it
     from stickersort.training.data import DataError
     from stickersort.training.train import check_run
 
-    first = check_run(tmp_path, Config(seed=3), False, "stickersort train fer.csv --seed 3")
+    first = check_run(tmp_path, Config(seed=3), False, "stickersort train fer.csv --seed 3", "fer.csv")
     assert "epochs" not in first["options"] and "int8" not in first["options"]
     del first["options"]["cards"]  # a run started before --cards existed
+    del first["data"]  # and before DATA was recorded
     (tmp_path / "options.json").write_text(json.dumps(first))
     (tmp_path / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n")
-    assert check_run(tmp_path, Config(seed=3, epochs=9, int8=True), True, "stickersort train") == first
+    assert check_run(tmp_path, Config(seed=3, epochs=9, int8=True), True, "stickersort train", "fer.csv") == first
     with pytest.raises(DataError, match="other cards, lr: resume with `stickersort train fer.csv --seed 3 --resume`"):
-        check_run(tmp_path, Config(seed=3, cards=1, lr=0.1), True, "stickersort train")
-    with pytest.raises(DataError, match="pass --resume or another --out"):
-        check_run(tmp_path, Config(seed=3), False, "stickersort train")
+        check_run(tmp_path, Config(seed=3, cards=1, lr=0.1), True, "stickersort train", "fer.csv")
+    with pytest.raises(DataError, match="pass --resume to go on with its training, or another --out"):
+        check_run(tmp_path, Config(seed=3), False, "stickersort train", "fer.csv")
     # Before: --resume into an OUT with no run in it started a whole new run, silently.
     with pytest.raises(DataError, match="no training run to resume"):
-        check_run(tmp_path / "typo", Config(seed=3), True, "stickersort train")
+        check_run(tmp_path / "typo", Config(seed=3), True, "stickersort train", "fer.csv")
+
+
+def test_a_run_never_writes_into_another_runs_folder_nor_resumes_on_other_data(tmp_path):
+    from stickersort.training.config import Config
+    from stickersort.training.data import DataError
+    from stickersort.training.soup import run as soup
+    from stickersort.training.train import check_run
+
+    # Before: train overwrote a finished soup's files, and soup a training run's, exit 0.
+    (tmp_path / "soup").mkdir()
+    (tmp_path / "soup" / "metrics.json").write_text("{}")
+    with pytest.raises(DataError, match="soup already holds a run; pass another --out"):
+        check_run(tmp_path / "soup", Config(), False, "stickersort train", "fer.csv")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "options.json").write_text(
+        json.dumps(check_run(tmp_path / "new", Config(), False, "stickersort train a.csv", "a.csv")))
+    with pytest.raises(DataError, match="train already holds a run"):
+        soup("no-data.csv", tmp_path / "train", ["m.keras"])
+    # Before: --resume read other data without a word.
+    with pytest.raises(DataError, match="other data: resume with `stickersort train a.csv --resume`"):
+        check_run(tmp_path / "train", Config(), True, "stickersort train", "b.csv")
+    (tmp_path / "train" / "options.json").write_text("[1, 2]")  # was a TypeError, exit 70
+    with pytest.raises(DataError, match="options.json: not a training run's record"):
+        check_run(tmp_path / "train", Config(), True, "stickersort train", "a.csv")
+    (tmp_path / "file").write_text("")  # was found only after the data and the net, exit 70
+    with pytest.raises(DataError, match="file is a file; --out names the run's folder"):
+        check_run(tmp_path / "file", Config(), False, "stickersort train", "a.csv")
+    with pytest.raises(DataError, match="cannot write .*file/sub: .*file is not a folder you can write to"):
+        soup("no-data.csv", tmp_path / "file" / "sub", ["m.keras"])
 
 
 def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path):
@@ -291,6 +322,13 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     ("pixels", "2303 pixel values"),
     ("empty-class", "no Training examples of disgust"),
     ("csv-folder", "for a CSV, pass the file"),  # its folder given for the file in it
+    # Before: OverflowError or "invalid literal for int()", exit 70, no line named.
+    ("pixel-300", "data.csv:2: pixel value '300' is not a whole number 0..255"),
+    ("pixel-text", "data.csv:2: pixel value 'abc' is not a whole number 0..255"),
+    ("usage", "data.csv:2: Usage 'Trainig' is not one of Training, PublicTest, PrivateTest"),  # was dropped
+    ("bad-image", "bad.jpg: not an image that can be read"),  # was UnidentifiedImageError, exit 70
+    ("bad-votes", "votes.csv:3: vote count 'x' is not a number of votes"),  # was a bare ValueError
+    ("short-votes", "votes.csv:2: a short row"),  # was read as no votes
 ])
 def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     path = tmp_path / "data.csv"
@@ -306,8 +344,31 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     elif problem == "csv-folder":
         write_csv(path)
         path = tmp_path
+    elif problem.startswith("pixel") or problem == "usage":
+        write_csv(path)
+        lines = path.read_text().splitlines(keepends=True)
+        first = {"pixel-300": "300", "pixel-text": "abc", "usage": "9"}[problem]
+        lines[1] = f'0,"{first} {" ".join(["9"] * 2303)}",{"Trainig" if problem == "usage" else "Training"}\n'
+        path.write_text("".join(lines))
+    elif problem == "bad-image":
+        for i, emotion in enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")):
+            (tmp_path / "faces" / "train" / emotion).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / "faces" / "train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
+        (tmp_path / "faces" / "train" / "happy" / "bad.jpg").write_text("not a picture")
+        path = tmp_path / "faces"
+    elif problem.endswith("votes"):
+        write_csv(path, per_class=(1, 0, 0))
+        header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+        rows = ["Training,a.png,10,0,0,0,0,0,0,0,0,0"] * 7
+        rows[1 if problem == "bad-votes" else 0] = ("Training,b.png,x,0,0,0,0,0,0,0,0,0" if problem == "bad-votes"
+                                                    else "Training,b.png,3")
+        (tmp_path / "votes.csv").write_text("\n".join([header, *rows]) + "\n")
+        result = cli("train", path, "--labels", "blend", "--ferplus", tmp_path / "votes.csv", "--epochs", "1",
+                     "--out", tmp_path / "run")
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        return
     result = cli("train", path, "--epochs", "1", "--out", tmp_path / "run")
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # no half-made run to trip a later one
 
@@ -408,7 +469,7 @@ def test_a_misspelt_arch_or_a_missing_votes_file_is_refused_before_any_data_is_r
     assert unnamed.exit_code == 2 and "--labels ferplus needs the FER+ votes file" in unnamed.stderr
     assert not (tmp_path / "bad").exists()
     with pytest.raises(DataError, match="unknown arch 'x'; choose from sticker-deep"):  # a Python caller too
-        check_run(tmp_path / "bad", Config(arch="x"), False, "")
+        check_run(tmp_path / "bad", Config(arch="x"), False, "", "fer.csv")
 
 
 def test_archs_named_for_the_cli_are_the_nets_it_can_build():
@@ -584,3 +645,24 @@ def test_a_soup_of_card_trained_models_sets_batch_norm_on_faces_and_card_views(c
     mean = soup.layers[bn].get_weights()[2]
     assert np.allclose(mean, mixed.layers[bn].get_weights()[2], atol=1e-5)
     assert not np.allclose(mean, faces_only.layers[bn].get_weights()[2], atol=1e-3)
+
+
+def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_write(cli, tmp_path):
+    csv_file = write_csv(tmp_path / "mini.csv", per_class=(12, 0, 3))
+
+    def refused(*args):
+        result = cli("evaluate", *args, "-q")
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        return result.stderr
+
+    # Before: each of these was ignored without a word, exit 0.
+    assert "--plot goes with --stickers" in refused(csv_file, "--plot", tmp_path / "p.png")
+    assert "--detector goes with --calibrate" in refused(csv_file, "--detector", "haar")
+    assert "--tta: not used with --calibrate" in refused(csv_file, "--calibrate", "--tta")
+    assert "DATA, --split: not used with --stickers" in refused(csv_file, "--stickers", tmp_path, "--split", "Training")
+    # Before: exit 70 with a Python exception, after the whole scan, and its report lost.
+    assert "give a name ending in .png" in refused("--stickers", tmp_path, "--plot", tmp_path / "p.txt")
+    assert "no folder" in refused("--stickers", tmp_path, "--plot", tmp_path / "none" / "p.png")
+    assert "is not a folder you can write to" in refused(csv_file, "--figures", csv_file / "figures")
+    # Before: exit 0 with an accuracy of NaN (and --json that is not JSON).
+    assert "mini.csv: no PublicTest faces" in refused(csv_file, "--split", "PublicTest", "--json")

@@ -33,8 +33,8 @@ def _open_text(path):
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")  # -sig: a spreadsheet's byte-order mark
 
 
 @contextmanager
@@ -64,7 +64,7 @@ def load_csv(path, quiet=False):
                 raise DataError(f"{path}:{line}: {len(row)} columns, expected emotion,pixels,Usage")
             faces.append(_pixels(path, line, row[1]))
             labels.append(_label(path, line, row[0]))
-            usage.append(row[2].strip())
+            usage.append(_usage(path, line, row[2]))
     if not faces:
         raise DataError(f"{path}: no rows after the header")
     return np.stack(faces), np.array(labels), np.array(usage)
@@ -74,13 +74,27 @@ def _pixels(path, line, text):
     values = text.split()
     if len(values) != 48 * 48:
         raise DataError(f"{path}:{line}: {len(values)} pixel values, expected 2304 (48x48)")
-    return np.array(values, dtype=np.uint8).reshape(48, 48)
+    try:
+        pixels = np.array(values, dtype=np.int64)
+    except ValueError:
+        pixels = None
+    if pixels is None or pixels.min() < 0 or pixels.max() > 255:
+        bad = next(v for v in values if not (v.isdigit() and int(v) <= 255))
+        raise DataError(f"{path}:{line}: pixel value {bad!r} is not a whole number 0..255")
+    return pixels.astype(np.uint8).reshape(48, 48)
 
 
 def _label(path, line, text):
     if text.strip() not in {str(i) for i in range(len(EMOTIONS))}:
         raise DataError(f"{path}:{line}: emotion {text!r} is not one of 0..6")
     return int(text)
+
+
+def _usage(path, line, text):
+    """A row of no known split would be dropped without a word, and with it, say, all of Training."""
+    if text.strip() not in SPLITS:
+        raise DataError(f"{path}:{line}: Usage {text!r} is not one of {', '.join(SPLITS)}")
+    return text.strip()
 
 
 def load_folder(root, quiet=False):
@@ -96,8 +110,11 @@ def load_folder(root, quiet=False):
              for img in sorted((split_dir / emotion).glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES]
     faces, labels, usage = [], [], []
     for img, label, folder_split in progress.bar(found, quiet, desc=f"reading {root.name}", unit=" faces"):
-        with Image.open(img) as im:
-            faces.append(np.asarray(im.convert("L").resize((48, 48))))
+        try:
+            with Image.open(img) as im:
+                faces.append(np.asarray(im.convert("L").resize((48, 48))))
+        except (OSError, ValueError, Image.DecompressionBombError):  # PIL's UnidentifiedImageError is an OSError
+            raise DataError(f"{img}: not an image that can be read") from None
         labels.append(label)
         prefix = img.name.split("_", 1)[0]
         usage.append(prefix if prefix in SPLITS else folder_split)
@@ -117,7 +134,7 @@ def load_ferplus(path, n_rows):
         if missing:
             raise DataError(f"{path}: not a FER+ votes file (missing columns {sorted(missing)})")
         columns = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER if c in reader.fieldnames)
-        every = np.array([[float(row[c] or 0) for c in columns] for row in reader], "float32")
+        every = np.array([_votes(path, line, row, columns) for line, row in enumerate(reader, start=2)], "float32")
     votes = every[:, :len(FERPLUS_COLUMNS)]
     outside = every[:, len(FERPLUS_COLUMNS):].max(axis=1, initial=0) >= votes.max(axis=1)
     votes[outside] = 0
@@ -126,6 +143,23 @@ def load_ferplus(path, n_rows):
     totals = votes.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, votes / totals, np.nan).astype("float32")
+
+
+def _votes(path, line, row, columns):
+    """One row's vote counts (an empty cell is no votes)."""
+    if any(row[c] is None for c in columns):
+        raise DataError(f"{path}:{line}: a short row, without all the vote columns")
+    bad = next((row[c] for c in columns if not _count(row[c])), None)
+    if bad is not None:
+        raise DataError(f"{path}:{line}: vote count {bad!r} is not a number of votes")
+    return [float(row[c] or 0) for c in columns]
+
+
+def _count(text):
+    try:
+        return 0 <= float(text or 0) < float("inf")
+    except ValueError:
+        return False
 
 
 def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False):
@@ -153,7 +187,7 @@ def check_paths(path, labels="fer2013", ferplus=None):
         if ferplus is None:
             raise DataError(f"--labels {labels} needs the FER+ votes file (--ferplus PATH)")
         if not Path(ferplus).exists():
-            raise DataError(f"{ferplus}: no such file")
+            raise DataError(f"{ferplus}: no such file (the FER+ votes file; name it with --ferplus)")
 
 
 def _blend(labels, votes, rows, weight=BLEND_WEIGHT):

@@ -133,7 +133,7 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     """`stickersort evaluate DATA`: one split's figures; with pipeline, the same faces on cards
     through the scan's path are scored too, beside the direct figure. FIGURES, a folder, gets
     confusion.png and samples.png of the direct pass."""
-    from .data import check_paths, load
+    from .data import DataError, check_paths, load
     if labels == "ferplus" and ferplus is None:
         ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
     check_paths(data, labels, ferplus)
@@ -145,6 +145,8 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
         faces, targets = faces[keep], targets[keep]
     if limit:
         faces, targets = faces[:limit], targets[:limit]
+    if not len(faces):  # else an accuracy of NaN, which is not even JSON
+        raise DataError(f"{data}: no {split} faces" + (" with a FER+ majority" if labels == "ferplus" else ""))
     probs = predict(model, faces, tta=tta, quiet=quiet)
     result = scores(probs, targets)
     result.update({"split": split, "data": str(data), "labels": labels, "model": str(model), "tta": tta})
@@ -165,11 +167,15 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
 
 def draw_figures(folder, result, faces, targets, probs):
     """FOLDER/confusion.png and FOLDER/samples.png, as `train` draws them for its run."""
+    from .data import DataError
     from .report import plot_confusion, plot_samples
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_confusion(result["confusion"], folder / "confusion.png", title=f"{Path(result['model']).name} on {result['split']}")
-    plot_samples(faces, targets, probs, folder / "samples.png")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_confusion(result["confusion"], folder / "confusion.png", title=f"{Path(result['model']).name} on {result['split']}")
+        plot_samples(faces, targets, probs, folder / "samples.png")
+    except OSError as e:
+        raise DataError(f"--figures {folder}: cannot write there ({e.strerror or e})") from None
 
 
 def _found_or_none(probs, found):

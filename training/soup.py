@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as fer_data
+from . import run_folder
 from .swa import recompute_batch_norm
 
 BN_FACES = 16384  # twice SWA's sample: the soup is made once, and steadier statistics are cheap
@@ -97,8 +98,7 @@ def run(data, out, models, arch="sticker-wide", int8=False, cards=0, echo=print)
     from . import report
 
     out = Path(out)
-    if (out / "metrics.json").exists():
-        raise fer_data.DataError(f"{out} already holds a run; pass another --out")
+    run_folder.check_new(out)
     splits = fer_data.load(data)
     soup, chosen, tried = greedy(list(models), splits, arch, cards, echo)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..model.inference import net_inputs
 from . import data as fer_data
-from . import progress, report, sam, swa
+from . import progress, report, run_folder, sam, swa
 from .augment import augmenter
 from .cards import scanner_views
 from .config import ARCHS, Config
@@ -34,7 +34,7 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     unless quiet."""
     out = Path(out)
     command = report.command_line()
-    record = check_run(out, config, resume, command)
+    record = check_run(out, config, resume, command, data)
     splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus, quiet=quiet)
     if config.limit:
         splits = fer_data.limit(splits, config.limit, config.seed)
@@ -57,27 +57,39 @@ def run(data, out, config=Config(), resume=False, quiet=False):
                             labels=config.labels, int8=config.int8, swa=config.swa)
 
 
-def check_run(out, config, resume, command):
+def check_run(out, config, resume, command, data):
     """OUT/options.json's content for this run, checked before any data is read. A new run needs
     an OUT of its own. --resume must continue the same run: a teacher or a label set left off
     would silently change every target, so only the RESUMABLE knobs may differ."""
     check_options(config)
-    if (out / "history.csv").exists() and not resume:
-        raise fer_data.DataError(f"{out} already holds a training run; pass --resume or another --out")
-    options = recorded(config)
+    options, data = recorded(config), str(Path(data).resolve())
     saved = out / "options.json"
-    if resume and not saved.exists():  # a mistyped OUT would otherwise start hours of a new run
+    if not resume:
+        run_folder.check_new(out, "pass --resume to go on with its training, or another --out"
+                             if (out / "history.csv").exists() else "pass another --out")
+        return {"command": command, "data": data, "options": options}
+    if not saved.exists():  # a mistyped OUT would otherwise start hours of a new run
         raise fer_data.DataError(f"{out} holds no training run to resume; leave out --resume to start one")
-    if resume:
+    run_folder.check_writable(out)
+    stored = _stored(saved)
+    # A knob newer than the stored run ran at its default there; so did DATA, unrecorded before.
+    before = {**recorded(Config()), **stored["options"], "data": stored.get("data", data)}
+    changed = sorted(k for k in (*options, "data") if before.get(k) != {**options, "data": data}[k])
+    if changed:
+        raise fer_data.DataError(f"{out} was trained with other {', '.join(changed)}: "
+                                 f"resume with `{stored['command']} --resume`")
+    return stored
+
+
+def _stored(saved):
+    """options.json's record, or a one-line error when it is not one."""
+    try:
         stored = json.loads(saved.read_text())
-        # A knob newer than the stored run ran at its default there.
-        before = {**recorded(Config()), **stored["options"]}
-        changed = sorted(k for k in options if before.get(k) != options[k])
-        if changed:
-            raise fer_data.DataError(f"{out} was trained with other {', '.join(changed)}: "
-                                     f"resume with `{stored['command']} --resume`")
-        return stored
-    return {"command": command, "options": options}
+        if isinstance(stored, dict) and isinstance(stored.get("options"), dict) and "command" in stored:
+            return stored
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    raise fer_data.DataError(f"{saved}: not a training run's record, so the run cannot be resumed")
 
 
 def check_options(config):

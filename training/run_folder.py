@@ -1,0 +1,33 @@
+"""What makes a folder a run's OUT (train's or soup's), checked before any data is read: a new
+run never writes into another run's folder, and an OUT that cannot be made fails at once rather
+than after the work."""
+import os
+from pathlib import Path
+
+from .data import DataError
+
+# Any of these, and the folder holds a run (finished or not) that a new one would overwrite.
+RUN_FILES = ("options.json", "history.csv", "best.keras", "metrics.json", "soup.json", "stickernet.onnx")
+
+
+def holds_run(out):
+    return any((Path(out) / name).exists() for name in RUN_FILES)
+
+
+def check_new(out, hint="pass another --out"):
+    """OUT for a new run: a folder holding no run, or one that can be made."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; --out names the run's folder")
+    if holds_run(out):
+        raise DataError(f"{out} already holds a run; {hint}")
+    check_writable(out)
+
+
+def check_writable(out):
+    """OUT, or the nearest folder above it that exists, must be a folder this user can write."""
+    near = Path(os.path.abspath(out))
+    while not near.exists():
+        near = near.parent
+    if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {out}: {near} is not a folder you can write to")
