@@ -666,3 +666,11 @@ def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_
     assert "is not a folder you can write to" in refused(csv_file, "--figures", csv_file / "figures")
     # Before: exit 0 with an accuracy of NaN (and --json that is not JSON).
     assert "mini.csv: no PublicTest faces" in refused(csv_file, "--split", "PublicTest", "--json")
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read(tmp_path):
+    from stickersort.training.data import load
+    plain = write_csv(tmp_path / "plain.csv")
+    marked = tmp_path / "marked.csv"  # as a spreadsheet saves "CSV UTF-8"; before: "expected the header"
+    marked.write_text("\ufeff" + plain.read_text())
+    assert all((load(marked)[s][1] == load(plain)[s][1]).all() for s in ("Training", "PublicTest"))
