@@ -111,11 +111,17 @@ def test_a_run_never_writes_into_another_runs_folder_nor_resumes_on_other_data(t
     with pytest.raises(DataError, match="train already holds a run"):
         soup("no-data.csv", tmp_path / "train", ["m.keras"])
     # Before: --resume read other data without a word.
-    with pytest.raises(DataError, match="other data: resume with `stickersort train a.csv --resume`"):
+    with pytest.raises(DataError, match=r"trained on /.*a.csv, not /.*b.csv: resume with `stickersort train a.csv --resume`"):
         check_run(tmp_path / "train", Config(), True, "stickersort train", "b.csv")
+    # A run that stopped before its first epoch's row: its --resume is the way on.
+    with pytest.raises(DataError, match="pass --resume to go on with its training"):
+        check_run(tmp_path / "train", Config(), False, "stickersort train", "a.csv")
     (tmp_path / "train" / "options.json").write_text("[1, 2]")  # was a TypeError, exit 70
     with pytest.raises(DataError, match="options.json: not a training run's record"):
         check_run(tmp_path / "train", Config(), True, "stickersort train", "a.csv")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # was a FileExistsError at mkdir, exit 70
+    with pytest.raises(DataError, match="dangling is a broken link"):
+        check_run(tmp_path / "dangling", Config(), False, "stickersort train", "a.csv")
     (tmp_path / "file").write_text("")  # was found only after the data and the net, exit 70
     with pytest.raises(DataError, match="file is a file; --out names the run's folder"):
         check_run(tmp_path / "file", Config(), False, "stickersort train", "a.csv")
@@ -325,10 +331,13 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     # Before: OverflowError or "invalid literal for int()", exit 70, no line named.
     ("pixel-300", "data.csv:2: pixel value '300' is not a whole number 0..255"),
     ("pixel-text", "data.csv:2: pixel value 'abc' is not a whole number 0..255"),
+    ("pixel-huge", "data.csv:2: pixel value '99999999999999999999' is not a whole number 0..255"),
+    ("pixel-super", "data.csv:2: pixel value '²' is not a whole number 0..255"),  # a digit to isdigit()
     ("usage", "data.csv:2: Usage 'Trainig' is not one of Training, PublicTest, PrivateTest"),  # was dropped
     ("bad-image", "bad.jpg: not an image that can be read"),  # was UnidentifiedImageError, exit 70
     ("bad-votes", "votes.csv:3: vote count 'x' is not a number of votes"),  # was a bare ValueError
     ("short-votes", "votes.csv:2: a short row"),  # was read as no votes
+    ("no-votes", "votes.csv: no rows after the header"),  # was an IndexError, exit 70
 ])
 def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     path = tmp_path / "data.csv"
@@ -347,7 +356,8 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     elif problem.startswith("pixel") or problem == "usage":
         write_csv(path)
         lines = path.read_text().splitlines(keepends=True)
-        first = {"pixel-300": "300", "pixel-text": "abc", "usage": "9"}[problem]
+        first = {"pixel-300": "300", "pixel-text": "abc", "pixel-huge": "9" * 20, "pixel-super": "²",
+                 "usage": "9"}[problem]
         lines[1] = f'0,"{first} {" ".join(["9"] * 2303)}",{"Trainig" if problem == "usage" else "Training"}\n'
         path.write_text("".join(lines))
     elif problem == "bad-image":
@@ -362,6 +372,7 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
         rows = ["Training,a.png,10,0,0,0,0,0,0,0,0,0"] * 7
         rows[1 if problem == "bad-votes" else 0] = ("Training,b.png,x,0,0,0,0,0,0,0,0,0" if problem == "bad-votes"
                                                     else "Training,b.png,3")
+        rows = [] if problem == "no-votes" else rows
         (tmp_path / "votes.csv").write_text("\n".join([header, *rows]) + "\n")
         result = cli("train", path, "--labels", "blend", "--ferplus", tmp_path / "votes.csv", "--epochs", "1",
                      "--out", tmp_path / "run")

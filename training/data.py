@@ -76,12 +76,19 @@ def _pixels(path, line, text):
         raise DataError(f"{path}:{line}: {len(values)} pixel values, expected 2304 (48x48)")
     try:
         pixels = np.array(values, dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         pixels = None
     if pixels is None or pixels.min() < 0 or pixels.max() > 255:
-        bad = next(v for v in values if not (v.isdigit() and int(v) <= 255))
+        bad = next((v for v in values if not _byte(v)), values[0])
         raise DataError(f"{path}:{line}: pixel value {bad!r} is not a whole number 0..255")
     return pixels.astype(np.uint8).reshape(48, 48)
+
+
+def _byte(text):
+    try:
+        return 0 <= int(text) <= 255
+    except ValueError:
+        return False
 
 
 def _label(path, line, text):
@@ -134,7 +141,9 @@ def load_ferplus(path, n_rows):
         if missing:
             raise DataError(f"{path}: not a FER+ votes file (missing columns {sorted(missing)})")
         columns = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER if c in reader.fieldnames)
-        every = np.array([_votes(path, line, row, columns) for line, row in enumerate(reader, start=2)], "float32")
+        every = np.array([_votes(path, reader.line_num, row, columns) for row in reader], "float32")
+    if not len(every):
+        raise DataError(f"{path}: no rows after the header")
     votes = every[:, :len(FERPLUS_COLUMNS)]
     outside = every[:, len(FERPLUS_COLUMNS):].max(axis=1, initial=0) >= votes.max(axis=1)
     votes[outside] = 0

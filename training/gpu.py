@@ -288,7 +288,7 @@ def fit_until(net, faces, targets, validation, optimizer, peak, strength, batch,
             begun = now
         elif epoch == 2 and (deadline - now) / seconds < MIN_EPOCHS:
             print(f"{name}: {seconds:.1f} s an epoch, too slow for {MIN_EPOCHS} more by the deadline", flush=True)
-            sys.exit(TOO_SLOW)
+            os._exit(TOO_SLOW)  # at once: sys.exit would wait for the next epoch's views being drawn
         if save and now - saved > 45:
             _save_best(net, best, save)
             saved = now

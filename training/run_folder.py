@@ -17,6 +17,8 @@ def holds_run(out):
 def check_new(out, hint="pass another --out"):
     """OUT for a new run: a folder holding no run, or one that can be made."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"{out} is a broken link; --out names the run's folder")
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; --out names the run's folder")
     if holds_run(out):

@@ -66,15 +66,18 @@ def check_run(out, config, resume, command, data):
     saved = out / "options.json"
     if not resume:
         run_folder.check_new(out, "pass --resume to go on with its training, or another --out"
-                             if (out / "history.csv").exists() else "pass another --out")
+                             if saved.exists() else "pass another --out")
         return {"command": command, "data": data, "options": options}
     if not saved.exists():  # a mistyped OUT would otherwise start hours of a new run
         raise fer_data.DataError(f"{out} holds no training run to resume; leave out --resume to start one")
     run_folder.check_writable(out)
     stored = _stored(saved)
-    # A knob newer than the stored run ran at its default there; so did DATA, unrecorded before.
-    before = {**recorded(Config()), **stored["options"], "data": stored.get("data", data)}
-    changed = sorted(k for k in (*options, "data") if before.get(k) != {**options, "data": data}[k])
+    if stored.get("data", data) != data:  # a run recorded before DATA was counts as its own
+        raise fer_data.DataError(f"{out} was trained on {stored['data']}, not {data}: "
+                                 f"resume with `{stored['command']} --resume`")
+    # A knob newer than the stored run ran at its default there.
+    before = {**recorded(Config()), **stored["options"]}
+    changed = sorted(k for k in options if before.get(k) != options[k])
     if changed:
         raise fer_data.DataError(f"{out} was trained with other {', '.join(changed)}: "
                                  f"resume with `{stored['command']} --resume`")
