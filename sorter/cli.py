@@ -513,9 +513,13 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
             raise Fail(f"--plot {plot}: the plot is a PNG; give a name ending in .png")
         if not plot.parent.is_dir():
             raise Fail(f"--plot {plot}: no folder {plot.parent} to write it in")
-        _writable_place(plot.parent, "--plot", plot)
-    if figures:
-        _writable_place(figures, "--figures", figures)
+    from ..training.data import DataError
+    from ..training.run_folder import check_writable
+    with _failing(DataError):  # checked before the work, whose result a failed write would lose
+        if plot:
+            check_writable(plot.parent, named=plot)
+        if figures:
+            check_writable(figures)
     model = model or SHIPPED_MODEL
     models = [Path(p) for p in (model, against) if p]
     if stickers and any(p.suffix == ".keras" for p in models):
@@ -560,16 +564,6 @@ def _refuse_unused(ctx, stickers, calibrate):
         raise Fail(f"{names}: not used with {mode}")
     if given:
         raise Fail(f"{given[0].opts[0]} goes with {'--stickers' if given[0].name == 'plot' else '--calibrate'}")
-
-
-def _writable_place(path, option, named):
-    """PATH, or the nearest folder above it that exists, must be a folder this user can write:
-    checked before the work, whose result a failed write would lose."""
-    near = Path(os.path.abspath(path))
-    while not near.exists():
-        near = near.parent
-    if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
-        raise Fail(f"{option} {named}: {near} is not a folder you can write to")
 
 
 def _evaluate_stickers(folder, model, against, plot, as_json, quiet):

@@ -220,7 +220,8 @@ class Live:
                 return self._first.copy()
         if ok:
             self._decoded += 1
-            self._first = bgr.copy() if self._first is None else self._first
+            if self._decoded == 1:
+                self._first = bgr.copy()
         return bgr if ok else None
 
     def _step(self, bgr, show):

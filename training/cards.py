@@ -115,21 +115,29 @@ def scanner_views(faces, targets, n, seed=0, detector="blazeface"):
     """Training faces as the scan sees them: each face on n sticker-look cards, found by the
     scan's detector and cut by its crop (the best-scoring face; none found, no view). Returns the
     views and their targets, to be trained on beside the faces themselves."""
+    found = list(scanner_finds(faces, n, seed, detector))
+    if not found:
+        return faces[:0], targets[:0]
+    return np.stack([view for _, _, _, view in found]), targets[np.array([i for _, i, _, _ in found])]
+
+
+def scanner_finds(faces, n, seed=0, detector="blazeface"):
+    """(k, i, face found, its crop) for the k-th view card of the i-th face, where the scan finds one."""
     from ..model.faces import make_detector
     from ..sorter.pipeline import frame_faces
 
     detect = make_detector(detector)
-    views, kept = [], []
     for k in range(n):
         for i, face in enumerate(faces):
-            card = make_card(face, (seed + 1 + k) * 7_000_003 + i, sticker_look=True).rgb
-            found, crops = frame_faces(detect, card)
+            found, crops = frame_faces(detect, view_card(face, seed, k, i))
             if found:
-                views.append(crops[int(np.argmax([f.score for f in found]))])
-                kept.append(i)
-    if not views:
-        return faces[:0], targets[:0]
-    return np.stack(views), targets[np.array(kept)]
+                best = int(np.argmax([f.score for f in found]))
+                yield k, i, found[best], crops[best]
+
+
+def view_card(face, seed, k, i):
+    """The k-th sticker-look card of the i-th face in a run of this seed: the same card in every run."""
+    return make_card(face, (seed + 1 + k) * 7_000_003 + i, sticker_look=True).rgb
 
 
 def calibrate_frame(faces, detector="blazeface", seed=0):

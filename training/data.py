@@ -158,17 +158,17 @@ def _votes(path, line, row, columns):
     """One row's vote counts (an empty cell is no votes)."""
     if any(row[c] is None for c in columns):
         raise DataError(f"{path}:{line}: a short row, without all the vote columns")
-    bad = next((row[c] for c in columns if not _count(row[c])), None)
-    if bad is not None:
-        raise DataError(f"{path}:{line}: vote count {bad!r} is not a number of votes")
-    return [float(row[c] or 0) for c in columns]
+    return [_count(path, line, row[c]) for c in columns]
 
 
-def _count(text):
+def _count(path, line, text):
     try:
-        return 0 <= float(text or 0) < float("inf")
+        votes = float(text or 0)
     except ValueError:
-        return False
+        votes = -1.0
+    if not 0 <= votes < float("inf"):
+        raise DataError(f"{path}:{line}: vote count {text!r} is not a number of votes")
+    return votes
 
 
 def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False):

@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..model.inference import net_inputs
+
 VIEW_SEED, VIEWS = 60, 2  # card views of each Training face: scanner_views' seeds for seed 60
 TEACHER_WEIGHT = 0.5
 SPLITS = ("Training", "PublicTest", "PrivateTest")
@@ -44,7 +46,6 @@ STUDENTS = {  # name: (start, augmentation, peak LR)
 def pack(data, ferplus, stage8, out, limit=None):
     """OUT/pack.npz (every face as WebP, split, blended targets, the card views' boxes, the first
     64 views' crops to check the redraw against) and OUT/stage8.keras, STAGE8's float net."""
-    from ..model.inference import net_inputs
     from . import data as fer_data
     from .rebuild import from_onnx
 
@@ -65,23 +66,11 @@ def pack(data, ferplus, stage8, out, limit=None):
 
 def view_boxes(faces):
     """(view, face, x, y, w, h) of the scan's best face on each card view that has one, and its crop."""
-    from ..model.faces import make_detector
-    from ..sorter.pipeline import frame_faces
+    from .cards import scanner_finds
 
-    detect, rows, crops = make_detector("blazeface"), [], []
-    for k in range(VIEWS):
-        for i, face in enumerate(faces):
-            found, cut = frame_faces(detect, _card(face, k, i))
-            if found:
-                j = int(np.argmax([f.score for f in found]))
-                rows.append((k, i, found[j].x, found[j].y, found[j].w, found[j].h))
-                crops.append(cut[j])
-    return np.array(rows, np.float64), np.stack(crops)
-
-
-def _card(face, k, i):
-    from .cards import make_card
-    return make_card(face, (VIEW_SEED + 1 + k) * 7_000_003 + i, sticker_look=True).rgb
+    found = list(scanner_finds(faces, VIEWS, VIEW_SEED))
+    return (np.array([(k, i, f.x, f.y, f.w, f.h) for k, i, f, _ in found], np.float64),
+            np.stack([view for _, _, _, view in found]))
 
 
 # ---- there: the run ----
@@ -149,15 +138,11 @@ def _init_views(faces_file):
     _FACES = np.load(faces_file, mmap_mode="r")
 
 
-class _Box:
-    def __init__(self, x, y, w, h):
-        self.x, self.y, self.w, self.h = x, y, w, h
-
-
 def _view(box):
-    from ..model.faces import crop
+    from ..model.faces import Face, crop
+    from .cards import view_card
     k, i, x, y, w, h = box
-    return crop(_card(np.asarray(_FACES[int(i)]), int(k), int(i)), _Box(x, y, w, h))
+    return crop(view_card(np.asarray(_FACES[int(i)]), VIEW_SEED, int(k), int(i)), Face(x, y, w, h, 1.0))
 
 
 def spawn(role, tmp, out, name, seed, deadline, pack_dir=None):
@@ -185,10 +170,6 @@ def _data(tmp):
     return faces, split, y, views, view_face
 
 
-def _x(faces):
-    return (faces.astype("float32") / 255.0)[..., None]
-
-
 def teacher(tmp, out, name, seed, deadline):
     import keras
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -198,10 +179,10 @@ def teacher(tmp, out, name, seed, deadline):
     net = resnet()
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     best = fit_until(net, np.concatenate([faces[train], views]), np.concatenate([y[train], y[train][view_face]]),
-                     (_x(faces[split == 1]), y[split == 1]), optimizer, 0.1, "strong", 256, seed,
+                     (net_inputs(faces[split == 1]), y[split == 1]), optimizer, 0.1, "strong", 256, seed,
                      deadline - 20, name)
     net.set_weights(best)
-    probs = {"faces": tta(net, _x(faces)), "views": tta(net, _x(views))}
+    probs = {"faces": tta(net, net_inputs(faces)), "views": tta(net, net_inputs(views))}
     np.savez(tmp / f"{name}.npz", **probs)
     for s in (1, 2):
         right = probs["faces"][split == s].argmax(1) == y[split == s].argmax(1)
@@ -220,12 +201,12 @@ def student(tmp, out, name, seed, deadline, pack_dir):
                         (1 - w) * y[train][view_face] + w * teach["views"]]).astype("float32")
     net = load(Path(pack_dir) / "stage8.keras") if start else build("sticker-wide")
     optimizer = keras.optimizers.AdamW(lr, weight_decay=5e-4)
-    best = fit_until(net, np.concatenate([faces[train], views]), t, (_x(faces[split == 1]), y[split == 1]),
+    best = fit_until(net, np.concatenate([faces[train], views]), t, (net_inputs(faces[split == 1]), y[split == 1]),
                      optimizer, lr, augment, 128, seed, deadline - 10, name, save=Path(out) / f"{name}.keras")
     _save_best(net, best, Path(out) / f"{name}.keras")
     net.set_weights(best)
     for s in (1, 2):
-        p = net.predict(_x(faces[split == s]), batch_size=1024, verbose=0)
+        p = net.predict(net_inputs(faces[split == s]), batch_size=1024, verbose=0)
         print(f"{name}: {SPLITS[s]} single pass {np.mean(p.argmax(1) == y[split == s].argmax(1)):.4f}", flush=True)
 
 

@@ -26,10 +26,11 @@ def check_new(out, hint="pass another --out"):
     check_writable(out)
 
 
-def check_writable(out):
-    """OUT, or the nearest folder above it that exists, must be a folder this user can write."""
+def check_writable(out, named=None):
+    """OUT, or the nearest folder above it that exists, must be a folder this user can write
+    (NAMED, if given, is what the message calls it: a file to be written in OUT, say)."""
     near = Path(os.path.abspath(out))
     while not near.exists():
         near = near.parent
     if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write {out}: {near} is not a folder you can write to")
+        raise DataError(f"cannot write {named or out}: {near} is not a folder you can write to")
