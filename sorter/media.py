@@ -29,7 +29,9 @@ MAX_SECONDS = 20.0
 MAX_SIDE = 640
 DEFAULT_FRAME_MS = 100  # what browsers show for GIF frames that declare 0 or 10 ms
 HOLD_BYTES = 48 << 20  # decoded frames of one animation kept for sampling
-INDEX_BYTES = 64 << 20  # GIF and WebP files read whole, for their frame times (frame_times.py)
+# Files read whole: GIF and WebP for their frame times (frame_times.py), AVIF because its decoder
+# takes the file in one piece. An AVIF file over this is refused rather than read into memory.
+INDEX_BYTES = 64 << 20
 # Each scan of a progressive JPEG walks the whole image, and a scan can be a dozen bytes, so a
 # few KB can hold minutes of work: libjpeg gets such a file's input in chunks of
 # JPEG_CHUNK_WORK / pixels bytes (between these bounds), a fraction of a second of work between
@@ -42,16 +44,19 @@ JPEG_CHUNK_BYTES = (64, 1 << 16)
 BIG_PIXELS = 2_000_000
 _big_reader = ThreadPoolExecutor(1, thread_name_prefix="big-frames")
 
-IMAGE_SUFFIXES = {".gif", ".webp", ".png", ".apng", ".jpg", ".jpeg", ".jfif", ".bmp"}
+IMAGE_SUFFIXES = {".gif", ".webp", ".avif", ".png", ".apng", ".jpg", ".jpeg", ".jfif", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 # Content decides the decoder, not the name, but only among sticker formats: Pillow would
 # otherwise hand a renamed EPS to Ghostscript, or a TIFF or PSD to decoders nobody needs here.
-PILLOW_FORMATS = ("GIF", "WEBP", "PNG", "JPEG", "BMP")
+PILLOW_FORMATS = ("GIF", "WEBP", "AVIF", "PNG", "JPEG", "BMP")
+AVIF_BRANDS = (b"avif", b"avis", b"mif1", b"msf1")  # the ftyp brands Pillow's AVIF reader takes
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# What Pillow raises for a file it cannot decode (or that ends too soon).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+# What Pillow raises for a file it cannot decode (or that ends too soon). Its AVIF reader raises
+# RuntimeError for a frame libavif cannot decode, and ZeroDivisionError for a timescale of 0.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error,
+                 RuntimeError, ArithmeticError)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -163,6 +168,8 @@ def _fit(rgb):
 def _rgb(im):
     """RGB array; transparent parts shown over white, as chat apps show stickers. A frame many
     times MAX_SIDE shrinks by a whole factor first, so at most two full-size copies ever exist."""
+    if im.mode.startswith("I"):  # a 16-bit grayscale PNG: convert() would clip it to white, not scale it
+        im = Image.fromarray(np.clip(np.asarray(im, np.int64) >> 8, 0, 255).astype(np.uint8))
     transparent = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
     mode = "RGBA" if transparent else "RGB"
     im = im if im.mode == mode else im.convert(mode)
@@ -238,6 +245,8 @@ def _indexed(f, size):
     clock (a progressive JPEG's scans are where one frame's decoding can run for minutes)."""
     head = f.read(12)
     f.seek(0)
+    if head[4:8] == b"ftyp" and head[8:12] in AVIF_BRANDS and size > INDEX_BYTES:
+        raise MediaError(f"too large: an AVIF file is read whole, and this one is over {INDEX_BYTES >> 20} MB")
     if size > INDEX_BYTES or not (
             head[:3] == b"GIF" or (head[:4] == b"RIFF" and head[8:] == b"WEBP")):
         return f, None

@@ -52,6 +52,8 @@ def seeds():
         "webp_anim": (".webp", _save(_frames(4), "WEBP", duration=[0, 30, 500, 60], lossless=True)),
         "webp_face": (".webp", _save(face, "WEBP", duration=90, quality=60)),
         "webp_still": (".webp", _save(rgba[:1], "WEBP", quality=50)),
+        "avif_face": (".avif", _save(face, "AVIF", duration=[40, 0, 300, 90], quality=50, speed=10)),
+        "avif_still": (".avif", _save(rgba[:1], "AVIF", quality=40, speed=10)),
         "png": (".png", _save(face[:1], "PNG")),
         "png_palette": (".png", _save([f.quantize(16) for f in _frames(1)], "PNG", transparency=0)),
         "apng": (".png", _save(rgba, "PNG", duration=[0, 100, 30], disposal=1, blend=1)),
@@ -178,6 +180,14 @@ def jpeg_declared(width, height):
     return bytes(data)
 
 
+def avif_declared(width, height):
+    """A real AVIF whose image extents box (ispe) declares other dimensions."""
+    data = bytearray(seeds()["avif_still"][1])
+    at = data.find(b"ispe")
+    data[at + 8:at + 16] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
 def bmp_declared(width, height):
     data = bytearray(seeds()["bmp"][1])
     data[18:26] = struct.pack("<ii", width, height)
@@ -212,6 +222,8 @@ def structured():
         "webp_canvas_huge": (".webp", webp_canvas(16383, 16383)),
         "jpeg_declares_huge": (".jpg", jpeg_declared(65500, 65500)),
         "jpeg_declares_zero": (".jpg", jpeg_declared(0, 0)),
+        "avif_declares_huge": (".avif", avif_declared(7000, 6000)),  # under libavif's limit, over ours
+        "avif_declares_zero": (".avif", avif_declared(0, 0)),
         "bmp_declares_huge": (".bmp", bmp_declared(50000, 50000)),
         "bmp_negative": (".bmp", bmp_declared(-40, -2**31)),
         "png_named_gif": (".gif", seeds()["png"][1]),
@@ -226,8 +238,8 @@ def structured():
 
 
 MAGIC = (b"GIF89a", b"GIF87a", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x00\x01\x00\x00WEBPVP8 ",
-         b"RIFF\x00\x01\x00\x00WEBPVP8X", b"BM", b"\x00\x00\x00\x18ftypmp42", b"\x1aE\xdf\xa3", b"")
-SUFFIXES = (".gif", ".webp", ".png", ".jpg", ".bmp", ".mp4", ".webm", ".mkv", ".mov", ".avi")
+         b"RIFF\x00\x01\x00\x00WEBPVP8X", b"\x00\x00\x00\x1cftypavif", b"BM", b"\x00\x00\x00\x18ftypmp42", b"\x1aE\xdf\xa3", b"")
+SUFFIXES = (".gif", ".webp", ".avif", ".png", ".jpg", ".bmp", ".mp4", ".webm", ".mkv", ".mov", ".avi")
 
 
 def random_input(rng):

@@ -19,8 +19,9 @@ from stickersort.sorter import media
 
 # Peak RSS of a scan process: the interpreter with OpenCV, LiteRT and ONNX Runtime loaded (~150
 # MiB, and slack), plus what the reader's own limits allow one frame to cost: at most MAX_PIXELS
-# pixels, at ~17 bytes a pixel at the worst (an animated WebP: libwebp's canvases, Pillow's
-# frame, one RGBA copy). Measured at 40 M pixels: 700 MiB for the reader alone.
+# pixels, at ~19 bytes a pixel at the worst (an animated AVIF: libavif's YUV planes and RGBA
+# frame, Pillow's frame, one RGBA copy). Measured at 40 M pixels: 770 MiB for the reader alone,
+# 690 MiB for an animated WebP.
 RSS_BOUND_MIB = 300 + 20 * media.MAX_PIXELS // 2**20
 FUZZ = dict(deadline=None, database=None, derandomize=True,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -190,8 +191,9 @@ def scan_measured(src, out, db):
 
 @pytest.fixture
 def fuzzed_folder(tmp_path):
-    """50 mutated files, the seeds themselves, and the worst file for memory twice: a 40 M pixel
-    animated WebP (144 bytes on disk); a scan reads files in threads, but never two such at once."""
+    """50 mutated files, the seeds themselves, and the worst files for memory: a 40 M pixel
+    animated WebP (144 bytes on disk) twice and a 40 M pixel animated AVIF; a scan reads files in
+    threads, but never two such at once."""
     import random
     from PIL import Image
     src = tmp_path / "chat downloads"
@@ -207,6 +209,9 @@ def fuzzed_folder(tmp_path):
     a, b = Image.new("RGBA", (w, h), (200, 10, 10, 128)), Image.new("RGBA", (w, h), (10, 200, 10, 255))
     a.save(src / "widest.webp", save_all=True, append_images=[b], duration=100, lossless=True, method=0)
     shutil.copy(src / "widest.webp", src / "widest-again.webp")
+    size = (8000, media.MAX_PIXELS // 8000)
+    a, b = Image.new("RGBA", size, (200, 10, 10, 128)), Image.new("RGBA", size, (10, 200, 10, 255))
+    a.save(src / "biggest.avif", save_all=True, append_images=[b], duration=100, speed=10, quality=30)
     return src
 
 

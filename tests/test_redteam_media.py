@@ -1,7 +1,8 @@
 """Red team, reading: files that would block, overrun or be misread, each built here for real.
 A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG whose scans cost
-minutes, Ctrl-C in the middle of such decoding, photos stored sideways, a GIF cut short, a model
-that answers NaN and models that are not ours."""
+minutes, Ctrl-C in the middle of such decoding, photos stored sideways (JPEG and AVIF), an AVIF
+animation and one too large to read whole, a 16-bit grayscale PNG, a GIF cut short, a model that answers NaN and models
+that are not ours."""
 import io
 import json
 import os
@@ -161,11 +162,12 @@ def save_turned(path, upright, orientation, **kw):
     return path
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".avif"])  # AVIF's own turn and mirror boxes, as Pillow reads them
 @pytest.mark.parametrize("orientation", sorted(STORED))
-def test_exif_orientation_turns_the_picture_upright(tmp_path, orientation):
+def test_exif_orientation_turns_the_picture_upright(tmp_path, orientation, suffix):
     upright = hopper(240).crop((0, 0, 240, 180))  # not square: a quarter turn shows in the size
-    save_turned(tmp_path / "photo.jpg", upright, orientation, quality=95)
-    clip = media.read(tmp_path / "photo.jpg")
+    save_turned(tmp_path / f"photo{suffix}", upright, orientation, quality=95)
+    clip = media.read(tmp_path / f"photo{suffix}")
     assert (clip.width, clip.height) == (240, 180)
     diff = np.abs(clip.frames[0].rgb.astype(int) - np.asarray(upright).astype(int)).mean()
     assert diff < 6, diff
@@ -175,11 +177,37 @@ def test_rotated_photos_are_filed_by_their_faces(cli, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for orientation in (3, 6, 8):  # as a phone stores a photo held sideways or upside down
-        save_turned(src / f"turned{orientation}.jpg", hopper(320), orientation, quality=92)
+        for suffix in (".jpg", ".avif"):
+            save_turned(src / f"turned{orientation}{suffix}", hopper(320), orientation, quality=92)
     result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "-q")
     assert result.exit_code == 0, result.output
     got = {name: (r["faces"], r["label"]) for name, r in records(tmp_path / "s.db").items()}
     assert all(faces == 1 and label != "noface" for faces, label in got.values()), got
+
+
+def test_an_animated_avif_is_sampled_as_its_webp_twin(tmp_path):
+    frames = [hopper(160).rotate(9 * i) for i in range(11)]
+    for suffix in (".avif", ".webp"):
+        frames[0].save(tmp_path / f"a{suffix}", save_all=True, append_images=frames[1:], quality=90,
+                       duration=[400, 30, 30, 30, 200, 30, 30, 30, 30, 600, 30])
+    avif, webp = media.read(tmp_path / "a.avif", 5), media.read(tmp_path / "a.webp", 5)
+    assert avif.kind == "animation" and avif.duration == pytest.approx(webp.duration)
+    assert [(f.index, f.weight) for f in avif.frames] == [(f.index, f.weight) for f in webp.frames]
+    for f, g in zip(avif.frames, webp.frames):
+        assert np.abs(f.rgb.astype(int) - g.rgb.astype(int)).mean() < 6
+
+
+def test_a_16_bit_grayscale_png_is_read_as_its_8_bit_twin(tmp_path):
+    gray = hopper(160).convert("L")
+    Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(tmp_path / "deep.png")  # was read as white
+    assert (media.read(tmp_path / "deep.png").frames[0].rgb[..., 0] == np.asarray(gray)).all()
+
+
+def test_an_avif_too_large_to_read_whole_is_refused(tmp_path, monkeypatch):
+    hopper(160).save(tmp_path / "a.avif")
+    monkeypatch.setattr(media, "INDEX_BYTES", 1000)  # AVIF's decoder takes the whole file at once
+    with pytest.raises(media.MediaError, match="an AVIF file is read whole, and this one is over"):
+        media.read(tmp_path / "a.avif")
 
 
 def test_a_truncated_gif_keeps_its_whole_frames_flagged(cli, tmp_path):
