@@ -168,9 +168,10 @@ def _fit(rgb):
 def _rgb(im):
     """RGB array; transparent parts shown over white, as chat apps show stickers. A frame many
     times MAX_SIDE shrinks by a whole factor first, so at most two full-size copies ever exist."""
-    if im.mode.startswith("I"):  # a 16-bit grayscale PNG: convert() would clip it to white, not scale it
-        im = Image.fromarray(np.clip(np.asarray(im, np.int64) >> 8, 0, 255).astype(np.uint8))
-    transparent = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if im.mode.startswith("I"):
+        im = _eight_bit(im)
+    # A palette's transparent index, or the one grey or RGB colour a PNG's tRNS chunk keys out.
+    transparent = im.mode in ("RGBA", "LA", "PA") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info)
     mode = "RGBA" if transparent else "RGB"
     im = im if im.mode == mode else im.convert(mode)
     factor = max(im.size) // MAX_SIDE
@@ -181,6 +182,17 @@ def _rgb(im):
         canvas.alpha_composite(im)
         im = canvas.convert("RGB")
     return np.asarray(im)
+
+
+def _eight_bit(im):
+    """A 16-bit grayscale PNG as 8-bit grey (and alpha where its tRNS keys a value out): convert()
+    would clip it to white, not scale it."""
+    wide = np.asarray(im, np.int64)
+    grey = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8))
+    key = im.info.get("transparency")
+    if not isinstance(key, int):
+        return grey
+    return Image.merge("LA", (grey, Image.fromarray(np.where(wide == key, 0, 255).astype(np.uint8))))
 
 
 def _check_size(w, h):
@@ -301,7 +313,8 @@ def _walk(im, n, budget):
             # Cut off mid-frame: the whole frames before are shown, as browsers show them.
             n, note = i, f"truncated: kept the {i} whole frame{'s' if i > 1 else ''} before the cut"
             break
-        durations.append(_seconds(im.info.get("duration")))
+        # An APNG's default image is what viewers without APNG show, not a frame of the animation.
+        durations.append(0.0 if i == 0 and im.info.get("default_image") else _seconds(im.info.get("duration")))
         held_bytes += im.width * im.height * len(im.getbands())
         if held is not None and held_bytes <= HOLD_BYTES:
             held[i] = im.copy()
@@ -394,19 +407,33 @@ def _read_frames(cap, w, h, max_frames, budget):
     if n <= 0:
         raise MediaError("video has no frames")
     n = min(n, MAX_FRAMES)
-    picks, starts = sample_times([1 / fps] * n, max_frames)
-    wanted = dict(picks)
-    frames = []
+    step, duration = 1 / fps, n / fps  # OpenCV counts a clip's frames as its duration x its mean rate
+    moments = list((np.arange(max_frames) + 0.5) * duration / max_frames)
+    frames, start = [], -step
     # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
     # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
-    for i in range(max(wanted) + 1):
+    for i in range(n):
         budget.check()
-        if not cap.grab():
+        if not moments or not cap.grab():
             break
-        if i in wanted:
+        start = _shown_from(cap, start, step)
+        # A frame stands for the moments up to one mean frame after it starts (its end is known
+        # only once the next is grabbed): exact at a steady rate; where a phone or a screen
+        # recording varies its rate, a moment late in a long frame goes to the next one.
+        shown = sum(m < start + step - 1e-9 for m in moments)  # the epsilon as in sample_times
+        if shown:
+            del moments[:shown]
             ok, bgr = cap.retrieve()
             if ok:
-                frames.append(Frame(i, float(starts[i]), wanted[i], _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))
+                rgb = _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                frames.append(Frame(i, start, shown * duration / max_frames, rgb))
     if not frames:
         raise MediaError("no frame of the video could be decoded")
-    return Media("video", w, h, n, n / fps, frames)
+    return Media("video", w, h, n, duration, frames)
+
+
+def _shown_from(cap, last, step):
+    """When the frame just grabbed starts, in seconds: its own time stamp, or one mean frame after
+    the last where the file's stamps are missing or do not advance."""
+    stamp = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+    return stamp if stamp > last else last + step

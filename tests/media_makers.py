@@ -73,3 +73,34 @@ def face_mp4(path, seconds=2, fps=10):
         writer.write(frame)
     writer.release()
     return Path(path)
+
+
+def _ebml(eid, payload):
+    """A Matroska (EBML) element: its ID, its size as an 8-byte vint, its payload."""
+    return eid + b"\x01" + len(payload).to_bytes(7, "big") + payload
+
+
+def _ebml_uint(eid, value):
+    return _ebml(eid, value.to_bytes(8, "big"))
+
+
+def vfr_mkv(path, durations_ms, size=(96, 64)):
+    """A Matroska clip of MJPEG frames shown for durations_ms each, as a phone or a screen recorder
+    varies its rate (OpenCV writes only steady rates). Frame i is grey level 20 + 7 i."""
+    import cv2
+    header = _ebml(b"\x1a\x45\xdf\xa3", _ebml_uint(b"\x42\x86", 1) + _ebml(b"\x42\x82", b"matroska")
+                   + _ebml_uint(b"\x42\x87", 2) + _ebml_uint(b"\x42\x85", 2))
+    info = _ebml(b"\x15\x49\xa9\x66", _ebml_uint(b"\x2a\xd7\xb1", 1_000_000)  # time stamps in ms
+                 + _ebml(b"\x44\x89", struct.pack(">d", sum(durations_ms))))
+    video = _ebml(b"\xe0", _ebml_uint(b"\xb0", size[0]) + _ebml_uint(b"\xba", size[1]))
+    track = _ebml(b"\xae", _ebml_uint(b"\xd7", 1) + _ebml_uint(b"\x73\xc5", 1) + _ebml_uint(b"\x83", 1)
+                  + _ebml(b"\x86", b"V_MJPEG") + video)
+    blocks, start = b"", 0
+    for i, duration in enumerate(durations_ms):
+        jpeg = cv2.imencode(".jpg", np.full((size[1], size[0], 3), 20 + 7 * i, np.uint8))[1].tobytes()
+        blocks += _ebml(b"\xa3", b"\x81" + struct.pack(">hB", start, 0x80) + jpeg)  # track 1, keyframe
+        start += duration
+    cluster = _ebml(b"\x1f\x43\xb6\x75", _ebml_uint(b"\xe7", 0) + blocks)
+    segment = _ebml(b"\x18\x53\x80\x67", info + _ebml(b"\x16\x54\xae\x6b", track) + cluster)
+    Path(path).write_bytes(header + segment)
+    return Path(path)

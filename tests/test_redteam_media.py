@@ -1,8 +1,9 @@
 """Red team, reading: files that would block, overrun or be misread, each built here for real.
 A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG whose scans cost
 minutes, Ctrl-C in the middle of such decoding, photos stored sideways (JPEG and AVIF), an AVIF
-animation and one too large to read whole, a 16-bit grayscale PNG, a GIF cut short, a model that answers NaN and models
-that are not ours."""
+animation and one too large to read whole, a 16-bit grayscale PNG, PNGs whose tRNS keys out a
+colour, an APNG's default image, a clip whose rate varies, a GIF cut short, a model that answers
+NaN and models that are not ours."""
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import wait_for
-from media_makers import blank, face_gif, hopper
+from media_makers import blank, face_gif, hopper, vfr_mkv
 from procs import stickersort
 from stickersort.sorter import media
 from stickersort.sorter.scan import Options, Scanner
@@ -197,10 +198,41 @@ def test_an_animated_avif_is_sampled_as_its_webp_twin(tmp_path):
         assert np.abs(f.rgb.astype(int) - g.rgb.astype(int)).mean() < 6
 
 
+def test_a_clip_of_varying_rate_is_sampled_by_its_frames_own_times(tmp_path):
+    # Twenty frames of 10 ms, then ten of 200 ms (2.2 s): picked by index at the mean rate that
+    # OpenCV guesses from the first frames (100 fps, so 220 frames), three of four picks fell past
+    # the clip's end. Each pick is now the frame on screen at its moment, or the one after it.
+    clip = media.read(vfr_mkv(tmp_path / "screen.mkv", [10] * 20 + [200] * 10), 4)
+    assert clip.duration == pytest.approx(2.2)
+    assert [f.index for f in clip.frames] == [21, 24, 26, 29]
+    assert [f.time for f in clip.frames] == pytest.approx([0.4, 1.0, 1.4, 2.0])
+    assert [int(f.rgb[0, 0, 0]) for f in clip.frames] == pytest.approx([20 + 7 * i for i in (21, 24, 26, 29)], abs=2)
+
+
+def test_an_apngs_default_image_is_not_sampled_as_a_frame(tmp_path):
+    animation = [Image.new("RGB", (32, 32), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    Image.new("RGB", (32, 32), (255, 0, 255)).save(tmp_path / "a.png", save_all=True, default_image=True,
+                                                   append_images=animation, duration=100)
+    clip = media.read(tmp_path / "a.png", 4)
+    assert {tuple(f.rgb[0, 0]) for f in clip.frames} == {(255, 0, 0), (0, 255, 0)}
+    assert sum(f.weight for f in clip.frames) == pytest.approx(clip.duration)
+
+
 def test_a_16_bit_grayscale_png_is_read_as_its_8_bit_twin(tmp_path):
     gray = hopper(160).convert("L")
     Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(tmp_path / "deep.png")  # was read as white
     assert (media.read(tmp_path / "deep.png").frames[0].rgb[..., 0] == np.asarray(gray)).all()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_a_png_whose_trns_keys_out_a_colour_shows_it_as_white(tmp_path, mode):
+    # As PNG optimisers write an RGBA image whose pixels are wholly opaque or wholly clear.
+    pixels = np.zeros((64, 64), np.uint16 if mode == "I;16" else np.uint8)
+    pixels[16:48, 16:48] = 40000 if mode == "I;16" else 200
+    im = Image.fromarray(pixels).convert("RGB") if mode == "RGB" else Image.fromarray(pixels)
+    im.save(tmp_path / "keyed.png", transparency=(0, 0, 0) if mode == "RGB" else 0)
+    rgb = media.read(tmp_path / "keyed.png").frames[0].rgb
+    assert (rgb[0, 0] == 255).all() and (rgb[32, 32] == (200 if mode != "I;16" else 40000 >> 8)).all()
 
 
 def test_an_avif_too_large_to_read_whole_is_refused(tmp_path, monkeypatch):
