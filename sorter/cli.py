@@ -246,7 +246,11 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
         _need("--engine ray", "ray")
         from .engine_ray import EngineError
         errors += (EngineError,)
-    elif address:
+        if jobs:
+            raise Fail("--jobs is for the local engine: a Ray scan runs one reader per CPU of the cluster")
+        if address is not None and not address.strip():
+            raise Fail("--address: expected HOST:PORT, or auto")
+    elif address is not None:
         raise Fail("--address needs --engine ray")
     if not quiet and inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..model.faces import _quiet_stderr
 from . import media
 from .pipeline import read_file
 from .scan import Read, file_hash
@@ -32,6 +33,9 @@ JOB_FILES = 10_000
 # when a worker dies, large enough that Ray's per-task cost stays a small share.
 BATCH_FILES = 8
 CONNECT_SECONDS = 10  # to reach --address, before Ray's own minutes of retrying
+# What a gRPC client sends first: HTTP/2's preface and an empty SETTINGS frame (type 4).
+HTTP2_SETTINGS = 4
+HTTP2_OPENING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, HTTP2_SETTINGS, 0, 0, 0, 0, 0])
 # What a worker's error becomes in the driver, where the scan turns it into an error record.
 ERRORS = {"media": media.MediaError, "missing": FileNotFoundError, "permission": PermissionError}
 
@@ -115,11 +119,14 @@ class _Waiting(Future):
 def connect(address=None):
     """Joins the cluster at `address` (host:port, or "auto"), or starts a local Ray with this
     machine's cores; a Ray this process already joined is used as it is."""
+    # Ray's C++ core logs notes meant for Ray's developers on this process's stderr, the scan's.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # Read as Ray is imported: nothing but this ray.init starts a Ray. A job a Ctrl-C left
+    # running would otherwise start a second one, dashboard and all, as the process exits.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     import ray
     from ray.data import DataContext
 
-    # Ray's C++ core logs notes meant for Ray's developers on this process's stderr, the scan's.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if ray.is_initialized():
         return
     where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -128,8 +135,9 @@ def connect(address=None):
             _check_reachable(address)
         # A local Ray stays on the loopback: nothing of it listens on the machine's network.
         local = {} if address else {"num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1"}
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, **local)
+        with _quiet_stderr():  # where Ray took its log level from, said on fd 2 as it starts
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
         raise EngineError(f"cannot reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-job notes, on the scan's stderr
@@ -139,13 +147,17 @@ def connect(address=None):
 
 
 def _check_reachable(address):
-    """One TCP connection to the head, so a wrong address fails in seconds: Ray itself would
-    retry it for minutes."""
+    """A wrong address fails in seconds, where Ray would retry it for minutes, deaf to Ctrl-C: the
+    head must take a connection and answer HTTP/2's opening with its settings, as Ray's GCS (a
+    gRPC server) does; a web server, such as the dashboard's port, does not."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"{address!r} is not HOST:PORT")
-    with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
-        pass
+    with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as head:
+        head.sendall(HTTP2_OPENING)
+        answer = head.recv(9)  # a frame's header: length (3 bytes), then its type
+    if len(answer) < 4 or answer[3] != HTTP2_SETTINGS:
+        raise ValueError("it does not answer as a Ray head does (give the head's GCS port, 6379 unless set)")
 
 
 def read_on_ray(paths, options):

@@ -1,15 +1,22 @@
-"""`scan --engine ray` on a real local Ray: the same records and links as a local scan, and every
-file recorded exactly once when a worker is killed mid-job."""
+"""`scan --engine ray` on a real local Ray: the same records and links as a local scan, every
+file recorded exactly once when a worker is killed mid-job, one Ray and a quiet stderr when the
+scan is stopped, and an address that is no Ray head refused in seconds."""
+import http.server
 import importlib.util
 import os
 import shutil
 import signal
+import subprocess
+import tempfile
 import threading
+import time
+from glob import glob
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, tree_hash, wait_for
 from invariants import check_db, check_out, query
+from procs import stickersort
 
 from stickersort.sorter.scan import Options, Scanner
 
@@ -133,3 +140,56 @@ def test_a_writing_store_does_not_import_pandas_which_the_ray_extra_installs(tmp
             "import sqlite_utils.db as d; print('pandas' in sys.modules, d.pd)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "None"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-j", "2"], "--jobs is for the local engine: a Ray scan runs one reader per CPU of the cluster"),
+    (["--address", ""], "--address: expected HOST:PORT, or auto")])
+def test_options_a_ray_scan_would_ignore_are_refused(cli, tmp_path, args, says):
+    pytest.importorskip("ray", reason="needs the [ray] extra")
+    result = cli("scan", SAMPLES, "--engine", "ray", *args, "--out", tmp_path / "out", "--db", tmp_path / "s.db")
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [f"Error: {says}"]
+
+
+def test_an_address_that_is_no_ray_head_fails_in_seconds(tmp_path):
+    # The dashboard's port, say: it takes the connection, and Ray retried it for 13 minutes.
+    pytest.importorskip("ray", reason="needs the [ray] extra")
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{web.server_address[1]}"
+    started = time.monotonic()
+    proc = subprocess.run(stickersort(["scan", SAMPLES, "--engine", "ray", "--address", address,
+                                       "--out", tmp_path / "out", "--db", tmp_path / "s.db"]),
+                          capture_output=True, text=True, timeout=300)
+    web.shutdown()
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"Error: cannot reach the Ray cluster at {address}: it does not answer as a Ray head does "
+        "(give the head's GCS port, 6379 unless set)"]
+    assert time.monotonic() - started < 60
+
+
+def test_a_ray_head_passes_the_address_check(local_ray):
+    import ray
+
+    from stickersort.sorter.engine_ray import _check_reachable
+    _check_reachable(ray.get_runtime_context().gcs_address)
+
+
+def test_ctrl_c_leaves_one_ray_and_a_quiet_stderr(tmp_path):
+    pytest.importorskip("ray", reason="needs the [ray] extra")
+    root = library(tmp_path / "in", copies=10)  # so that its job is still running at the exit
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    args = ["scan", root, "--engine", "ray", "-q", "--out", out, "--db", db]
+    proc = subprocess.Popen(stickersort(args, at_call=("SIGINT", "upsert", 3)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    # Once Ray's log level was said here, and a warning about SIGTERM.
+    assert stderr.strip().splitlines() == [
+        "stickersort: interrupted; every file done so far is recorded and linked; scan again to finish"]
+    # A Ray session's folder is named for the process that started it. The job left running
+    # once started a second Ray, dashboard and all, as the process exited.
+    ray_dir = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    assert len(glob(str(ray_dir / f"session_*_{proc.pid}"))) == 1
+    check_db(db)
+    check_out(str(out), db)
