@@ -109,7 +109,7 @@ _STDERR = threading.Lock()  # reader threads load their interpreters at once: el
 
 
 @contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     with _STDERR:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -152,7 +152,7 @@ class BlazeFaceDetector:
     def _load(self):
         from ai_edge_litert.interpreter import Interpreter
 
-        with _quiet_stderr():  # LiteRT announces its CPU delegate on fd 2 on every load
+        with quiet_stderr():  # LiteRT announces its CPU delegate on fd 2 on every load
             interpreter = Interpreter(model_path=str(_blazeface_file(self.file)), num_threads=1)
             interpreter.allocate_tensors()
         return interpreter

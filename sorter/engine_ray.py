@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..model.faces import _quiet_stderr
+from ..model.faces import quiet_stderr
 from . import media
 from .pipeline import read_file
 from .scan import Read, file_hash
@@ -121,8 +121,8 @@ def connect(address=None):
     machine's cores; a Ray this process already joined is used as it is."""
     # Ray's C++ core logs notes meant for Ray's developers on this process's stderr, the scan's.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    # Read as Ray is imported: nothing but this ray.init starts a Ray. A job a Ctrl-C left
-    # running would otherwise start a second one, dashboard and all, as the process exits.
+    # Read as Ray is imported (here, for the command line): no Ray call but ray.init starts a Ray.
+    # A job a Ctrl-C left running would otherwise start a second one, dashboard and all, at exit.
     os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     import ray
     from ray.data import DataContext
@@ -135,7 +135,7 @@ def connect(address=None):
             _check_reachable(address)
         # A local Ray stays on the loopback: nothing of it listens on the machine's network.
         local = {} if address else {"num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1"}
-        with _quiet_stderr():  # where Ray took its log level from, said on fd 2 as it starts
+        with quiet_stderr():  # where Ray took its log level from, said on fd 2 as it starts
             ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
@@ -151,13 +151,20 @@ def _check_reachable(address):
     head must take a connection and answer HTTP/2's opening with its settings, as Ray's GCS (a
     gRPC server) does; a web server, such as the dashboard's port, does not."""
     host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # Ray writes [::1]:6379
     if not host or not port.isdigit():
         raise ValueError(f"{address!r} is not HOST:PORT")
     with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as head:
-        head.sendall(HTTP2_OPENING)
-        answer = head.recv(9)  # a frame's header: length (3 bytes), then its type
-    if len(answer) < 4 or answer[3] != HTTP2_SETTINGS:
-        raise ValueError("it does not answer as a Ray head does (give the head's GCS port, 6379 unless set)")
+        # A cluster with TLS answers a handshake first, which this opening does not make.
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", "") or _answers_http2(head):
+            return
+    raise ValueError("it does not answer as a Ray head does (give the head's GCS port, 6379 unless set)")
+
+
+def _answers_http2(head):
+    head.sendall(HTTP2_OPENING)
+    answer = head.recv(9)  # a frame's header: length (3 bytes), then its type
+    return len(answer) >= 4 and answer[3] == HTTP2_SETTINGS
 
 
 def read_on_ray(paths, options):

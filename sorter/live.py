@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..model.faces import Face, _quiet_stderr, make_detector
+from ..model.faces import Face, quiet_stderr, make_detector
 from ..model.inference import Classifier
 from ..model.labels import EMOTIONS, UNSURE
 from . import media, pipeline
@@ -53,7 +53,7 @@ def open_source(source):
 
 
 def _capture(source, target):
-    with _quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
+    with quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
         try:
             capture = cv2.VideoCapture(target)
         except (cv2.error, OverflowError):  # a camera index past what OpenCV takes

@@ -7,12 +7,14 @@ before anything else sees them. Files are opened without blocking and read only 
 or device swapped in after the walk's stat would otherwise hang the reader.
 """
 import io
+import math
 import os
 import re
 import stat
 import struct
 import time
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +189,12 @@ def _rgb(im):
 def _eight_bit(im):
     """A 16-bit grayscale PNG as 8-bit grey (and alpha where its tRNS keys a value out): convert()
     would clip it to white, not scale it."""
-    wide = np.asarray(im, np.int64)
+    wide = np.asarray(im)  # uint16, or int32 for mode I: no wider copies of a 40 M pixel frame
     grey = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8))
     key = im.info.get("transparency")
     if not isinstance(key, int):
         return grey
-    return Image.merge("LA", (grey, Image.fromarray(np.where(wide == key, 0, 255).astype(np.uint8))))
+    return Image.merge("LA", (grey, Image.fromarray((wide != key).astype(np.uint8) * 255)))
 
 
 def _check_size(w, h):
@@ -240,6 +242,9 @@ def _read_opened(source, max_frames, budget, declared):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(source, formats=PILLOW_FORMATS) as im:
+            if im.format == "PNG" and im.tile and im.tile[0].args == "RGB;16B":
+                # Its tRNS key is in 16-bit units, its pixels read at 8 bits: it would key out another colour.
+                im.info.pop("transparency", None)
             if im.format == "JPEG" and im.info.get("progressive"):
                 pixels = max(1, im.width * im.height)
                 im.decodermaxblock = int(np.clip(JPEG_CHUNK_WORK // pixels, *JPEG_CHUNK_BYTES))
@@ -402,38 +407,49 @@ def _read_video(f, max_frames, budget):
 
 def _read_frames(cap, w, h, max_frames, budget):
     budget.restart()
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if n <= 0:
         raise MediaError("video has no frames")
     n = min(n, MAX_FRAMES)
-    step, duration = 1 / fps, n / fps  # OpenCV counts a clip's frames as its duration x its mean rate
-    moments = list((np.arange(max_frames) + 0.5) * duration / max_frames)
-    frames, start = [], -step
+    duration = n / fps  # the container's: OpenCV counts a clip's frames as its duration x its mean rate
+    moments = deque((np.arange(max_frames) + 0.5) * duration / max_frames)
+    frames, on_screen, start = [], None, -1 / fps
     # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
     # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
-    for i in range(n):
+    # Each frame is kept until the next one starts: only then is it known which moments it
+    # was on screen at (a phone's clip or a screen recording varies its rate).
+    for i in range(MAX_FRAMES):
         budget.check()
         if not moments or not cap.grab():
             break
-        start = _shown_from(cap, start, step)
-        # A frame stands for the moments up to one mean frame after it starts (its end is known
-        # only once the next is grabbed): exact at a steady rate; where a phone or a screen
-        # recording varies its rate, a moment late in a long frame goes to the next one.
-        shown = sum(m < start + step - 1e-9 for m in moments)  # the epsilon as in sample_times
-        if shown:
-            del moments[:shown]
-            ok, bgr = cap.retrieve()
-            if ok:
-                rgb = _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                frames.append(Frame(i, start, shown * duration / max_frames, rgb))
+        start = _started(cap, start, 1 / fps, duration)
+        _pick(frames, on_screen, moments, start, duration / max_frames)
+        ok, bgr = cap.retrieve()
+        on_screen = (i, start, bgr) if ok else on_screen
+    _pick(frames, on_screen, moments, math.inf, duration / max_frames)
     if not frames:
         raise MediaError("no frame of the video could be decoded")
     return Media("video", w, h, n, duration, frames)
 
 
-def _shown_from(cap, last, step):
+def _started(cap, last, step, duration):
     """When the frame just grabbed starts, in seconds: its own time stamp, or one mean frame after
-    the last where the file's stamps are missing or do not advance."""
+    the last where the stamp is missing, runs backwards, or lies past the clip's end."""
     stamp = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
-    return stamp if stamp > last else last + step
+    return stamp if last < stamp <= duration else last + step
+
+
+def _pick(frames, on_screen, moments, until, span):
+    """The frame on screen (index, start, BGR) as the sample of every moment before `until`, when
+    the next frame starts; each moment stands for `span` seconds."""
+    if on_screen is None:  # moments before the first frame are the first frame's
+        return
+    shown = 0
+    while moments and moments[0] < until - 1e-9:  # the epsilon as in sample_times
+        moments.popleft()
+        shown += 1
+    if shown:
+        i, start, bgr = on_screen
+        frames.append(Frame(i, start, shown * span, _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))

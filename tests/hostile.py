@@ -238,7 +238,8 @@ def structured():
 
 
 MAGIC = (b"GIF89a", b"GIF87a", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x00\x01\x00\x00WEBPVP8 ",
-         b"RIFF\x00\x01\x00\x00WEBPVP8X", b"\x00\x00\x00\x1cftypavif", b"BM", b"\x00\x00\x00\x18ftypmp42", b"\x1aE\xdf\xa3", b"")
+         b"RIFF\x00\x01\x00\x00WEBPVP8X", b"\x00\x00\x00\x1cftypavif", b"BM", b"\x00\x00\x00\x18ftypmp42",
+         b"\x1aE\xdf\xa3", b"")
 SUFFIXES = (".gif", ".webp", ".avif", ".png", ".jpg", ".bmp", ".mp4", ".webm", ".mkv", ".mov", ".avi")
 
 

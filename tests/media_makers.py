@@ -86,7 +86,7 @@ def _ebml_uint(eid, value):
 
 def vfr_mkv(path, durations_ms, size=(96, 64)):
     """A Matroska clip of MJPEG frames shown for durations_ms each, as a phone or a screen recorder
-    varies its rate (OpenCV writes only steady rates). Frame i is grey level 20 + 7 i."""
+    varies its rate (OpenCV writes only steady rates). Frame i is grey level 20 + 7 i (mod 256)."""
     import cv2
     header = _ebml(b"\x1a\x45\xdf\xa3", _ebml_uint(b"\x42\x86", 1) + _ebml(b"\x42\x82", b"matroska")
                    + _ebml_uint(b"\x42\x87", 2) + _ebml_uint(b"\x42\x85", 2))
@@ -97,7 +97,7 @@ def vfr_mkv(path, durations_ms, size=(96, 64)):
                   + _ebml(b"\x86", b"V_MJPEG") + video)
     blocks, start = b"", 0
     for i, duration in enumerate(durations_ms):
-        jpeg = cv2.imencode(".jpg", np.full((size[1], size[0], 3), 20 + 7 * i, np.uint8))[1].tobytes()
+        jpeg = cv2.imencode(".jpg", np.full((size[1], size[0], 3), (20 + 7 * i) % 256, np.uint8))[1].tobytes()
         blocks += _ebml(b"\xa3", b"\x81" + struct.pack(">hB", start, 0x80) + jpeg)  # track 1, keyframe
         start += duration
     cluster = _ebml(b"\x1f\x43\xb6\x75", _ebml_uint(b"\xe7", 0) + blocks)

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -198,15 +199,17 @@ def test_an_animated_avif_is_sampled_as_its_webp_twin(tmp_path):
         assert np.abs(f.rgb.astype(int) - g.rgb.astype(int)).mean() < 6
 
 
-def test_a_clip_of_varying_rate_is_sampled_by_its_frames_own_times(tmp_path):
-    # Twenty frames of 10 ms, then ten of 200 ms (2.2 s): picked by index at the mean rate that
-    # OpenCV guesses from the first frames (100 fps, so 220 frames), three of four picks fell past
-    # the clip's end. Each pick is now the frame on screen at its moment, or the one after it.
-    clip = media.read(vfr_mkv(tmp_path / "screen.mkv", [10] * 20 + [200] * 10), 4)
-    assert clip.duration == pytest.approx(2.2)
-    assert [f.index for f in clip.frames] == [21, 24, 26, 29]
-    assert [f.time for f in clip.frames] == pytest.approx([0.4, 1.0, 1.4, 2.0])
-    assert [int(f.rgb[0, 0, 0]) for f in clip.frames] == pytest.approx([20 + 7 * i for i in (21, 24, 26, 29)], abs=2)
+@pytest.mark.parametrize("durations", [
+    [10] * 20 + [200] * 10,  # picked by index at the rate OpenCV guesses (100 fps), 3 of 4 fell past the end
+    [10] * 20 + [2000],  # a last frame held: it stands for most of the clip
+    [40] * 10 + [2000] + [40] * 10])  # a frame held mid-clip
+def test_a_clip_of_varying_rate_is_sampled_by_its_frames_own_times(tmp_path, durations):
+    clip = media.read(vfr_mkv(tmp_path / "screen.mkv", durations), 4)
+    picks, starts = media.sample_times(np.array(durations) / 1000, 4)  # as for a GIF of these times
+    assert clip.duration == pytest.approx(sum(durations) / 1000)
+    assert [(f.index, f.time) for f in clip.frames] == [(i, pytest.approx(starts[i])) for i, _ in picks]
+    assert [f.weight for f in clip.frames] == pytest.approx([w for _, w in picks])
+    assert [int(f.rgb[0, 0, 0]) for f in clip.frames] == pytest.approx([20 + 7 * i for i, _ in picks], abs=2)
 
 
 def test_an_apngs_default_image_is_not_sampled_as_a_frame(tmp_path):
@@ -233,6 +236,19 @@ def test_a_png_whose_trns_keys_out_a_colour_shows_it_as_white(tmp_path, mode):
     im.save(tmp_path / "keyed.png", transparency=(0, 0, 0) if mode == "RGB" else 0)
     rgb = media.read(tmp_path / "keyed.png").frames[0].rgb
     assert (rgb[0, 0] == 255).all() and (rgb[32, 32] == (200 if mode != "I;16" else 40000 >> 8)).all()
+
+
+def test_a_16_bit_rgb_pngs_trns_key_is_not_matched_at_8_bits(tmp_path):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    pixels = np.zeros((8, 8, 3), ">u2")
+    pixels[2:6, 2:6] = 50 * 257  # 8-bit grey 50; the key, 16-bit 50, is all but black and keys nothing here
+    rows = b"".join(b"\0" + row.tobytes() for row in pixels)
+    (tmp_path / "deep.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0))
+        + chunk(b"tRNS", struct.pack(">HHH", 50, 50, 50)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    rgb = media.read(tmp_path / "deep.png").frames[0].rgb
+    assert (rgb[3, 3] == 50).all() and (rgb[0, 0] == 0).all()
 
 
 def test_an_avif_too_large_to_read_whole_is_refused(tmp_path, monkeypatch):
