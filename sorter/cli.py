@@ -255,6 +255,9 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     if not quiet and inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
     with _failing(*errors), deferred() as stop:  # a link that cannot be made fails for every file
+        if engine == "ray":  # before the database is made: a cluster it cannot reach leaves nothing
+            from .engine_ray import connect
+            connect(address)
         scanner = Scanner(options, echo=echo)
         try:
             summary = scanner.scan(root, progress=None if quiet else _progress, stop=stop)

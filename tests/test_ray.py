@@ -162,6 +162,7 @@ def test_an_address_that_is_no_ray_head_fails_in_seconds(tmp_path):
                                        "--out", tmp_path / "out", "--db", tmp_path / "s.db"]),
                           capture_output=True, text=True, timeout=300)
     web.shutdown()
+    assert not (tmp_path / "s.db").exists()  # exit 2: nothing done
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"Error: cannot reach the Ray cluster at {address}: it does not answer as a Ray head does "
         "(give the head's GCS port, 6379 unless set)"]
