@@ -145,13 +145,20 @@ def is_media(path):
     return Path(path).suffix.lower() in SUFFIXES
 
 
+# A moment that falls on a frame boundary is the later frame's, whatever float sums did to either.
+BOUNDARY_S = 1e-9
+
+
+def _moments(total, n):
+    """n moments spread evenly over `total` seconds, each standing for total / n of them."""
+    return (np.arange(n) + 0.5) * total / n
+
+
 def sample_times(durations, n):
     """Indices of frames shown at n evenly spaced moments, with the seconds each stands for."""
     starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
     total = float(np.sum(durations))
-    moments = (np.arange(n) + 0.5) * total / n
-    # The epsilon keeps float sums from moving a moment that falls on a boundary a frame early.
-    picks = np.searchsorted(starts, moments + 1e-9, side="right") - 1
+    picks = np.searchsorted(starts, _moments(total, n) + BOUNDARY_S, side="right") - 1
     weights = {}
     for i in picks:
         weights[int(i)] = weights.get(int(i), 0.0) + total / n
@@ -414,21 +421,22 @@ def _read_frames(cap, w, h, max_frames, budget):
         raise MediaError("video has no frames")
     n = min(n, MAX_FRAMES)
     duration = n / fps  # the container's: OpenCV counts a clip's frames as its duration x its mean rate
-    moments = deque((np.arange(max_frames) + 0.5) * duration / max_frames)
-    frames, on_screen, start = [], None, -1 / fps
+    step, span = 1 / fps, duration / max_frames
+    pending = deque(_moments(duration, max_frames))
+    frames, on_screen, start = [], None, -step
     # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
     # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
     # Each frame is kept until the next one starts: only then is it known which moments it
     # was on screen at (a phone's clip or a screen recording varies its rate).
     for i in range(MAX_FRAMES):
         budget.check()
-        if not moments or not cap.grab():
+        if not pending or not cap.grab():
             break
-        start = _started(cap, start, 1 / fps, duration)
-        _pick(frames, on_screen, moments, start, duration / max_frames)
+        start = _started(cap, start, step, duration)
+        _pick(frames, on_screen, pending, start, span)
         ok, bgr = cap.retrieve()
         on_screen = (i, start, bgr) if ok else on_screen
-    _pick(frames, on_screen, moments, math.inf, duration / max_frames)
+    _pick(frames, on_screen, pending, math.inf, span)
     if not frames:
         raise MediaError("no frame of the video could be decoded")
     return Media("video", w, h, n, duration, frames)
@@ -441,14 +449,14 @@ def _started(cap, last, step, duration):
     return stamp if last < stamp <= duration else last + step
 
 
-def _pick(frames, on_screen, moments, until, span):
-    """The frame on screen (index, start, BGR) as the sample of every moment before `until`, when
-    the next frame starts; each moment stands for `span` seconds."""
+def _pick(frames, on_screen, pending, until, span):
+    """The frame on screen (index, start, BGR) as the sample of every pending moment before
+    `until`, when the next frame starts; each moment stands for `span` seconds."""
     if on_screen is None:  # moments before the first frame are the first frame's
         return
     shown = 0
-    while moments and moments[0] < until - 1e-9:  # the epsilon as in sample_times
-        moments.popleft()
+    while pending and pending[0] < until - BOUNDARY_S:
+        pending.popleft()
         shown += 1
     if shown:
         i, start, bgr = on_screen
