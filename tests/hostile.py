@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from PIL import Image
 
-from media_makers import blank, face_gif, face_mp4, hopper
+from media_makers import blank, face_gif, face_mp4, hopper, png_bytes
 
 OPS = ("flip", "byte", "truncate", "zero", "repeat", "insert", "u16", "u32")
 INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0x7FFF, 0x8000, 0x7FFFFFFF, 0xFFFFFFFF, 65535 * 3)
@@ -141,23 +141,21 @@ def _lzw_solid(index, pixels):
 
 def png(width, height, frames=1, declared_frames=None, color_type=2, idat=b""):
     """A PNG (an APNG when frames > 1 or declared_frames is given) that may declare anything."""
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))]
     if frames > 1 or declared_frames is not None:
-        body += chunk(b"acTL", struct.pack(">II", declared_frames or frames, 0))
+        chunks.append((b"acTL", struct.pack(">II", declared_frames or frames, 0)))
     raw = idat or zlib.compress(b"\x00" + b"\x80" * 3 * min(width, 64))
     seq = 0
     for i in range(frames):
         if frames > 1 or declared_frames is not None:
-            body += chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, min(width, 64), 1, 0, 0, 0, 0, 0, 0))
+            chunks.append((b"fcTL", struct.pack(">IIIIIHHBB", seq, min(width, 64), 1, 0, 0, 0, 0, 0, 0)))
             seq += 1
         if i == 0:
-            body += chunk(b"IDAT", raw)
+            chunks.append((b"IDAT", raw))
         else:
-            body += chunk(b"fdAT", struct.pack(">I", seq) + raw)
+            chunks.append((b"fdAT", struct.pack(">I", seq) + raw))
             seq += 1
-    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b"")
+    return png_bytes(*chunks)
 
 
 def webp_canvas(width, height):

@@ -35,13 +35,17 @@ def face_gif(path, n=6):
     return save_gif(path, frames, [80] * n)
 
 
+def png_bytes(*chunks):
+    """A PNG's bytes from its (kind, data) chunks, each given its length and CRC; IEND added."""
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in (*chunks, (b"IEND", b"")))
+
+
 def png_header_only(path, width, height):
     """A PNG that declares width x height but holds almost no data: a decompression bomb's header."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = zlib.compress(b"\x00" * 64)
-    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    Path(path).write_bytes(png_bytes((b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)),
+                                     (b"IDAT", zlib.compress(b"\x00" * 64))))
     return Path(path)
 
 
@@ -49,10 +53,7 @@ def bomb_png(path, side=10000):
     """A real, valid PNG of side x side zeros: tiny on disk, huge once decoded."""
     rows = zlib.compressobj(9)
     data = b"".join(rows.compress(b"\x00" * (side + 1)) for _ in range(side)) + rows.flush()
-    def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                           + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    Path(path).write_bytes(png_bytes((b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)), (b"IDAT", data)))
     return Path(path)
 
 

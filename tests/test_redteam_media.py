@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import wait_for
-from media_makers import blank, face_gif, hopper, vfr_mkv
+from media_makers import blank, face_gif, hopper, png_bytes, vfr_mkv
 from procs import stickersort
 from stickersort.sorter import media
 from stickersort.sorter.scan import Options, Scanner
@@ -239,14 +239,12 @@ def test_a_png_whose_trns_keys_out_a_colour_shows_it_as_white(tmp_path, mode):
 
 
 def test_a_16_bit_rgb_pngs_trns_key_is_not_matched_at_8_bits(tmp_path):
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     pixels = np.zeros((8, 8, 3), ">u2")
     pixels[2:6, 2:6] = 50 * 257  # 8-bit grey 50; the key, 16-bit 50, is all but black and keys nothing here
     rows = b"".join(b"\0" + row.tobytes() for row in pixels)
-    (tmp_path / "deep.png").write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0))
-        + chunk(b"tRNS", struct.pack(">HHH", 50, 50, 50)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    (tmp_path / "deep.png").write_bytes(png_bytes(
+        (b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0)), (b"tRNS", struct.pack(">HHH", 50, 50, 50)),
+        (b"IDAT", zlib.compress(rows))))
     rgb = media.read(tmp_path / "deep.png").frames[0].rgb
     assert (rgb[3, 3] == 50).all() and (rgb[0, 0] == 0).all()
 
