@@ -8,7 +8,6 @@ schema's version (PRAGMA user_version): another program's file, a damaged one or
 refused before anything is written.
 """
 import functools
-import json
 import os
 import sqlite3
 import sys
@@ -466,11 +465,6 @@ class Store:
                                   f"where {_matching(True)} and error is null order by {_BEST_FIRST} "
                                   f"limit ?", [label, label, int(limit)]))
 
-    def by_hash(self, digest):
-        rows = list(self.db.query("select path, kind from files where hash = ? and error is null "
-                                  "limit 1", [digest]))
-        return rows[0] if rows else None
-
 
 # Columns every stickersort database has had: with the three tables, what marks an unmarked one as ours.
 _OLD_COLUMNS = {"path", "root", "hash", "label", "confidence", "error"}
@@ -501,6 +495,3 @@ def _matching(include_unsure):
 # than any confident one, whatever its score.
 _BEST_FIRST = f"label = '{UNSURE}', confidence desc, path"
 
-
-def scores_json(scores):
-    return json.dumps(scores, sort_keys=False)
