@@ -494,4 +494,3 @@ def _matching(include_unsure):
 # Confident files first, then the unsure ones, each by score: an unsure file is a weaker match
 # than any confident one, whatever its score.
 _BEST_FIRST = f"label = '{UNSURE}', confidence desc, path"
-
