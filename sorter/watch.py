@@ -316,7 +316,10 @@ class Watcher:
         except OSError:
             return  # scan_file, next, says why
         store = self.scanner.store
-        old = next((k for k in self.gone if (store.get(k) or {}).get("hash") == digest), None)
+        same = [k for k in self.gone if (store.get(k) or {}).get("hash") == digest]
+        # Of copies of one file, the one of the same name is likelier the one moved: it keeps its
+        # own record (a label the user gave it), not a deleted copy's.
+        old = min(same, key=lambda k: Path(k).name != Path(path).name, default=None)
         if old:
             del self.gone[old]
             self._move_record(old, path)
