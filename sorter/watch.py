@@ -251,7 +251,7 @@ class Watcher:
         # Gone only where the walk could look: a file in a folder it could not read is still there.
         hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
         now = time.monotonic()
-        for key in recorded.keys() - on_disk:
+        for key in sorted(recorded.keys() - on_disk):  # in a set's order, runs would differ
             if not key.startswith(hidden):
                 self.gone.setdefault(key, now)
 
