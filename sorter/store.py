@@ -399,7 +399,7 @@ class Store:
 
     def records_of_content(self, digest):
         """The recorded files of this content: path, size and mtime_ns."""
-        return self._rows("select path, size, mtime_ns from files where hash = ?", [digest])
+        return self._rows("select path, size, mtime_ns from files where hash = ? order by path", [digest])
 
     def same_content(self):
         """Readable files whose content another recorded file shares, by hash then path."""

@@ -309,14 +309,13 @@ class Watcher:
                     self.scanner.forget(key)
                     self.report({"event": "removed", "path": key})
 
-    def _adopt(self, path, key):
+    def _adopt(self, path):
         """A new file with a gone file's content is that file moved: it takes over the record."""
         try:
             digest = file_hash(path)
         except OSError:
             return  # scan_file, next, says why
-        store = self.scanner.store
-        same = [k for k in self.gone if (store.get(k) or {}).get("hash") == digest]
+        same = [r["path"] for r in self.scanner.store.records_of_content(digest) if r["path"] in self.gone]
         # Of copies of one file, the one of the same name is likelier the one moved: it keeps its
         # own record (a label the user gave it), not a deleted copy's.
         old = min(same, key=lambda k: Path(k).name != Path(path).name, default=None)
@@ -354,7 +353,7 @@ class Watcher:
     def _classify(self, path):
         key = path_key(path)
         if self.gone and not self.scanner.store.get(key):
-            self._adopt(path, key)
+            self._adopt(path)
         existed = self.scanner.store.get(key) is not None
         classified, errors = self.summary.classified, self.summary.errors
         self.scanner.scan_file(Path(path), self.root, self.summary)
