@@ -251,7 +251,7 @@ class Watcher:
         # Gone only where the walk could look: a file in a folder it could not read is still there.
         hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
         now = time.monotonic()
-        for key in sorted(recorded.keys() - on_disk):  # in a set's order, runs would differ
+        for key in sorted(recorded.keys() - on_disk):  # reported gone in path order, the same on every run
             if not key.startswith(hidden):
                 self.gone.setdefault(key, now)
 
