@@ -140,7 +140,9 @@ def connect(address=None):
                      log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
         raise EngineError(f"cannot reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-job notes, on the scan's stderr
+    # Its per-job notes, and its errors: a failed task reaches the scan as an exception, said in one
+    # line there; a job a Ctrl-C left running logs tracebacks as Ray shuts down under it.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the scan has its own; Ray's would interleave on stderr
     context.print_on_execution_start = False
