@@ -5,7 +5,7 @@ import math
 import os
 import sqlite3
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -254,10 +254,9 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
         raise Fail("--address needs --engine ray")
     if not quiet and inside(out, root):
         echo(f"note: {out} is inside {root}; the scan skips it")
-    with _failing(*errors), deferred() as stop:  # a link that cannot be made fails for every file
-        if engine == "ray":  # before the database is made: a cluster it cannot reach leaves nothing
-            from .engine_ray import connect
-            connect(address)
+    # A link that cannot be made fails for every file. Ray is joined before the database is made:
+    # a cluster it cannot reach leaves nothing.
+    with _failing(*errors), deferred() as stop, _engine(engine, address):
         scanner = Scanner(options, echo=echo)
         try:
             summary = scanner.scan(root, progress=None if quiet else _progress, stop=stop)
@@ -268,6 +267,13 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
             click.echo(shown(_row_line(row)))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
+
+
+def _engine(engine, address):
+    if engine != "ray":
+        return nullcontext()
+    from .engine_ray import joined
+    return joined(address)
 
 
 ERRORS_LISTED = 20  # after a scan; the rest are a `query error` away

@@ -11,10 +11,12 @@ A worker killed mid-job is restarted and its batch read again (Ray Data's actors
 limit); the driver takes the first result for each file and drops any repeat, and a record is
 an upsert, so every file is recorded exactly once.
 """
+import contextlib
 import logging
 import os
 import pickle
 import socket
+import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import replace
@@ -114,6 +116,19 @@ class _Waiting(Future):
         if not self.done():
             self.readers.flush()
         return super().result(timeout)
+
+
+@contextlib.contextmanager
+def joined(address=None):
+    """Ray joined (connect) for a scan's block. Ray's driver prints what befalls the job's workers
+    ("(raylet) Task ... will be retried") on stdout, from a thread of its own, until Ray is left:
+    within the block stdout is stderr, and a block that ends normally leaves Ray, so that stdout
+    holds only what the scan prints after it (--json). One a Ctrl-C ends leaves its job as it is."""
+    connect(address)
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+        import ray
+        ray.shutdown()
 
 
 def connect(address=None):
