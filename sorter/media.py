@@ -147,6 +147,7 @@ def is_media(path):
 
 # A moment that falls on a frame boundary is the later frame's, whatever float sums did to either.
 BOUNDARY_S = 1e-9
+CONVERT_AHEAD = 2  # mean frames: see _read_frames
 
 
 def _moments(total, n):
@@ -401,19 +402,41 @@ def _step(im, i, budget):
 
 
 def _read_video(f, max_frames, budget):
-    cap = cv2.VideoCapture(fd_path(f))
+    cap = _capture(f)
     try:
-        if not cap.isOpened():
-            raise MediaError("cannot open as video")
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         _check_size(w, h)
-        return _in_turn(w * h, _read_frames, cap, w, h, max_frames, budget)
+        return _in_turn(w * h, _read_clip, cap, f, w, h, max_frames, budget)
     finally:
         cap.release()
 
 
-def _read_frames(cap, w, h, max_frames, budget):
+def _capture(f):
+    cap = cv2.VideoCapture(fd_path(f))
+    if not cap.isOpened():
+        cap.release()
+        raise MediaError("cannot open as video")
+    return cap
+
+
+def _read_clip(cap, f, w, h, max_frames, budget):
     budget.restart()
+    try:
+        return _read_frames(cap, w, h, max_frames, budget)
+    except _Missed:  # a frame held longer than foreseen: read again, every frame converted,
+        # on the same clock: MAX_SECONDS bounds the file, not each pass
+        again = _capture(f)
+        try:
+            return _read_frames(again, w, h, max_frames, budget, every=True)
+        finally:
+            again.release()
+
+
+class _Missed(Exception):
+    """A sampled moment fell on a frame that was decoded but not converted."""
+
+
+def _read_frames(cap, w, h, max_frames, budget, every=False):
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if math.isfinite(fps) and fps > 0 else 25.0
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -427,15 +450,22 @@ def _read_frames(cap, w, h, max_frames, budget):
     # Frame by frame, never seeking: a seek decodes from the last keyframe in one call the
     # clock cannot stop, and a file whose index lists no keyframes decodes from the start.
     # Each frame is kept until the next one starts: only then is it known which moments it
-    # was on screen at (a phone's clip or a screen recording varies its rate).
+    # was on screen at (a phone's clip or a screen recording varies its rate). Converting a
+    # decoded frame to pixels (retrieve) costs 0.1-0.8 times as much again as decoding it (VP8,
+    # H.264, MPEG-4 clips measured), so only a frame a moment may fall on is converted: one starting within CONVERT_AHEAD mean frames
+    # of the next moment. A frame held longer than that, as a screen recording holds one, is
+    # found out when the next frame starts (_pick), and the clip is read again (`every`).
     for i in range(MAX_FRAMES):
         budget.check()
         if not pending or not cap.grab():
             break
         start = _started(cap, start, step, duration)
         _pick(frames, on_screen, pending, start, span)
-        ok, bgr = cap.retrieve()
-        on_screen = (i, start, bgr) if ok else on_screen
+        if every or (pending and pending[0] < start + CONVERT_AHEAD * step):
+            ok, bgr = cap.retrieve()
+            on_screen = (i, start, bgr) if ok else on_screen
+        else:
+            on_screen = (i, start, None)
     _pick(frames, on_screen, pending, math.inf, span)
     if not frames:
         raise MediaError("no frame of the video could be decoded")
@@ -460,4 +490,6 @@ def _pick(frames, on_screen, pending, until, span):
         shown += 1
     if shown:
         i, start, bgr = on_screen
+        if bgr is None:
+            raise _Missed
         frames.append(Frame(i, start, shown * span, _fit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))))

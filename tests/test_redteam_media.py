@@ -2,7 +2,7 @@
 A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG whose scans cost
 minutes, Ctrl-C in the middle of such decoding, photos stored sideways (JPEG and AVIF), an AVIF
 animation and one too large to read whole, a 16-bit grayscale PNG, PNGs whose tRNS keys out a
-colour, an APNG's default image, a clip whose rate varies, a GIF cut short, a model that answers
+colour, an APNG's default image, a clip whose rate varies (and the frames a clip converts), a GIF cut short, a model that answers
 NaN and models that are not ours."""
 import io
 import json
@@ -210,6 +210,38 @@ def test_a_clip_of_varying_rate_is_sampled_by_its_frames_own_times(tmp_path, dur
     assert [(f.index, f.time) for f in clip.frames] == [(i, pytest.approx(starts[i])) for i, _ in picks]
     assert [f.weight for f in clip.frames] == pytest.approx([w for _, w in picks])
     assert [int(f.rgb[0, 0, 0]) for f in clip.frames] == pytest.approx([20 + 7 * i for i, _ in picks], abs=2)
+
+
+@pytest.mark.parametrize("durations, passes", [
+    ([40] * 50, 1),  # steady: each moment's frame foreseen
+    ([40] * 10 + [2000] + [40] * 10, 2)])  # a frame held mid-clip, found out as the next one starts
+def test_a_clip_converts_only_frames_a_moment_may_fall_on(tmp_path, monkeypatch, durations, passes):
+    """Decoded frames are converted to pixels only near a sampled moment; a frame held past that
+    sends the clip through again, every frame converted, for the same frames."""
+    import cv2
+    calls = {"opened": 0, "converted": 0}
+    opened = cv2.VideoCapture
+
+    class Counting:  # OpenCV's own capture, its openings and conversions counted
+        def __init__(self, *args):
+            self.cap = opened(*args)
+            calls["opened"] += 1
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+        def retrieve(self):
+            calls["converted"] += 1
+            return self.cap.retrieve()
+
+    path = vfr_mkv(tmp_path / "clip.mkv", durations)
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    clip = media.read(path, 4)
+    picks, _ = media.sample_times(np.array(durations) / 1000, 4)
+    assert [f.index for f in clip.frames] == [i for i, _ in picks]
+    assert calls["opened"] == passes
+    if passes == 1:
+        assert calls["converted"] <= 4 * (media.CONVERT_AHEAD + 1) < len(durations)
 
 
 def test_an_apngs_default_image_is_not_sampled_as_a_frame(tmp_path):
