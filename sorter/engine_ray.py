@@ -123,17 +123,19 @@ def joined(address=None):
     """Ray joined (connect) for a scan's block. Ray's driver prints what befalls the job's workers
     ("(raylet) Task ... will be retried") on stdout, from a thread of its own, until Ray is left:
     within the block stdout is stderr, and a block that ends normally leaves Ray, so that stdout
-    holds only what the scan prints after it (--json). One a Ctrl-C ends leaves its job as it is."""
-    connect(address)
+    holds only what the scan prints after it (--json). One a Ctrl-C ends leaves its job as it is,
+    and a Ray this process had joined before is left to whoever joined it."""
+    joining = connect(address)
     with contextlib.redirect_stdout(sys.stderr):
         yield
-        import ray
-        ray.shutdown()
+        if joining:
+            import ray
+            ray.shutdown()
 
 
 def connect(address=None):
     """Joins the cluster at `address` (host:port, or "auto"), or starts a local Ray with this
-    machine's cores; a Ray this process already joined is used as it is."""
+    machine's cores; a Ray this process already joined is used as it is. True if it joined."""
     # Ray's C++ core logs notes meant for Ray's developers on this process's stderr, the scan's.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     # Read as Ray is imported (here, for the command line): no Ray call but ray.init starts a Ray.
@@ -143,7 +145,7 @@ def connect(address=None):
     from ray.data import DataContext
 
     if ray.is_initialized():
-        return
+        return False
     where = f"the Ray cluster at {address}" if address else "a local Ray"
     try:
         if address and address != "auto":
@@ -161,6 +163,7 @@ def connect(address=None):
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the scan has its own; Ray's would interleave on stderr
     context.print_on_execution_start = False
+    return True
 
 
 def _check_reachable(address):

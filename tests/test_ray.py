@@ -91,6 +91,8 @@ def test_ray_scan_makes_the_records_and_links_a_local_scan_makes(local_ray, cli,
     assert '"classified": 0' in again.output and '"unchanged": 26' in again.output
     assert records(tmp_path / "ray" / "s.db", tmp_path / "ray" / "out")[2:] == on_ray[2:]
     assert tree_hash(root) == before
+    import ray
+    assert ray.is_initialized()  # the module's Ray, which the scans found joined, is left to it
 
 
 def busy_workers():
