@@ -452,9 +452,10 @@ def _read_frames(cap, w, h, max_frames, budget, every=False):
     # Each frame is kept until the next one starts: only then is it known which moments it
     # was on screen at (a phone's clip or a screen recording varies its rate). Converting a
     # decoded frame to pixels (retrieve) costs 0.1-0.8 times as much again as decoding it (VP8,
-    # H.264, MPEG-4 clips measured), so only a frame a moment may fall on is converted: one starting within CONVERT_AHEAD mean frames
-    # of the next moment. A frame held longer than that, as a screen recording holds one, is
-    # found out when the next frame starts (_pick), and the clip is read again (`every`).
+    # H.264, MPEG-4 clips measured), so only a frame a moment may fall on is converted: one
+    # starting within CONVERT_AHEAD mean frames of the next moment. A frame held longer than
+    # that, as a screen recording holds one, is found out when the next frame starts (_pick),
+    # and the clip is read again (`every`).
     for i in range(MAX_FRAMES):
         budget.check()
         if not pending or not cap.grab():
