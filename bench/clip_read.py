@@ -4,8 +4,8 @@ the reader did before), in one run.
 
     python bench/clip_read.py [--seconds S] [--repeats R]
 
-Writes steady clips (OpenCV's mp4v, 25 fps) panning over matplotlib's Grace Hopper photo at
-640x360 and 1280x720, checks that both ways sample the same frames, and prints the best time of
+Writes live_fps.py's face clips (OpenCV's mp4v, 25 fps, panning over a photo) at 640x360 and
+1280x720, checks that both ways sample the same frames, and prints the best time of
 each and their ratio (the target: under 0.9).
 """
 import argparse
@@ -13,26 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-from matplotlib import cbook
-from PIL import Image
+from live_fps import face_clip
 
 from stickersort.sorter import media
 
 SIZES = [(640, 360), (1280, 720)]
-
-
-def panning_clip(path, size, frames):
-    w, h = size
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
-        photo = cv2.cvtColor(np.asarray(im.convert("RGB").resize((w + 200, h + 200))), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
-    for i in range(frames):
-        x, y = 100 + int(90 * np.sin(i / 20)), 100 + int(90 * np.cos(i / 25))
-        writer.write(photo[y:y + h, x:x + w])
-    writer.release()
-    return path
 
 
 def best_read(path, repeats, convert_ahead):
@@ -53,7 +38,7 @@ def main():
     ahead = media.CONVERT_AHEAD
     with tempfile.TemporaryDirectory() as tmp:
         for size in SIZES:
-            path = panning_clip(Path(tmp) / f"{size[0]}.mp4", size, int(args.seconds * 25))
+            path = face_clip(Path(tmp) / f"{size[0]}.mp4", int(args.seconds * 25), size)
             every, every_frames = best_read(path, args.repeats, media.MAX_FRAMES)
             only, only_frames = best_read(path, args.repeats, ahead)
             assert only_frames == every_frames, "the two ways sampled different frames"

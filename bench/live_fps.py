@@ -21,16 +21,17 @@ from PIL import Image
 from stickersort.sorter.live import STAGES, Annotator, Live, open_source
 
 
-def face_clip(path, frames):
-    """A camera-like clip: a 640x480 window panning over the photo, enlarged, so every frame is
-    a textured, natural picture with one face in it (flat synthetic frames decode and encode
-    unrealistically fast)."""
+def face_clip(path, frames, size=(640, 480)):
+    """A camera-like clip (mp4v, 25 fps): a window of `size` panning over the photo, enlarged, so
+    every frame is a textured, natural picture with one face in it (flat synthetic frames decode
+    and encode unrealistically fast)."""
+    w, h = size
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
-        photo = cv2.cvtColor(np.asarray(im.convert("RGB").resize((900, 1050))), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+        photo = cv2.cvtColor(np.asarray(im.convert("RGB").resize((w + 260, h + 570))), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
     for i in range(frames):
         x, y = 130 + int(80 * np.sin(i / 20)), 100 + int(60 * np.cos(i / 25))
-        writer.write(photo[y:y + 480, x:x + 640])
+        writer.write(photo[y:y + h, x:x + w])
     writer.release()
     return path
 

@@ -2,8 +2,8 @@
 A FIFO swapped in after the stat, a FIFO as the live source, a progressive JPEG whose scans cost
 minutes, Ctrl-C in the middle of such decoding, photos stored sideways (JPEG and AVIF), an AVIF
 animation and one too large to read whole, a 16-bit grayscale PNG, PNGs whose tRNS keys out a
-colour, an APNG's default image, a clip whose rate varies (and the frames a clip converts), a GIF cut short, a model that answers
-NaN and models that are not ours."""
+colour, an APNG's default image, a clip whose rate varies (and the frames a clip converts), a GIF
+cut short, a model that answers NaN and models that are not ours."""
 import io
 import json
 import os
