@@ -210,7 +210,7 @@ def _echo(quiet):
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path())  # a str: Path("") would be the current folder
 @scan_options(dry_run=True)
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), help="Files read at once [default: CPU cores, at most 4]")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -620,7 +620,7 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path())  # a str: Path("") would be the current folder
 @scan_options()
 @click.option("--settle", default=1.0, show_default=True, type=_Number(0.05),
               help="Seconds a new or changed file must stay the same size before it is read")
@@ -663,7 +663,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path, readable=False))  # the record is read, not the file
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record, its faces and links as JSON")
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
@@ -685,7 +685,7 @@ def show(file, db, as_json, image):
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path, readable=False))  # the record is read, not the file
 @click.argument("emotion", metavar="EMOTION")
 @_db_option
 def label(file, emotion, db):
@@ -713,7 +713,7 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
 
 
 @cli.command()
-@click.argument("path", type=click.Path())  # a str: Path("") would be the current folder
+@click.argument("path", type=click.Path(readable=False))  # a str: Path("") would be the current folder
 @_db_option
 @click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
 def forget(path, db, dry_run):

@@ -210,8 +210,9 @@ class Linker:
             except OSError as e:
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise LinkError(f"cannot open the folder {self.out / label}: {e.strerror}") from None
+                # No "choose another --out": `label` has none, and scan and watch refuse such an OUT first.
                 raise LinkError(f"{self.out / label} is in the way of the {label} folder (not a folder of its "
-                                f"own); move it, or choose another --out") from None
+                                f"own); move it") from None
         finally:
             os.close(out)
         try:

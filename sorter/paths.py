@@ -56,6 +56,8 @@ def scan_paths(directory, out=None, db=None, files=False):
     before anything is written: (root, out, db), or PathError. With files, DIRECTORY may also be
     one sticker file (root is then that file, and its folder stands for the folder scanned)."""
     from .media import SUFFIXES, is_media  # here: OpenCV is no import for query and stats
+    if not str(directory).strip():  # Path("") is the current folder: a script's unset $DIR
+        raise PathError("an empty DIRECTORY would mean the current folder; name it (`.`) if that is meant")
     directory = Path(directory)
     if not directory.exists():
         raise PathError(f"no such {'file or ' * files}directory: {directory}")

@@ -136,7 +136,7 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
     (symlink loops) nor, below root, a file system that holds no files (/proc, /sys: no blocks). A
     folder it cannot list (no permission, path too long) goes into the list `unreadable` as (path,
     reason): its files are not known to be gone."""
-    skip = {os.path.realpath(s) for s in skip}
+    skip = tuple(os.path.realpath(s) for s in skip)
     unreadable = [] if unreadable is None else unreadable
     seen = set()
     stack = [(str(root), None)]
@@ -161,12 +161,18 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
         subfolders = []
         for entry in entries:
             if _is_folder(entry, follow_links):
-                if os.path.realpath(entry.path) not in skip:
+                if not within(os.path.realpath(entry.path), skip):
                     subfolders.append((entry.path, st.st_dev))
             elif _is_media_name(entry.name) and (follow_links or not entry.is_symlink()) \
-                    and (entry.path if exact else os.path.realpath(entry.path)) not in skip:
+                    and not within(entry.path if exact else os.path.realpath(entry.path), skip):
                 yield entry.path
         stack.extend(reversed(subfolders))
+
+
+def within(real, places):
+    """Whether the resolved path `real` is one of `places` (resolved) or lies under one: a link
+    followed to OUT's happy/ enters OUT as surely as one to OUT."""
+    return any(real == p or real.startswith(p.rstrip(os.sep) + os.sep) for p in places)
 
 
 def _is_media_name(name):
@@ -539,7 +545,11 @@ class Scanner:
         if old["mtime_ns"] == file.st.st_mtime_ns:
             return True
         # Same size, new mtime: a touch or a copy-over. Trust the content hash.
-        if file_hash(file.path) == old["hash"]:
+        try:
+            same = file_hash(file.path) == old["hash"]
+        except (OSError, media.MediaError):  # unreadable or gone since its stat: the reading says which
+            return False
+        if same:
             if not self.options.dry_run:
                 self.store.touch(old["path"], file.st.st_mtime_ns)
             return True

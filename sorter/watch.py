@@ -27,7 +27,7 @@ from watchdog.observers.polling import PollingObserver
 
 from . import media
 from .paths import key_path, path_key, shown
-from .scan import Scanner, Summary, file_hash, walk
+from .scan import Scanner, Summary, file_hash, walk, within
 from .vote import said
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
@@ -257,7 +257,7 @@ class Watcher:
 
     def _wanted(self, path):
         real = os.path.realpath(path)
-        if not media.is_media(path) or any(real == s or real.startswith(s + os.sep) for s in self.skip):
+        if not media.is_media(path) or within(real, self.skip):
             return False
         return self.options.follow_links or not os.path.islink(path)
 
@@ -313,7 +313,7 @@ class Watcher:
         """A new file with a gone file's content is that file moved: it takes over the record."""
         try:
             digest = file_hash(path)
-        except OSError:
+        except (OSError, media.MediaError):  # unreadable, gone, or no regular file
             return  # scan_file, next, says why
         same = [r["path"] for r in self.scanner.store.records_of_content(digest) if r["path"] in self.gone]
         # Of copies of one file, the one of the same name is likelier the one moved: it keeps its

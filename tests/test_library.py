@@ -273,6 +273,16 @@ def test_forget_refuses_an_empty_path(cli, lib, tmp_path, monkeypatch):
     assert len(query(db, "select path from files")) == n
 
 
+@pytest.mark.parametrize("command", ["scan", "watch"])
+def test_scan_and_watch_refuse_an_empty_directory(cli, tmp_path, monkeypatch, command):
+    """Before: `scan ""` (a script's unset $DIR) scanned the current folder."""
+    hopper().save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    result = cli(command, "", "--db", tmp_path / "s.db", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "empty DIRECTORY" in result.output and len(result.output.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s.db").exists()
+
+
 def test_files_of_the_same_content_are_read_once(cli, tmp_path):
     src = tmp_path / "memes"
     (src / "again").mkdir(parents=True)

@@ -142,6 +142,57 @@ def test_a_folder_unreadable_for_a_moment_keeps_its_records(tmp_path):
     check_out(str(out), db)
 
 
+def test_a_recorded_file_touched_and_made_unreadable_is_an_error_and_the_scan_goes_on(tmp_path):
+    """Before: its new mtime sent the scan to compare its content hash, which ended the scan with
+    exit 70 (PermissionError) before the files after it were read."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src, **{"a.png": None})
+    assert scan(src, out, db)[0].returncode == 0
+    os.utime(src / "a.png", ns=(1, 1))  # same size, new mtime: a touch
+    os.chmod(src / "a.png", 0)
+    stickers(src, **{"b.png": blank(color=(250, 10, 10))})
+    try:
+        proc, summary = scan(src, out, db, as_user=True)
+    finally:
+        os.chmod(src / "a.png", 0o644)
+    assert proc.returncode == 1, proc.stderr
+    assert summary["error_files"] == [{"path": path_key(src / "a.png"), "error": "permission denied"}]
+    assert query(db, "select label from files where path = ?", (path_key(src / "b.png"),)) == [{"label": "noface"}]
+    check_out(str(out), db)
+
+
+def test_show_label_and_forget_take_a_recorded_file_the_user_cannot_read(tmp_path):
+    """Before: each refused it (exit 2, "Path ... is not readable"), though each reads only its
+    record: a file `query error` lists as "permission denied" could be neither shown nor forgotten."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src)
+    assert scan(src, out, db)[0].returncode == 0
+    os.chmod(made["x.png"], 0)
+    try:
+        shown = run("show", made["x.png"], "--db", db, as_user=True)
+        labelled = run("label", made["x.png"], "sad", "--db", db, as_user=True)
+        forgotten = run("forget", made["x.png"], "--db", db, as_user=True)
+    finally:
+        os.chmod(made["x.png"], 0o644)
+    assert shown.returncode == 0 and "noface" in shown.stdout, shown.stderr
+    assert labelled.returncode == 0 and "sad (yours)" in labelled.stdout, labelled.stderr
+    assert forgotten.returncode == 0 and "forgot 1 files" in forgotten.stdout, forgotten.stderr
+    assert query(db, "select path from files") == [] and not list(out.rglob("x.png"))
+
+
+def test_a_touched_file_deleted_while_its_content_is_compared_is_gone(tmp_path):
+    """The same comparison, the file deleted under it: before, exit 70 (FileNotFoundError)."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    made = stickers(src, **{"a.png": None, "b.png": None})
+    assert scan(src, out, db)[0].returncode == 0
+    os.utime(made["a.png"], ns=(1, 1))
+    code, stdout, _ = paused(["scan", src, "--out", out, "--db", db, "--json", "-q"], "file_hash",
+                             lambda: os.remove(made["a.png"]))
+    assert code == 0 and json.loads(stdout)["vanished"] == 1
+    assert query(db, "select path from files") == [{"path": path_key(made["b.png"])}]
+    check_out(str(out), db)
+
+
 def test_prune_takes_a_file_it_cannot_see_for_one_that_is_there(tmp_path):
     """Before: with a subfolder chmod 000, `prune` forgot its files and the user's label with them."""
     src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
@@ -237,6 +288,22 @@ def test_symlink_loops_under_follow_links(tmp_path):
     assert summary["files"] == 2 and summary["classified"] == 1
     [error] = summary["error_files"]
     assert error["path"].endswith("loop.gif") and error["error"].startswith("cannot stat")
+
+
+@pytest.mark.parametrize("copies", [False, True], ids=["symlinks", "copies"])
+def test_follow_links_never_enters_out_through_a_link_to_one_of_its_folders(tmp_path, copies):
+    """Before: a link in DIR to OUT's noface/ (a shortcut to a shelf) was followed, OUT's own
+    entries were filed as stickers, and each rescan added a layer: 2, 3, 4 files."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    stickers(src)
+    mode = ("--link-mode", "copy") if copies else ()
+    assert scan(src, out, db, *mode)[0].returncode == 0
+    os.symlink(out / "noface", src / "shelf")
+    for _ in range(2):
+        proc, summary = scan(src, out, db, "--follow-links", *mode)
+        assert proc.returncode == 0 and summary["files"] == 1 and summary["unchanged"] == 1, proc.stderr
+    assert [p.name for p in (out / "noface").iterdir()] == ["x.png"]
+    check_out(str(out), db)
 
 
 def test_a_broken_link_under_follow_links_is_an_error_not_a_vanished_file(tmp_path):

@@ -203,6 +203,19 @@ def test_a_name_reused_after_a_rename_gets_its_own_link(watch, tmp_path):
     check_out(watch.out, watch.db)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_named_as_a_sticker_while_a_deleted_file_awaits_its_move_is_an_error_record(watch, tmp_path):
+    """Before: the watch, looking for the deleted file's content in the newcomer to pair them as a
+    move, ended with exit 70 (MediaError: not a regular file)."""
+    os.remove(tmp_path / "memes" / "hopper.png")
+    os.mkfifo(tmp_path / "memes" / "pipe.gif")
+    row = wait_for(lambda: watch.rows().get("pipe.gif"), "the pipe's record")
+    assert row["error"] == "not a regular file"
+    wait_for(lambda: "hopper.png" not in watch.rows(), "the deleted file to be forgotten")
+    assert watch.stop() == 130
+    check_consistent(watch)
+
+
 def test_out_deleted_under_the_watch_is_made_again(watch, tmp_path):
     """Before: the next file ended the watch with exit 70 (LinkError: cannot open OUT)."""
     shutil.rmtree(watch.out)
