@@ -67,7 +67,7 @@ def create_app(db):
         if not isinstance(path, str) or not isinstance(label, str):
             abort(400, 'expected {"path": ..., "label": ...}')
         # The page sends a recorded path, which is whole: anything else is not the library's.
-        if not os.path.isabs(path) or "\0" in path:
+        if not os.path.isabs(path) or "\0" in path or not _is_utf8(path):
             abort(400, "expected a recorded file's full path")
         try:
             row = label_file(db, path, label)
@@ -95,3 +95,12 @@ def serve(db, host, port, echo=print, stop=None):
         pass
     finally:
         server.stop()
+
+
+def _is_utf8(text):
+    """Whether text is UTF-8, as every recorded path is (JSON may carry a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -172,7 +172,7 @@ def _check_reachable(address):
     gRPC server) does; a web server, such as the dashboard's port, does not."""
     host, _, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # Ray writes [::1]:6379
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise ValueError(f"{address!r} is not HOST:PORT")
     with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as head:
         # A cluster with TLS answers a handshake first, which this opening does not make.

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -89,7 +90,7 @@ class Linker:
             if not kept:
                 moved = any(row["mode"] != TEMPORARY for row in stale + replaced)
                 self.counts["moved" if moved else "created"] += 1
-                self.report("move" if moved else "link", link, source)
+                self.report("move" if moved else "link", link, key)  # a key, as every report names a file
             return link
 
     def unlink_all(self, key):
@@ -517,4 +518,5 @@ def _shortened(name):
     if len(name.encode()) <= MAX_NAME_BYTES:
         return name
     stem, suffix = os.path.splitext(name)
-    return stem.encode()[:MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore") + suffix
+    stem = stem.encode()[:MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
+    return re.sub(r"\\(x[0-9a-f]?)?$", "", stem) + suffix  # no \xNN escape cut in half

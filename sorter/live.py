@@ -35,7 +35,7 @@ class LiveError(Exception):
 def open_source(source):
     """A camera index ("0") or device (/dev/video0), a video or GIF file, or a stream URL -> an
     opened capture. A file must be a regular one: OpenCV would wait forever on a FIFO."""
-    target = int(source) if source.isdigit() else source
+    target = int(source) if source.isascii() and source.isdigit() else source
     if isinstance(target, int) or "://" in target:
         return _capture(source, target)
     if not os.path.exists(target):

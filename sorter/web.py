@@ -48,8 +48,10 @@ def _mjpeg(live):
 def parse_address(text):
     """"HOST:PORT", ":PORT" or "PORT" -> (host, port); the host defaults to 127.0.0.1."""
     host, _, port = text.rpartition(":")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"--web {text}: expected HOST:PORT, an IPv6 host in brackets, e.g. [::1]:8765")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"--web {text}: expected HOST:PORT, e.g. 127.0.0.1:8765")
     return host, int(port)
 

@@ -173,7 +173,9 @@ def test_a_correction_from_another_site_is_refused(server, library):
                         # before: a list body and a NUL were answered 500, a relative path taken from
                         # the server's own folder
                         ([path, "sad"], "expected"), ({"path": path + "\0", "label": "sad"}, "full path"),
-                        ({"path": os.path.basename(path), "label": "sad"}, "full path")]:
+                        ({"path": os.path.basename(path), "label": "sad"}, "full path"),
+                        # before: 500, a lone surrogate being no path a record can have
+                        ({"path": "/tmp/\ud800.png", "label": "sad"}, "full path")]:
         status, answer = get_json(server.url + "/label", data=json.dumps(wrong).encode(), headers=json_type)
         assert status == 400 and says in answer["error"], wrong
     status, answer = get_json(server.url + "/no/such/page")

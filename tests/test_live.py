@@ -80,6 +80,14 @@ def test_an_empty_web_address_is_refused_as_one(cli, tmp_path):
     assert result.exit_code == 2 and "--web : expected HOST:PORT" in result.output
 
 
+@pytest.mark.parametrize("address, says", [
+    ("::1", "an IPv6 host in brackets"),  # before: host ":", port 1, and "cannot listen there"
+    ("127.0.0.1:\u0663\u0664\u0665\u0666", "expected HOST:PORT")])  # before: Arabic-Indic digits taken as 3456
+def test_a_web_address_that_is_no_host_and_port_is_refused(cli, tmp_path, address, says):
+    result = cli("live", "--source", face_clip(tmp_path / "clip.mp4", [hopper()], frames=5), "--web", address)
+    assert result.exit_code == 2 and says in result.output and result.output.count("\n") == 1, result.output
+
+
 def test_no_display_says_so_and_suggests_web(cli, tmp_path, monkeypatch):
     # The check happens before any cv2.imshow, which can abort the whole process (pytest's too).
     monkeypatch.delenv("DISPLAY", raising=False)

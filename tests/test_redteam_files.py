@@ -254,6 +254,31 @@ def test_two_names_that_used_to_share_a_key_get_two_records(tmp_path):
     check_out(str(out), db)
 
 
+def test_a_dry_run_names_a_file_of_bytes_that_are_not_utf8_one_way(tmp_path):
+    """Before: `would link: OUT/noface/bad\\xff.png -> DIR/bad\\udcff.png`, the source in Python's own escape."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    src.mkdir()
+    blank().save(os.fsdecode(os.fsencode(src) + b"/bad\xff.png"), "PNG")
+    proc = run("scan", src, "--out", out, "--db", db, "--dry-run", "-v")
+    assert proc.returncode == 0 and "udc" not in proc.stderr, proc.stderr
+    assert f"would link: {out}/noface/bad\\xff.png -> {src}/bad\\xff.png" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("cut", range(4))
+def test_a_long_name_of_bytes_that_are_not_utf8_is_shortened_between_escapes(tmp_path, cut):
+    """Before: shortened for OUT, such a name could end in a piece of an escape: `...\\xff\\x.png`."""
+    src, out, db = tmp_path / "memes", tmp_path / "out", tmp_path / "s.db"
+    src.mkdir()
+    name = b"a" * (210 + cut) + b"\xff" * 5 + b".png"  # as 4 characters each, the \xff run is cut
+    blank().save(os.fsdecode(os.fsencode(src) + b"/" + name), "PNG")
+    proc, summary = scan(src, out, db)
+    assert proc.returncode == 0, proc.stderr
+    [entry] = [p.name for p in (out / "noface").iterdir()]
+    stem = entry.removesuffix(".png")
+    assert stem.startswith("a" * 200) and (stem.rstrip("a") == "" or stem.endswith("\\xff")), entry
+    check_out(str(out), db)
+
+
 # ---- 6: entries that cannot be stat'ed, loops, /proc ---------------------------------------------
 
 def test_a_folder_that_can_be_listed_but_not_entered(tmp_path):
