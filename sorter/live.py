@@ -6,12 +6,15 @@ Detection runs on every frame: at 640x480 BlazeFace takes a few ms, so skipping 
 tracking between them would save little (bench/live_fps.py prints the stages).
 """
 import os
+import queue
 import re
 import stat
 import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as NotYet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,25 +29,27 @@ from . import media, pipeline
 BOX = (60, 220, 60)  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 STAGES = ("decode", "detect", "classify", "draw", "encode")
+HEAR_STOP_S = 0.05  # how often a wait on the capture looks at `stop`
 
 
 class LiveError(Exception):
     """A one-line message for the user."""
 
 
-def open_source(source):
+def open_source(source, stop=None):
     """A camera index ("0") or device (/dev/video0), a video or GIF file, or a stream URL -> an
-    opened capture. A file must be a regular one: OpenCV would wait forever on a FIFO."""
+    opened Capture (one that `stop` cut short, if it came first). A file must be a regular one:
+    OpenCV would wait forever on a FIFO."""
     target = int(source) if source.isascii() and source.isdigit() else source
     if isinstance(target, int) or "://" in target:
-        return _capture(source, target)
+        return _capture(source, target, stop, waits=True)
     if not os.path.exists(target):
         raise LiveError(f"--source {source}: no such file (give a camera index, a video or GIF file, or a stream URL)")
     if stat.S_ISCHR(os.stat(target).st_mode):  # a camera's device node
-        return _capture(source, target)
+        return _capture(source, target, stop, waits=True)
     try:
         with media.open_regular(target) as f:  # without blocking, and OpenCV opens this very file
-            return _capture(source, media.fd_path(f))
+            return _capture(source, media.fd_path(f), stop, waits=False)
     except media.MediaError:
         raise LiveError(f"--source {source}: not a regular file (a FIFO, folder or socket); give a camera index, "
                         f"a video or GIF file, or a stream URL") from None
@@ -52,16 +57,79 @@ def open_source(source):
         raise LiveError(f"--source {source}: cannot open: {e.strerror or e}") from None
 
 
-def _capture(source, target):
+def _capture(source, target, stop, waits):
+    capture = Capture(stop if waits else None)
     with quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
         try:
-            capture = cv2.VideoCapture(target)
+            capture.open(target)
         except (cv2.error, OverflowError):  # a camera index past what OpenCV takes
-            capture = None
-    if capture is None or not capture.isOpened():
+            pass
+    if capture.stopped:
+        return capture  # Ctrl-C came first: the run ends before its first frame
+    if not capture.isOpened():
+        capture.release()
         what = f"no camera at index {target}" if isinstance(target, int) else "cannot open it as a video or stream"
         raise LiveError(f"--source {source}: {what}")
     return capture
+
+
+class Capture:
+    """cv2.VideoCapture; given `stop`, its calls are made in a thread of its own while the caller
+    waits for each, hearing `stop` meanwhile. OpenCV's FFmpeg waits up to 30 s on a stream that
+    does not answer or stalls, and no signal handler (Ctrl-C) runs until such a call returns. A
+    call that `stop` cuts short answers None and is left to end alone; release() comes after it.
+    A file, which cannot stall, is read here: the hand-over costs 0.3 ms a frame (bench/live_fps.py)."""
+
+    def __init__(self, stop=None):
+        self.stop, self.stopped, self._cap = stop, False, None
+        self._jobs = queue.SimpleQueue() if stop is not None else None
+        if self._jobs is not None:
+            threading.Thread(target=self._serve, name="capture", daemon=True).start()
+
+    def _serve(self):
+        while (job := self._jobs.get()) is not None:
+            answer, call = job
+            try:
+                answer.set_result(call())
+            except BaseException as e:  # the caller's to handle
+                answer.set_exception(e)
+
+    def _call(self, call):
+        if self._jobs is None:
+            return call()
+        answer = Future()
+        self._jobs.put((answer, call))
+        while True:
+            try:
+                return answer.result(timeout=HEAR_STOP_S)
+            except NotYet:
+                if self.stop.is_set():
+                    self.stopped = True
+                    return None
+
+    def open(self, target):
+        self._cap = self._call(lambda: cv2.VideoCapture(target))
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return self._cap is not None and bool(self._call(self._cap.isOpened))
+
+    def get(self, prop):
+        return self._call(lambda: self._cap.get(prop)) if self._cap is not None else None
+
+    def set(self, prop, value):
+        return self._cap is not None and self._call(lambda: self._cap.set(prop, value))
+
+    def read(self):
+        answer = self._call(self._cap.read) if self._cap is not None else None
+        return answer if answer is not None else (False, None)
+
+    def release(self):
+        """Without waiting: after the call under way, if one is."""
+        if self._jobs is None:
+            return self._cap is not None and self._cap.release()
+        if self._cap is not None:
+            self._jobs.put((Future(), self._cap.release))
+        self._jobs.put(None)
 
 
 def window_problem():
@@ -340,7 +408,8 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
         raise LiveError(problem)
     if model is not None and not os.path.isfile(model):
         raise LiveError(f"model file not found: {model}")
-    capture = open_source(source)
+    stop = stop if stop is not None else threading.Event()
+    capture = open_source(source, stop)
     matches = Matches(db) if db else None
     showing = web is not None or window
     live = Live(capture, Annotator(detector, model), source, loop, max_frames,

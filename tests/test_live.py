@@ -1,5 +1,12 @@
 """`stickersort live` without a screen: real clips of real faces, the shipped model."""
+import contextlib
 import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -9,6 +16,9 @@ from PIL import Image
 
 from conftest import SAMPLES, STICKERS_DEV, need
 from media_makers import face_gif, hopper
+from procs import stickersort
+
+STARTUP_S = 120  # a bound on the command's start (imports, the model) on a busy machine
 
 
 def face_clip(path, cards, frames=60, size=(640, 480)):
@@ -133,3 +143,51 @@ def test_mood_is_the_last_second_of_faces():
     assert mood.label == "sad"
     mood.add(3.5, [])  # a second without faces: nothing on screen
     assert mood.label is None
+
+
+@contextmanager
+def mjpeg_stream(frames):
+    """A local HTTP server whose one stream sends the JPEG `frames`, then stalls, its connection
+    held open (a camera that hangs); one that sends none never answers at all. Yields (URL, an
+    Event set once every frame is sent)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    sent, held = threading.Event(), []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            client, _ = server.accept()
+            held.append(client)
+            client.recv(4096)
+            if frames:
+                client.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+                for jpeg in frames:
+                    client.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                                   % (len(jpeg), jpeg))
+            sent.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg", sent
+    finally:
+        server.close()
+        for client in held:
+            client.close()
+
+
+@pytest.mark.parametrize("frames", [0, 10], ids=["never answers", "stalls after 10 frames"])
+def test_ctrl_c_ends_a_stream_that_hangs_at_once(frames):
+    """Before: OpenCV's FFmpeg held the process in its 30-s wait, deaf to Ctrl-C and SIGTERM; it
+    then said it could not open the stream (exit 2), or printed its own timeout warning."""
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(np.asarray(hopper().convert("RGB")), cv2.COLOR_RGB2BGR))[1].tobytes()
+    with mjpeg_stream([jpeg] * frames) as (url, sent):
+        proc = subprocess.Popen(stickersort(["live", "--source", url, "--json"]), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert sent.wait(STARTUP_S), "the stream was never asked for"
+            time.sleep(2)  # its frames read, or its opening under way
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stderr and "WARN" not in stderr, stderr
+    assert json.loads(stdout)["frames"] == frames
