@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import queue
+import secrets
 import sys
 import threading
 import time
@@ -131,6 +132,7 @@ class Watcher:
         self.events = queue.Queue()
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
         self.gone = {}  # key of a deleted file's record -> when it went
+        self.parked = set()  # keys of gone records moved aside while another file has their name (_park)
         self.lost = False  # events were lost (the kernel's queue overflowed): rescan
         self.rescanned = -RESCAN_GAP_S
         self.scanner = self.observer = None
@@ -276,7 +278,9 @@ class Watcher:
             self._deleted(dest, False)  # a link renamed over a recorded sticker (ln -sf)
             return
         if store.get(old):
-            if store.get(new):  # renamed over another sticker: that one is gone
+            if new in self.gone:  # renamed over a sticker that left a moment ago: a swap, perhaps
+                self._park(new)
+            elif store.get(new):  # renamed over another sticker: that one is gone
                 self.scanner.forget(new)
                 self.report({"event": "removed", "path": new})
             self._move_record(old, dest)
@@ -307,7 +311,9 @@ class Watcher:
                 # Else it is back (and pending), or its record has moved on.
                 if not self._there(key_path(key)) and self.scanner.store.get(key):
                     self.scanner.forget(key)
-                    self.report({"event": "removed", "path": key})
+                    if key not in self.parked:  # a parked one was said removed when parked
+                        self.report({"event": "removed", "path": key})
+                self.parked.discard(key)
 
     def _adopt(self, path):
         """A new file with a gone file's content is that file moved: it takes over the record."""
@@ -329,7 +335,22 @@ class Watcher:
         new = path_key(path)
         self.gone.pop(old, None)
         self.scanner.store.move(old, new, path_key(self.root), path_key(Path(path).name))
-        self.report({"event": "moved", "path": new, "from": old})
+        if old not in self.parked:
+            self.report({"event": "moved", "path": new, "from": old})
+        else:  # said removed where it was: back, under another name
+            self.parked.discard(old)
+            self.report(self._filed("added", new))
+
+    def _park(self, key):
+        """The record of a file gone a moment ago, whose name another file now takes (two files
+        swapped through a name that is no sticker's, `mv a t; mv b a; mv t b`): moved aside, to a
+        path no file has, for its content to turn up within the grace with its label the user's."""
+        name = Path(key_path(key)).name
+        parked = path_key(self.root / f".stickersort-moved-over-{secrets.token_hex(8)}" / name)
+        self.scanner.store.move(key, parked, path_key(self.root), path_key(name))
+        self.gone[parked] = self.gone.pop(key)
+        self.parked.add(parked)
+        self.report({"event": "removed", "path": key})  # as far as its name goes
 
     def _classify_settled(self, stop):
         now = time.monotonic()
@@ -359,11 +380,14 @@ class Watcher:
         self.scanner.scan_file(Path(path), self.root, self.summary)
         row = self.scanner.store.get(key)
         if row and self.summary.classified > classified:
-            self.report({"event": "changed" if existed else "added", "path": key, "label": row["label"],
-                         "guess": row["guess"], "confidence": row["confidence"] if row["guess"] else None,
-                         "user_label": row.get("user_label")})
+            self.report(self._filed("changed" if existed else "added", key))
         elif row and row["error"] and self.summary.errors > errors:
             self.report({"event": "error", "path": key, "error": row["error"]})
+
+    def _filed(self, event, key):
+        row = self.scanner.store.get(key)
+        return {"event": event, "path": key, "label": row["label"], "guess": row["guess"],
+                "confidence": row["confidence"] if row["guess"] else None, "user_label": row.get("user_label")}
 
 
 def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview=None, report=None):

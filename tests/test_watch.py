@@ -203,6 +203,32 @@ def test_a_name_reused_after_a_rename_gets_its_own_link(watch, tmp_path):
     check_out(watch.out, watch.db)
 
 
+def test_two_files_swapped_through_a_name_that_is_no_stickers_keep_their_records(watch, tmp_path):
+    """Before: `mv a t; mv b a; mv t b` forgot a's record the moment b took its name, so the label
+    the user had given a's content was lost when it turned up as b."""
+    memes = tmp_path / "memes"
+    Image.open(SAMPLES / "astronaut.jpg").save(memes / "other.png")
+    wait_for(lambda: "other.png" in watch.rows(), "other.png's record")
+    labelled = subprocess.run([sys.executable, "-m", "stickersort.sorter", "label", str(memes / "hopper.png"), "angry",
+                               "--db", str(watch.db)], capture_output=True, text=True)
+    assert labelled.returncode == 0, labelled.stderr
+    hashes = {name: row["hash"] for name, row in watch.rows().items()}
+    os.rename(memes / "hopper.png", memes / "swap.tmp")
+    os.rename(memes / "other.png", memes / "hopper.png")
+    os.rename(memes / "swap.tmp", memes / "other.png")
+    wait_for(lambda: {name: row["hash"] for name, row in watch.rows().items()} == {
+        "hopper.png": hashes["other.png"], "other.png": hashes["hopper.png"]}, "the records to follow their files")
+    wait_for(lambda: watch.links().get("angry/other.png") == "other.png", "the user's label to follow its file")
+    rows = watch.rows()
+    assert rows["other.png"]["user_label"] == "angry" and rows["hopper.png"]["user_label"] is None
+    assert watch.stop() == 130
+    # Said path by path: hopper.png's record left it, other.png's took it, hopper.png's is back as other.png.
+    said = [line.strip().replace(str(memes) + "/", "") for line in watch.log[-4:-1]]
+    assert said[:2] == ["hopper.png: deleted", "other.png: moved to hopper.png"], said
+    assert said[2].startswith("other.png: angry (yours"), said
+    check_consistent(watch)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_named_as_a_sticker_while_a_deleted_file_awaits_its_move_is_an_error_record(watch, tmp_path):
     """Before: the watch, looking for the deleted file's content in the newcomer to pair them as a
