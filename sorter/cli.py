@@ -175,12 +175,14 @@ preview_options = _options(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 
 
-def _scan_setup(directory, out, db, model, files=False):
+def _scan_setup(directory, out, db, model, link_mode, files=False):
     """scan's and watch's arguments checked, OUT and DB resolved: (root, out, db). files: a single
     sticker file may stand for DIRECTORY (scan)."""
+    from .links import LinkError, check_mode
     from .paths import PathError, scan_paths
-    with _failing(PathError):
+    with _failing(PathError, LinkError):
         root, out, db = scan_paths(directory, out, db, files)
+        check_mode(link_mode, root, out)
     _check_model(model)
     return root, out, db
 
@@ -236,7 +238,7 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     from .scan import Options, Scanner
     from .store import StoreError
 
-    root, out, db = _scan_setup(directory, out, db, model, files=True)
+    root, out, db = _scan_setup(directory, out, db, model, link_mode, files=True)
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
@@ -641,7 +643,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     from .store import Store, StoreError
     from .watch import WatchError, run_watch
 
-    root, out, db = _scan_setup(directory, out, db, model)
+    root, out, db = _scan_setup(directory, out, db, model, link_mode)
     with _failing(StoreError):
         Store(db)  # a one-line error now for an unusable database
     echo = _echo(quiet)

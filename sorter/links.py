@@ -384,6 +384,20 @@ class Entries:
         return f"{way}{os.sep}{name}"  # os.path.join's result: `way` never ends in a separator
 
 
+def check_mode(mode, root, out):
+    """A hard link cannot leave its file system: an OUT on another than DIR is refused before a
+    file is read, not at the first link with one file recorded (a folder in DIR mounted from
+    elsewhere is still found out there)."""
+    if mode != "hardlink":
+        return
+    there = Path(out)
+    while not there.exists():
+        there = there.parent
+    if os.stat(there).st_dev != os.stat(root).st_dev:
+        raise LinkError(f"cannot hard-link into {out}: it is on another file system than {root} "
+                        f"(try --link-mode copy)")
+
+
 def _path(row):
     """Where a links row's entry is (the row names it by its key)."""
     return Path(key_path(row["link"]))

@@ -161,6 +161,26 @@ def test_a_recorded_file_touched_and_made_unreadable_is_an_error_and_the_scan_go
     check_out(str(out), db)
 
 
+@pytest.mark.parametrize("command", ["scan", "watch"])
+def test_hard_links_into_another_file_system_are_refused_before_anything_is_read(tmp_path, command):
+    """Before: the first file was read and recorded, then its link failed: exit 2, "nothing done",
+    with a record and no link."""
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or not os.access(elsewhere, os.W_OK) or \
+            os.stat(elsewhere).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    src, db = tmp_path / "memes", tmp_path / "s.db"
+    stickers(src)
+    out = elsewhere / f"stickersort-test-{os.getpid()}-{tmp_path.name}" / "out"
+    try:
+        proc = run(command, src, "--out", out, "--db", db, "--link-mode", "hardlink")
+        assert not out.parent.exists()
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    assert proc.returncode == 2 and "another file system" in proc.stderr and "--link-mode copy" in proc.stderr
+    assert one_line(proc.stderr) and not db.exists()
+
+
 def test_show_label_and_forget_take_a_recorded_file_the_user_cannot_read(tmp_path):
     """Before: each refused it (exit 2, "Path ... is not readable"), though each reads only its
     record: a file `query error` lists as "permission denied" could be neither shown nor forgotten."""
