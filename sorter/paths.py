@@ -47,8 +47,13 @@ class PathError(ValueError):
 
 def inside(path, root):
     """Whether path is root or lies under it, symlinks resolved."""
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return within(os.path.realpath(path), [os.path.realpath(root)])
+
+
+def within(real, places):
+    """Whether the resolved path `real` is one of `places` (resolved) or lies under one: a link
+    followed to OUT's happy/ enters OUT as surely as one to OUT."""
+    return any(real == p or real.startswith(p.rstrip(os.sep) + os.sep) for p in places)
 
 
 def scan_paths(directory, out=None, db=None, files=False):

@@ -16,7 +16,7 @@ from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import LAST_COPY, Entries, Linker
-from .paths import key_path, path_key
+from .paths import key_path, path_key, within
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
@@ -167,12 +167,6 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
                     and not within(entry.path if exact else os.path.realpath(entry.path), skip):
                 yield entry.path
         stack.extend(reversed(subfolders))
-
-
-def within(real, places):
-    """Whether the resolved path `real` is one of `places` (resolved) or lies under one: a link
-    followed to OUT's happy/ enters OUT as surely as one to OUT."""
-    return any(real == p or real.startswith(p.rstrip(os.sep) + os.sep) for p in places)
 
 
 def _is_media_name(name):

@@ -27,8 +27,8 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from . import media
-from .paths import key_path, path_key, shown
-from .scan import Scanner, Summary, file_hash, walk, within
+from .paths import key_path, path_key, shown, within
+from .scan import Scanner, Summary, file_hash, walk
 from .vote import said
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
