@@ -401,7 +401,7 @@ def stats(db, as_json):
 @click.option("--batch-size", default=Config.batch_size, show_default=True, type=click.IntRange(1),
               help="Faces per step")
 @click.option("--lr", default=Config.lr, show_default=True, type=_Number(0, min_open=True), help="Peak learning rate (AdamW, cosine)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True,
+@click.option("--out", type=click.Path(), default="runs/train", show_default=True,
               help="The run's folder: best.keras, stickernet.onnx, options.json, history.csv, metrics.json, plots")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last finished epoch (weights, optimizer, "
               "schedule); other options than the run's own (--epochs, --int8 aside) are refused")
@@ -443,6 +443,7 @@ def train(data, out, resume, quiet, **knobs):
     from ..model.inference import ModelError
     from ..training.data import DataError
     from ..training.train import read_history, run
+    out = _run_folder(out)
     try:
         metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
     except (DataError, ValueError, ModelError) as e:
@@ -458,6 +459,13 @@ def train(data, out, resume, quiet, **knobs):
     click.echo(f"wrote {out}/: best.keras, stickernet.onnx, metrics.json, history.csv, curves.png, confusion.png, samples.png")
 
 
+def _run_folder(out):
+    """--out as a Path: an empty one would be the current folder (a script's unset $OUT)."""
+    if not out.strip():
+        raise Fail("--out: an empty name would mean the current folder; name it (`.`) if that is meant")
+    return Path(out)
+
+
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--model", "models", multiple=True, required=True,
@@ -465,7 +473,7 @@ def train(data, out, resume, quiet, **knobs):
               help="A last cycle's .keras model (or an int8 .onnx export, rebuilt as in train --init); repeat it")
 @click.option("--arch", type=click.Choice(ARCHS), default="sticker-wide", show_default=True,
               help="The arch of any .onnx --model")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/soup"), show_default=True,
+@click.option("--out", type=click.Path(), default="runs/soup", show_default=True,
               help="What train writes (less history and curves), plus soup.json: every mixture tried")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 @click.option("--cards", type=click.IntRange(min=0), default=0, show_default=True,
@@ -479,6 +487,7 @@ def soup(data, models, arch, out, int8, cards):
     from ..model.inference import ModelError
     from ..training.data import DataError
     from ..training.soup import run
+    out = _run_folder(out)
     try:
         metrics = run(data, out, models, arch=arch, int8=int8, cards=cards, echo=click.echo)
     except (DataError, ValueError, ModelError) as e:

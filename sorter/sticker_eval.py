@@ -67,7 +67,8 @@ def read_labels(folder):
         raise EvalError(f"{path}: {twice} is listed more than once")
     missing = [r["file"] for r in rows if not (Path(folder) / r["file"]).is_file()]
     if missing:
-        raise EvalError(f"{path}: {len(missing)} listed files are missing, e.g. {missing[0]}")
+        raise EvalError(f"{path}: {len(missing)} listed file{'s are' if len(missing) > 1 else ' is'} missing, "
+                        f"e.g. {missing[0]}")
     return {r["file"]: (r["label"], r.get("source") or "all") for r in rows}
 
 

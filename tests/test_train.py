@@ -292,6 +292,76 @@ def test_an_onnx_start_of_another_arch_is_a_one_line_error(cli, tmp_path):
     assert not (tmp_path / "run").exists()  # refused: nothing to trip a later run
 
 
+def test_models_that_cannot_start_a_run_or_be_scored_are_one_line_errors(cli, tmp_path):
+    """Before: a .keras net for 32x32 faces failed inside Keras in a many-line message, after the
+    run folder was made; a float .onnx export ended in StopIteration (exit 70); a seed .onnx was
+    "not a seed net" even when it was one."""
+    import keras
+
+    from stickersort.model.inference import SHIPPED_MODEL
+
+    data = write_csv(tmp_path / "mini.csv")
+    small = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    small.save(tmp_path / "small.keras")
+    made = cli("train", data, "--arch", "sticker", "--epochs", "1", "--batch-size", "16", "--limit", "60",
+               "--out", tmp_path / "float", "-q")
+    assert made.exit_code == 0, made.output
+    float_onnx = tmp_path / "float" / "stickernet.onnx"  # train's own export, without --int8
+    for start, arch, says in [(tmp_path / "small.keras", "sticker", "takes (32, 32, 1) and gives (7,), not 48x48x1"),
+                              (float_onnx, "sticker", "only the sticker nets' int8 exports can be rebuilt"),
+                              (SHIPPED_MODEL, "seed", "only the sticker nets' int8 exports can be rebuilt")]:
+        result = cli("train", data, "--init", start, "--arch", arch, "--epochs", "1", "--out", tmp_path / "run")
+        assert result.exit_code == 2 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    scored = cli("evaluate", data, "--model", tmp_path / "small.keras")
+    assert scored.exit_code == 2 and "not 48x48x1 faces" in scored.stderr, scored.stderr
+    assert len(scored.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_out_is_refused_not_taken_for_the_current_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in (["train", write_csv(tmp_path / "mini.csv"), "--epochs", "1"],
+                    ["soup", tmp_path / "mini.csv", "--model", "mini.csv"]):
+        result = cli(*command, "--out", "")
+        assert result.exit_code == 2 and "empty name would mean the current folder" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.csv"]
+
+
+def test_each_epoch_deals_its_batches_in_an_order_of_its_own_and_a_resume_goes_on_with_it():
+    """Before: fit's own shuffle, under keras.utils.set_random_seed, dealt every epoch the same
+    batches in the same order, and a resumed run dealt epoch 0's again."""
+    from stickersort.training.train import Batches
+
+    x = np.arange(100, dtype="float32")[:, None]
+
+    def dealt(batches):
+        return [int(v) for i in range(len(batches)) for v in batches[i][0][:, 0]]
+
+    run = Batches(x, x, 16, seed=3)
+    first = dealt(run)
+    run.on_epoch_end()
+    second = dealt(run)
+    assert len(run) == 7 and sorted(first) == sorted(second) == list(range(100)) and first != second
+    assert dealt(Batches(x, x, 16, seed=3, epoch=1)) == second  # resumed after one epoch
+    assert dealt(Batches(x, x, 16, seed=3)) == first != dealt(Batches(x, x, 16, seed=4))
+
+
+def test_batch_norm_is_recomputed_after_dense_layers_too():
+    """Before: the seed net's batch norms after its dense layers ended `soup` and `train --swa` in
+    "axis 2 is out of bounds" (after the whole run, for --swa)."""
+    import keras
+
+    from stickersort.training.network import build
+    from stickersort.training.swa import recompute_batch_norm
+
+    net = build("seed")
+    faces = np.random.default_rng(0).random((64, 48, 48, 1), dtype=np.float32)
+    recompute_batch_norm(net, faces, n=64, batch=32)
+    dense_bn = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)][-1]
+    mean, variance = dense_bn.get_weights()[2:]
+    assert mean.shape == (512,) and np.all(variance >= 0) and np.any(mean != 0)
+
+
 def test_int8_export_is_what_train_writes_and_reports(cli, tmp_path):
     import onnx
 
@@ -338,6 +408,10 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     ("bad-votes", "votes.csv:3: vote count 'x' is not a number of votes"),  # was a bare ValueError
     ("short-votes", "votes.csv:2: a short row"),  # was read as no votes
     ("no-votes", "votes.csv: no rows after the header"),  # was an IndexError, exit 70
+    # Before: every epoch trained, then "File not found: filepath=.../best.keras" and a run folder
+    # neither a new run nor --resume could use.
+    ("no-publictest", "data.csv: no PublicTest rows"),
+    ("no-privatetest", "data.csv: no PrivateTest rows"),  # before: trained, then reported NaN in metrics.json
 ])
 def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     path = tmp_path / "data.csv"
@@ -350,6 +424,8 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
         with open(path, "a") as f:  # every class but disgust
             for label in (0, 2, 3, 4, 5, 6):
                 f.write(f'{label},"{" ".join(["9"] * 2304)}",Training\n')
+    elif problem in ("no-publictest", "no-privatetest"):
+        write_csv(path, per_class=(12, 0, 3) if problem == "no-publictest" else (12, 3, 0))
     elif problem == "csv-folder":
         write_csv(path)
         path = tmp_path

@@ -218,6 +218,16 @@ def _check(path, splits):
         raise DataError(f"{path}: no Training examples of {', '.join(empty)}")
 
 
+def require(path, splits, names=("PublicTest", "PrivateTest")):
+    """A run chooses its best epoch on PublicTest and reports PrivateTest: each must have rows,
+    said before the run, not after its last epoch."""
+    for name in names:
+        if not len(splits[name][0]):
+            raise DataError(f"{path}: no {name} rows (a run chooses its best epoch on PublicTest and reports "
+                            f"PrivateTest; in the folder layout they are validation/ and test/, or names that begin "
+                            f"PublicTest_ and PrivateTest_)")
+
+
 def limit(splits, n, seed=0):
     """A quick subset: n training rows, and n // 4 of each evaluation split."""
     rng = np.random.default_rng(seed)

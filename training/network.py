@@ -84,9 +84,13 @@ def load(path):
     """A saved .keras net. A file Keras cannot read is a ValueError in one line (Keras says "File
     not found" of a file that is there but no .keras archive)."""
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception:  # Keras fails in many ways on a bad file, each with its own type
         raise ValueError(f"model {path}: not a .keras model Keras can load") from None
+    takes, gives = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    if takes != INPUT_SHAPE or gives != (7,):
+        raise ValueError(f"model {path}: takes {takes} and gives {gives}, not 48x48x1 faces -> 7 expressions")
+    return model
 
 
 def arch_of(net):

@@ -16,6 +16,8 @@ def from_onnx(path, arch, faces):
 
     from .network import build
 
+    if not arch.startswith("sticker"):
+        raise ValueError(f"{path}: only the sticker nets' int8 exports can be rebuilt; give the run's best.keras")
     try:
         graph = onnx.load(str(path)).graph
     except Exception:  # protobuf's DecodeError and kin
@@ -34,7 +36,9 @@ def from_onnx(path, arch, faces):
         biases = _set_convs(convs, layers, consts, producer)
     except ValueError as e:  # same conv count, other widths
         raise ValueError(f"{path} is not a {arch} net: {e}") from None
-    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    gemm = next((n for n in graph.node if n.op_type == "Gemm"), None)
+    if gemm is None:  # a float export ends in MatMul and Add
+        raise ValueError(f"{path}: only the sticker nets' int8 exports can be rebuilt; give the run's best.keras")
     w = _value(gemm.input[1], consts, producer)
     transposed = any(a.name == "transB" and a.i for a in gemm.attribute)
     net.layers[-1].set_weights([w.T if transposed else w, _value(gemm.input[2], consts, producer)])

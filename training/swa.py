@@ -67,8 +67,9 @@ def recompute_batch_norm(net, faces, n=8192, batch=1024, seed=0):
     for chunk in chunks:
         for s, out in zip(sums, probe(faces[np.sort(chunk)], training=True)):
             out = np.asarray(out)
-            s[0] += out.mean((0, 1, 2)) / len(chunks)
-            s[1] += (out ** 2).mean((0, 1, 2)) / len(chunks)
+            axes = tuple(range(out.ndim - 1))  # every axis but the channels': a conv's or a dense layer's BN
+            s[0] += out.mean(axes) / len(chunks)
+            s[1] += (out ** 2).mean(axes) / len(chunks)
     for bn, (mean, square) in zip(bns, sums):
         gamma, beta = bn.get_weights()[:2]
         bn.set_weights([gamma, beta, mean, square - mean ** 2])

@@ -36,6 +36,7 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     command = report.command_line()
     record = check_run(out, config, resume, command, data)
     splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus, quiet=quiet)
+    fer_data.require(data, splits)
     if config.limit:
         splits = fer_data.limit(splits, config.limit, config.seed)
     if config.teachers:
@@ -44,12 +45,15 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     if config.cards:
         progress.say(f"adding {config.cards} card view(s) of each Training face", quiet)
         splits = with_scanner_views(splits, config.cards, config.seed)
-    keras.utils.set_random_seed(config.seed)
+    done = len(read_history(out / "history.csv")) if resume else 0
+    # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
+    # not the random generators, which would deal epoch 0's masks and views again.
+    keras.utils.set_random_seed(config.seed + done)
     x = net_inputs(splits["Training"][0])  # once: 28,709 faces in float32 are 265 MB
     net = start_net(config.init, config.arch, x)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or a bad --init leaves no run folder
     (out / "options.json").write_text(json.dumps(record, indent=1))
-    history = fit(x, splits, net, out, config, quiet)
+    history = fit(x, splits, net, out, config, quiet, done)
     # Summed per epoch rather than timed here: a resumed run's figure covers every session.
     train_seconds = sum(float(r.get("seconds") or 0) for r in history)
     progress.say("exporting and scoring the best epoch's model", quiet)
@@ -136,13 +140,14 @@ def with_scanner_views(splits, n, seed):
     return {**splits, "Training": (np.concatenate([x, vx]), np.concatenate([y, vy]))}
 
 
-def fit(x, splits, net, out, config, quiet=False):
+def fit(x, splits, net, out, config, quiet=False, done=0):
     """Train NET on X (Training's net inputs) and keep the PublicTest-best model in OUT/best.keras
-    (under swa, the mean of the snapshots of `config.swa` SWA trajectories). Returns the Keras
-    history rows. Ctrl-C stops it between batches, never while the epoch's backup is written."""
+    (under swa, the mean of the snapshots of `config.swa` SWA trajectories); DONE: the epochs a
+    resumed run has behind it. Returns the Keras history rows. Ctrl-C stops it between batches,
+    never while the epoch's backup is written."""
     y = splits["Training"][1]
     xv, yv = splits["PublicTest"]
-    views = augmenter(config.seed, config.augment)
+    views = augmenter(config.seed + done, config.augment)
     trainer = (sam.trainer(views, net, config.sam) if config.sam
                else keras.Sequential([keras.Input(net.input_shape[1:]), views, net]))
     steps_per_epoch = int(np.ceil(len(x) / config.batch_size))
@@ -169,7 +174,7 @@ def fit(x, splits, net, out, config, quiet=False):
         EpochProgress(config.epochs, steps_per_epoch, quiet),
     ]
     try:
-        trainer.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+        trainer.fit(Batches(x, y, config.batch_size, config.seed, done), epochs=config.epochs,
                     validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=0)
     finally:
         interrupt.restore()
@@ -177,6 +182,32 @@ def fit(x, splits, net, out, config, quiet=False):
         swa.average(net, out / "swa", x, starts=config.swa)
         net.save(out / "best.keras")
     return read_history(history_csv)
+
+
+class Batches(keras.utils.PyDataset):
+    """Training's batches, in an order drawn anew for each epoch from (seed, epoch): fit's own
+    shuffle, under keras.utils.set_random_seed, draws one order and deals it every epoch (Keras
+    3.15 on TensorFlow). From the epoch's number, a resumed run goes on with the order it would
+    have had."""
+
+    def __init__(self, x, y, batch_size, seed, epoch=0):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, epoch
+        self.order = self._drawn()
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        rows = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])  # sorted: a faster gather
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.order = self._drawn()
+
+    def _drawn(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
 
 
 def start_net(init, arch, faces):
