@@ -2,7 +2,7 @@
 
 DIR/labels.csv names each file's truth (`file,label`, more columns allowed): one of the seven
 expressions, `noface`, or `ambiguous` (a real face a person could not call: it counts for "face
-found" only). DIR is scanned by the scan itself into a temporary database, so what is measured is
+found" only), in any case. DIR is scanned by the scan itself into a temporary database, so what is measured is
 what a user's folders get. The `source` column, when present, splits the figures by kind of file.
 """
 import csv
@@ -41,7 +41,8 @@ def read_labels(folder):
     """{file name: (label, source)} from folder/labels.csv."""
     path = Path(folder) / "labels.csv"
     if not path.is_file():
-        raise EvalError(f"{path}: no such file (a labels.csv with columns file,label is needed)")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise EvalError(f"{path}: {what} (a labels.csv with columns file,label is needed)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
@@ -55,6 +56,8 @@ def read_labels(folder):
     short = next((i for i, r in enumerate(rows, start=2) if r["file"] is None or r["label"] is None), None)
     if short:
         raise EvalError(f"{path}:{short}: expected file,label")
+    for row in rows:  # as a person types them: "Happy", " sad"
+        row["label"] = row["label"].strip().lower()
     bad = sorted({r["label"] for r in rows} - set(TRUTHS))
     if bad:
         raise EvalError(f"{path}: unknown labels {', '.join(bad)}; use {', '.join(TRUTHS)}")

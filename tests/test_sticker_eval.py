@@ -94,6 +94,14 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
     (folder / "labels.csv").write_bytes("\ufefffile,label\nrocket.png,noface\n".encode())  # as a spreadsheet saves it
     result = cli("evaluate", "--stickers", folder, "-q", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["noface_right"]["right"] == 1
+    # Labels as a person types them (before: "unknown labels  Neutral, NoFace").
+    (folder / "labels.csv").write_text("file,label\nrocket.png,NoFace\nhopper.png, Neutral\n")
+    result = cli("evaluate", "--stickers", folder, "-q", "--json")
+    assert result.exit_code == 0 and sum(json.loads(result.stdout)["confusion"]["neutral"].values()) == 1, result.output
+    (folder / "labels.csv").unlink()
+    (folder / "labels.csv").mkdir()
+    result = cli("evaluate", "--stickers", folder, "-q")
+    assert result.exit_code == 2 and "labels.csv: a folder, not a file" in result.output  # was "no such file"
 
 
 def test_a_model_it_cannot_load_is_refused_before_any_scoring(cli, tmp_path):
