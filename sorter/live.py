@@ -42,14 +42,14 @@ def open_source(source, stop=None):
     OpenCV would wait forever on a FIFO."""
     target = int(source) if source.isascii() and source.isdigit() else source
     if isinstance(target, int) or "://" in target:
-        return _capture(source, target, stop, waits=True)
+        return _capture(source, target, stop)
     if not os.path.exists(target):
         raise LiveError(f"--source {source}: no such file (give a camera index, a video or GIF file, or a stream URL)")
     if stat.S_ISCHR(os.stat(target).st_mode):  # a camera's device node
-        return _capture(source, target, stop, waits=True)
+        return _capture(source, target, stop)
     try:
         with media.open_regular(target) as f:  # without blocking, and OpenCV opens this very file
-            return _capture(source, media.fd_path(f), stop, waits=False)
+            return _capture(source, media.fd_path(f), None)  # a file cannot stall: read in this thread
     except media.MediaError:
         raise LiveError(f"--source {source}: not a regular file (a FIFO, folder or socket); give a camera index, "
                         f"a video or GIF file, or a stream URL") from None
@@ -57,8 +57,8 @@ def open_source(source, stop=None):
         raise LiveError(f"--source {source}: cannot open: {e.strerror or e}") from None
 
 
-def _capture(source, target, stop, waits):
-    capture = Capture(stop if waits else None)
+def _capture(source, target, stop):
+    capture = Capture(stop)
     with quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
         try:
             capture.open(target)
@@ -126,7 +126,9 @@ class Capture:
     def release(self):
         """Without waiting: after the call under way, if one is."""
         if self._jobs is None:
-            return self._cap is not None and self._cap.release()
+            if self._cap is not None:
+                self._cap.release()
+            return
         if self._cap is not None:
             self._jobs.put((Future(), self._cap.release))
         self._jobs.put(None)

@@ -2,8 +2,9 @@
 
 DIR/labels.csv names each file's truth (`file,label`, more columns allowed): one of the seven
 expressions, `noface`, or `ambiguous` (a real face a person could not call: it counts for "face
-found" only), in any case. DIR is scanned by the scan itself into a temporary database, so what is measured is
-what a user's folders get. The `source` column, when present, splits the figures by kind of file.
+found" only), in any case. DIR is scanned by the scan itself into a temporary database, so what
+is measured is what a user's folders get. The `source` column, when present, splits the figures
+by kind of file.
 """
 import csv
 import json
