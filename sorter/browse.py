@@ -12,6 +12,7 @@ import threading
 from flask import Flask, abort, jsonify, request
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
+from .paths import key_path, shown
 from .serving import Server, exposure_note, guard, recorded, sticker_routes
 from .store import Store, StoreError
 
@@ -50,9 +51,9 @@ def create_app(db):
     def library():
         rows = read(shelves)
         return jsonify(shelves=list(SHELVES), corrections=[*EMOTIONS, NOFACE],
-                       stickers=[{"id": r["hash"], "name": r["name"], "path": r["path"], "kind": r["kind"],
+                       stickers=[{"id": r["hash"], "name": shown(r["name"]), "path": r["path"], "kind": r["kind"],
                                   "label": r["label"], "yours": r["user_label"] is not None, "guess": r["guess"],
-                                  "confidence": None if r["label"] == NOFACE else r["confidence"]} for r in rows])
+                                  "confidence": _confidence(r)} for r in rows])
 
     sticker_routes(app, lambda digest: read(recorded, digest))
 
@@ -66,11 +67,12 @@ def create_app(db):
         path, label = (body.get("path"), body.get("label")) if isinstance(body, dict) else (None, None)
         if not isinstance(path, str) or not isinstance(label, str):
             abort(400, 'expected {"path": ..., "label": ...}')
-        # The page sends a recorded path, which is whole: anything else is not the library's.
+        # The page sends a recorded path, as recorded (sorter/paths.py's key: a backslash or a byte
+        # that is not UTF-8 escaped), which is whole: anything else is not the library's.
         if not os.path.isabs(path) or "\0" in path or not _is_utf8(path):
             abort(400, "expected a recorded file's full path")
         try:
-            row = label_file(db, path, label)
+            row = label_file(db, key_path(path), label)
         except LibraryError as e:
             abort(400, str(e))
         return jsonify(path=row["path"], label=row["label"], link=row["link"])
@@ -95,6 +97,12 @@ def serve(db, host, port, echo=print, stop=None):
         pass
     finally:
         server.stop()
+
+
+def _confidence(row):
+    """The model's confidence in its own vote (`guess`; older records have a label alone), none
+    where it found no face."""
+    return row["confidence"] if row["guess"] or (row["label"] in EMOTIONS and not row["user_label"]) else None
 
 
 def _is_utf8(text):

@@ -3,6 +3,7 @@ commands that need them, so `query` and `stats` answer fast."""
 import json
 import math
 import os
+import shlex
 import sqlite3
 import sys
 from contextlib import contextmanager, nullcontext
@@ -50,7 +51,15 @@ def _need(what, *modules):
     if missing:
         extras = {EXTRAS[m] for m in missing}
         extra = "train" if "train" in extras else extras.pop()
-        raise Fail(f"{what} needs {', '.join(missing)}, not in the base install: pip install 'stickersort[{extra}]'")
+        raise Fail(f"{what} needs {', '.join(missing)}, not in the base install: {_install(extra)}")
+
+
+def _install(extra):
+    """The command that adds an extra: stickersort installs from its checkout (not from PyPI)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e {shlex.quote(f'{checkout}[{extra}]')}"
+    return f"pip install '.[{extra}]' in the stickersort checkout"
 
 
 # Click's "no arguments: show the help" (8.2 on) is a usage error that is not an error.
@@ -146,17 +155,20 @@ model_options = _options(
 def scan_options(dry_run=False):
     """What a scan is told: scan and watch (which writes as it goes: no --dry-run)."""
     return _options(
-        click.option("--out", type=click.Path(path_type=Path), help="Emotion folders [default: DIR-by-emotion beside DIR]"),
+        click.option("--out", type=click.Path(),  # a str, as DIRECTORY
+                     help="Emotion folders [default: DIR-by-emotion beside DIR, unless DIR or a folder above "
+                          "it was scanned before: then that scan's]"),
         _db_option,
         click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64),
                      help="Frames sampled per file, evenly by time"),
-        click.option("--min-confidence", default=DEFAULT_MIN_CONFIDENCE, show_default=True, type=_Number(0, 1),
+        click.option("--min-confidence", type=_Number(0, 1),
                      help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
-                          "kept in the database (query LABEL --include-unsure finds it)"),
-        click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]), default="symlink",
-                     show_default=True, help="How OUT points at the originals (relative symlinks; hardlinks or "
-                                             "copies where symlinks are not possible); a rescan with another "
-                                             "mode converts the links it made"),
+                          f"kept in the database (query LABEL --include-unsure finds it) [default: the last scan's, "
+                          f"else {DEFAULT_MIN_CONFIDENCE}]"),
+        click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]),
+                     help="How OUT points at the originals (relative symlinks; hardlinks or copies where symlinks "
+                          "are not possible); a rescan with another mode converts the links it made [default: the "
+                          "last scan's, else symlink]"),
         *([click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")] if dry_run else []),
         click.option("--rescan", is_flag=True, help="Classify every file again, changed or not"),
         model_options,
@@ -175,16 +187,21 @@ preview_options = _options(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 
 
-def _scan_setup(directory, out, db, model, link_mode, files=False):
-    """scan's and watch's arguments checked, OUT and DB resolved: (root, out, db). files: a single
-    sticker file may stand for DIRECTORY (scan)."""
+def _scan_setup(directory, out, db, model, link_mode, min_confidence, files=False):
+    """scan's and watch's arguments checked, OUT and DB resolved, the settings not given taken
+    from the folder's last scan (else the defaults): (root, out, db, link_mode, min_confidence).
+    files: a single sticker file may stand for DIRECTORY (scan)."""
     from .links import LinkError, check_mode
     from .paths import PathError, scan_paths
+    from .store import settings_for
     with _failing(PathError, LinkError):
-        root, out, db = scan_paths(directory, out, db, files)
+        root, out, db, last = scan_paths(directory, out, db, files, recall=settings_for)
+        link_mode = link_mode or last.get("link_mode") or "symlink"
         check_mode(link_mode, root, out)
     _check_model(model)
-    return root, out, db
+    if min_confidence is None:
+        min_confidence = last.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
+    return root, out, db, link_mode, min_confidence
 
 
 def _check_model(model):
@@ -228,22 +245,24 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     """Classify every sticker under DIRECTORY and link it into OUT/<emotion>/. DIRECTORY may also
     be one sticker file: only it is scanned, its folder standing for DIRECTORY.
 
-    Exit status: 0 all files filed; 1 done, but some files could not be read (each recorded
-    with its error); 2 nothing done (bad arguments, unusable DB or OUT).
+    Exit status: 0 all files filed; 1 done, but some files or folders could not be read (each
+    listed, a file recorded with its error); 2 nothing done (bad arguments, unusable DB or OUT);
+    130 interrupted (143: SIGTERM), what was done kept; 70 an internal error.
     """
     from .interrupt import deferred
     from .links import LinkError
     from .media import Interrupted
-    from .paths import inside
+    from .paths import PathError, inside
     from .scan import Options, Scanner
     from .store import StoreError
 
-    root, out, db = _scan_setup(directory, out, db, model, link_mode, files=True)
+    root, out, db, link_mode, min_confidence = _scan_setup(directory, out, db, model, link_mode, min_confidence,
+                                                           files=True)
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
                       engine=engine, address=address, **({"jobs": jobs} if jobs else {}))
-    errors = (StoreError, LinkError)
+    errors = (StoreError, LinkError, PathError)
     if engine == "ray":
         _need("--engine ray", "ray")
         from .engine_ray import EngineError
@@ -292,7 +311,7 @@ def _print_summary(summary, as_json):
         return
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items(), key=lambda kv: -kv[1]))
     links = summary.links
-    click.echo(f"{summary.files} files in {summary.seconds:.1f} s ({summary.files_per_s} files/s): "
+    click.echo(f"{_count(summary.files, 'file')} in {summary.seconds:.1f} s ({summary.files_per_s} files/s): "
                f"{summary.classified} classified, {summary.unchanged} unchanged, "
                f"{summary.errors} errors, {summary.vanished} vanished")
     click.echo(f"labels: {labels or 'none'}")
@@ -634,11 +653,12 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
 @click.argument("directory", type=click.Path())  # a str: Path("") would be the current folder
 @scan_options()
 @click.option("--settle", default=1.0, show_default=True, type=_Number(0.05),
-              help="Seconds a new or changed file must stay the same size before it is read")
+              help="Seconds a new or changed file's size and mtime must hold still before it is read")
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
 @preview_options
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON line per event on stdout: added, changed, removed, moved or error, with its path")
+              help="Print one JSON line per event on stdout: added, changed, removed, moved or error, with its "
+                   "path; first an added line for each file the first scan leaves recorded")
 @quiet_option
 def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detector, model, follow_links, settle,
           with_live, source, web, loop, as_json, quiet):
@@ -648,11 +668,12 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     from .interrupt import deferred
     from .links import LinkError
     from .live import LiveError, run_live
+    from .paths import PathError
     from .scan import Options
     from .store import Store, StoreError
     from .watch import WatchError, run_watch
 
-    root, out, db = _scan_setup(directory, out, db, model, link_mode)
+    root, out, db, link_mode, min_confidence = _scan_setup(directory, out, db, model, link_mode, min_confidence)
     with _failing(StoreError):
         Store(db)  # a one-line error now for an unusable database
     echo = _echo(quiet)
@@ -664,7 +685,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 
     report = (lambda event: click.echo(json.dumps(event))) if as_json else None
     # As for scan: OUT or the database unusable (a label folder it may not write, a full disk) ends it in one line.
-    with _failing(LiveError, LinkError, StoreError, WatchError), _failing_database(db), deferred() as stop:
+    with _failing(LiveError, LinkError, PathError, StoreError, WatchError), _failing_database(db), deferred() as stop:
         summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
                             preview if with_live else None, report)
     done = f"{summary.classified} classified, {summary.errors} errors since the first scan"
@@ -712,15 +733,24 @@ def label(file, emotion, db):
 def _forgetting(forget_files, db, dry_run, nothing, **args):
     """forget's and prune's run and report: a line per step, then what was done (or `nothing`)."""
     from .library import LibraryError
+    from .paths import key_path
     echo = _echo(False)
     with _failing(LibraryError):
         done = forget_files(db, dry_run=dry_run, report=lambda action, path: echo(
             f"{'would ' if dry_run else ''}{action}: {path}"), **args)
+    for folder, files in done.get("away", {}).items():
+        echo(shown(f"left alone: {_count(files, 'recorded file')} under {folder}, which is gone or empty (a drive "
+                   f"not mounted?); `stickersort forget {shlex.quote(key_path(folder))}` drops them"))
     if not done["files"]:
-        return echo(shown(nothing))
+        return None if done.get("away") else echo(shown(nothing))
     verb = "would forget" if dry_run else "forgot"
-    click.echo(f"{verb} {len(done['files'])} files, {'would remove' if dry_run else 'removed'} "
-               f"{done['links_removed']} links" + (f", kept {done['kept']} last copies" if done["kept"] else ""))
+    click.echo(f"{verb} {_count(len(done['files']), 'file')}, {'would remove' if dry_run else 'removed'} "
+               f"{_count(done['links_removed'], 'link')}" + (f", kept {_count(done['kept'], 'last copy', 'last copies')}"
+                                                            if done["kept"] else ""))
+
+
+def _count(n, thing, things=None):
+    return f"{n} {thing if n == 1 else things or thing + 's'}"
 
 
 @cli.command()
@@ -729,8 +759,9 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
 @click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
 def forget(path, db, dry_run):
     """Drop the records of the files at or under PATH and the links stickersort made for them in
-    OUT. The files themselves are never touched; a later scan of PATH records them again. A hard
-    link or copy in OUT that is the last copy of a file now gone stays, as the user's."""
+    OUT. PATH may also be a file's entry in OUT. The files themselves are never touched; a later
+    scan of PATH records them again. A hard link or copy in OUT that is the last copy of a file
+    now gone stays, as the user's."""
     from .library import forget as forget_files
     _forgetting(forget_files, db, dry_run, f"no records at or under {path}", path=path)
 
@@ -740,7 +771,9 @@ def forget(path, db, dry_run):
 @click.option("--dry-run", is_flag=True, help="Print what would be forgotten and unlinked; change nothing")
 def prune(db, dry_run):
     """Forget every recorded file that no longer exists (a deleted folder's, say), with its links.
-    A hard link or copy in OUT that is the last copy of a file now gone stays, as the user's."""
+    A scanned folder that is gone or empty whole, as a drive not mounted leaves it, is left alone
+    and named (`forget` drops it). A hard link or copy in OUT that is the last copy of a file now
+    gone stays, as the user's."""
     from .library import prune as prune_files
     _forgetting(prune_files, db, dry_run, "every recorded file still exists: nothing to prune")
 
@@ -794,8 +827,8 @@ def main():
             raise
         missing = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
         if missing in EXTRAS:  # an optional package, on a path _need does not guard
-            click.echo(f"stickersort: error: {missing} is not in the base install: "
-                       f"pip install 'stickersort[{EXTRAS[missing]}]'", err=True)
+            click.echo(f"stickersort: error: {missing} is not in the base install: {_install(EXTRAS[missing])}",
+                       err=True)
             sys.exit(EXIT_USAGE)
         click.echo(f"stickersort: error: {type(e).__name__}: {e}", err=True)
         sys.exit(70)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker
-from .paths import key_path, path_key
+from .paths import bare as is_bare, key_path, path_key
 from .store import Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
@@ -82,7 +82,11 @@ def _relink(store, row, source, label):
     if not links:
         return None
     last = links[-1]
-    linker = Linker(Path(key_path(last["link"])).parent.parent, store, last["mode"])
+    out = Path(key_path(last["link"])).parent.parent
+    if not os.path.isdir(out):  # not made again: on a drive not mounted, it would land on the disk beneath
+        raise LinkError(f"{out}, where its link was, is gone (moved, or on a drive not mounted?): nothing "
+                        f"changed; scan the file's folder with --out naming where OUT is now, then label it")
+    linker = Linker(out, store, last["mode"])
     return linker.place(source, row["path"], label, row["hash"])
 
 
@@ -151,14 +155,32 @@ def forget(db_path, path, dry_run=False, report=None):
         raise LibraryError("an empty PATH would mean the current folder; name it (`.`) if that is meant")
     with _forgetting_store(db_path, dry_run) as store:
         keys = {k for key in _keys(path) for k in store.paths_within(key)}
+        if not keys:  # an entry in OUT, as show and label take it (in every link mode)
+            keys = {row["path"] for key in _keys(path) if (row := _linked(store, key))}
+        if not dry_run:
+            for key in _keys(path):
+                store.forget_folders(key)  # what its scans were told, too
         return _forget(store, sorted(keys), dry_run, report)
 
 
 def prune(db_path, dry_run=False, report=None):
     """forget() for every recorded file that no longer exists (a deleted folder's, say). A file
-    whose folder cannot be looked into is not taken for gone."""
+    whose folder cannot be looked into is not taken for gone, nor one whose scanned folder is gone
+    or empty whole, as a drive that is not mounted leaves it: those are left alone, counted by
+    folder in `away`, for `forget` to drop once they are gone for good."""
     with _forgetting_store(db_path, dry_run) as store:
-        return _forget(store, [k for k in store.paths_within("/") if _gone(k)], dry_run, report)
+        gone, away, bare = [], {}, {}
+        for row in store.paths_and_roots():
+            if not _gone(row["path"]):
+                continue
+            root = row["root"]
+            if root not in bare:
+                bare[root] = is_bare(key_path(root))
+            if bare[root]:
+                away[root] = away.get(root, 0) + 1
+            else:
+                gone.append(row["path"])
+        return _forget(store, gone, dry_run, report) | {"away": away}
 
 
 @contextmanager

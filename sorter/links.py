@@ -57,6 +57,7 @@ class Linker:
         self.report = report or (lambda action, link, source: None)
         self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0, "last_copies": 0}
         self._planned = set()  # a dry run's names, so its plan does not give one twice
+        self._freed = set()  # and the names of the entries it would remove, free again
         self._claimed = False
 
     def place(self, source, key, label, file_hash=""):
@@ -138,7 +139,8 @@ class Linker:
         # The file's own name, in UTF-8 (a byte that is not becomes \xNN): a record can name the entry.
         name = os.fsencode(source.name).decode("utf-8", "backslashreplace")
         if self.dry_run:
-            link = _free_name(folder, name, file_hash, lambda p: os.path.lexists(p) or str(p) in self._planned)
+            link = _free_name(folder, name, file_hash, lambda p: str(p) in self._planned
+                              or (os.path.lexists(p) and str(p) not in self._freed))
             self._planned.add(str(link))
             return link
         with self._folder(folder.name) as fd:
@@ -295,6 +297,7 @@ class Linker:
     def _remove(self, row):
         """Only ever called for an entry _ours() has just vouched for."""
         if self.dry_run:
+            self._freed.add(str(_path(row)))  # its name free for the plan, as it would be
             return
         link = _path(row)
         try:

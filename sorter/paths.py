@@ -56,13 +56,30 @@ def within(real, places):
     return any(real == p or real.startswith(p.rstrip(os.sep) + os.sep) for p in places)
 
 
-def scan_paths(directory, out=None, db=None, files=False):
+def bare(folder):
+    """Is a scanned folder gone, or empty whole? A drive that is not mounted leaves its mount
+    point so, and its files are not known to be gone (a folder the user emptied looks the same:
+    `forget` drops its records)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False  # cannot look: its files count as not known to be gone anyway
+
+
+def scan_paths(directory, out=None, db=None, files=False, recall=None):
     """The folder to scan (resolved), OUT and the database (absolute, defaults filled in), checked
-    before anything is written: (root, out, db), or PathError. With files, DIRECTORY may also be
-    one sticker file (root is then that file, and its folder stands for the folder scanned)."""
+    before anything is written: (root, out, db, last), or PathError. With files, DIRECTORY may also
+    be one sticker file (root is then that file, and its folder stands for the folder scanned).
+    recall(folder, db): the settings of the folder's last scan (store.settings_for), whose OUT
+    stands in for a missing `out`; `last` is what it gave ({} for none)."""
     from .media import SUFFIXES, is_media  # here: OpenCV is no import for query and stats
     if not str(directory).strip():  # Path("") is the current folder: a script's unset $DIR
         raise PathError("an empty DIRECTORY would mean the current folder; name it (`.`) if that is meant")
+    if out is not None and not str(out).strip():
+        raise PathError("an empty --out would mean the current folder; name it (`.`) if that is meant")
     directory = Path(directory)
     if not directory.exists():
         raise PathError(f"no such {'file or ' * files}directory: {directory}")
@@ -71,10 +88,15 @@ def scan_paths(directory, out=None, db=None, files=False):
     if not directory.is_dir() and not (files and directory.is_file()):
         raise PathError(f"not a {'sticker file or ' * files}directory: {directory}")
     root = Path(os.path.realpath(directory))
+    folder = root if root.is_dir() else root.parent
+    db = Path(os.path.realpath(db if db else default_db()))
+    last = (recall and recall(path_key(folder), db)) or {}
+    if last and not out and not os.path.isdir(key_path(last["out"])):
+        raise PathError(f"{key_path(last['out'])}, where the last scan of {folder} linked its stickers, is gone (moved, "
+                        f"or on a drive not mounted?): nothing done; give --out, where it is now or a new one")
     # Resolved: links are computed from where OUT really is (a symlinked home or macOS's /tmp
     # would leave them dangling), and OUT's marker names the database however it was spelt.
-    out = Path(os.path.realpath(out)) if out else default_out(root if root.is_dir() else root.parent)
-    db = Path(os.path.realpath(db if db else default_db()))
+    out = Path(os.path.realpath(out)) if out else Path(key_path(last["out"])) if last else default_out(folder)
     if inside(root, out):
         raise PathError(f"--out {out} contains the folder being scanned; choose another --out")
     if out.exists() and not out.is_dir():
@@ -85,7 +107,7 @@ def scan_paths(directory, out=None, db=None, files=False):
         if blocker := _file_on_the_way(path):
             raise PathError(f"{option} {path}: {blocker} is a file, not a folder")
     _check_out(out, db)
-    return root, out, db
+    return root, out, db, last
 
 
 def _file_on_the_way(path):

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shlex
 import stat
 import sys
 import threading
@@ -16,7 +17,7 @@ from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import LAST_COPY, Entries, Linker
-from .paths import key_path, path_key, within
+from .paths import PathError, bare, key_path, path_key, within
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
@@ -200,6 +201,7 @@ class Scanner:
         self.twins = Twins(db)
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
         self._would = {}
+        self._labels_left = {}  # scan()'s: _labels_of
         self._read_ahead()
 
     def _report_link(self, action, link, source):
@@ -245,9 +247,20 @@ class Scanner:
         known = self._read_ahead(root)
         unreadable = []
         paths = list(walk(root, skip, self.options.follow_links, unreadable)) if only == root else [str(only)]
+        if not paths and known and bare(root):
+            files = f"{len(known)} {'file is' if len(known) == 1 else 'files are'}"
+            raise PathError(f"{root} is empty, but {files} recorded from it (a drive not mounted?): "
+                            f"nothing forgotten; `stickersort forget {shlex.quote(str(root))}` drops them")
+        if not self.options.dry_run and only == root:  # the next scan's defaults (sorter/cli.py)
+            self.store.remember(path_key(root), path_key(self.options.out), self.options.link_mode,
+                                self.options.min_confidence)
         self._unreadable(unreadable, summary)
+        # Gone only where the walk could look: a file in a folder it could not read is still there.
+        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
         if only != root:  # the folder's other files are not this scan's business
             known &= {path_key(only)}
+        self._labels_left = self._labels_of(k for k in known.difference(map(path_key, paths))
+                                            if not k.startswith(hidden))
         seen = set()
         pool = self._readers()
         ahead = getattr(pool, "ahead", 2 * self.options.jobs)
@@ -272,10 +285,9 @@ class Scanner:
             raise
         finally:
             self._read_ahead()
+            self._labels_left = {}  # this walk's: a watch's later files are paired by its own rule
             if pool:
                 pool.shutdown(cancel_futures=True)
-        # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
         for key in known - seen:
             if not key.startswith(hidden):
                 self.forget(key)
@@ -488,10 +500,28 @@ class Scanner:
 
     def _keep_user_label(self, record):
         """A label the user gave (`stickersort label`) outlasts any reading: the record keeps the
-        vote, and the label and link stay the user's."""
+        vote, and the label and link stay the user's. It follows the file's content to a new name
+        within DIR (_labels_of)."""
         old = self.store.get(record["path"])
-        if old and old["user_label"]:
-            record.update(label=old["user_label"], user_label=old["user_label"])
+        user = old and old["user_label"]
+        if not user and (left := self._labels_left.get(record["hash"])):
+            # Of several gone files of this content, the one of the same name, else the first by path.
+            name = os.path.basename(record["path"])
+            key = next((k for k in left if os.path.basename(k) == name), next(iter(left)))
+            user = left.pop(key)
+        if user:
+            record.update(label=user, user_label=user)
+
+    def _labels_of(self, gone):
+        """The user's labels of recorded files the walk did not find (renamed or moved within DIR
+        since the last scan, or deleted), by content, each {key: label} by path: a new file of
+        that content takes one."""
+        labels = {}
+        for key in sorted(gone):
+            row = self.store.get(key)
+            if row and row["user_label"] and row["hash"]:
+                labels.setdefault(row["hash"], {})[key] = row["user_label"]
+        return labels
 
     def _refiled(self, key, old):
         """An unchanged file's label under this scan's min_confidence, from its stored vote, so a

@@ -4,7 +4,7 @@ route, and sticker files served only while they are still what was scanned.
 The server is waitress (bench/web_servers.py chose it): a fixed pool of request threads, a cap
 on open connections below the descriptor limit, and idle connections closed after a timeout,
 so a thousand idle clients only delay a request until they time out, and nothing is left of
-them once they go. Endless responses (the MJPEG stream) each hold a thread; a cap keeps
+them once they go; so are connections that leave their responses unread (_close_stalled). Endless responses (the MJPEG stream) each hold a thread; a cap keeps
 threads free for requests and answers 503 beyond it.
 """
 import hashlib
@@ -22,13 +22,16 @@ from urllib.parse import quote
 import cv2
 from flask import Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.routing import PathConverter
 
 from . import media
-from .paths import inside
+from .paths import inside, shown
 
 THREADS = 8  # request threads
 MAX_STREAMS = 4  # endless responses at once, fewer than THREADS: the rest answer requests
 IDLE_TIMEOUT = 10  # seconds a connection may sit without a request before it is closed
+STALL_TIMEOUT = 15  # seconds a connection may leave what is sent to it unread before it is closed
+MAX_BODY = 1 << 16  # bytes a request may carry: a correction is a short JSON object
 STOP_WAIT = 5  # seconds Ctrl-C waits for requests in flight
 SPARE_DESCRIPTORS = 256  # kept for the model, the database and the files served
 MAX_DESCRIPTORS = 4096  # the soft limit is raised towards the hard one, up to this
@@ -196,14 +199,15 @@ img, video {{ max-width: 100vw; max-height: 100vh; }}</style></head>
 """
 
 
-def view_page(rows):
-    """A page of its own for a sticker, titled with its file name (not its hash): the sticker,
-    or for a clip a player with a frame as its poster (browsers play few clip codecs)."""
+def view_page(rows, name=None):
+    """A page of its own for a sticker, titled with its file name (not its hash; of the copies of
+    its content, the one named): the sticker, or for a clip a player with a frame as its poster
+    (browsers play few clip codecs)."""
     if not rows:
         abort(404, "no such sticker")
-    row = rows[0]
+    row = next((r for r in rows if r["name"] == name), rows[0])
     src = f"/sticker/{row['hash']}/{quote(row['name'])}"
-    title = html.escape(row["name"])
+    title = html.escape(shown(row["name"]))
     content = (f'<video src="{src}" poster="/poster/{row["hash"]}" controls autoplay muted loop></video>'
                if row["kind"] == "video" else f'<img src="{src}" alt="{title}">')
     return VIEW.format(title=title, content=content)
@@ -224,21 +228,28 @@ def poster_of(rows):
     abort(404, "no such sticker (or its file changed since the scan: scan again)")
 
 
+class _Name(PathConverter):
+    """A file name after the hash, whatever it holds: a line break too (`path:` takes none)."""
+    regex = "(?s:[^/].*?)"
+
+
 def sticker_routes(app, rows_of):
     """The routes both pages serve stickers by. rows_of(digest): the records of that content.
     Files are found by content hash in the database, never by a path from the URL; the name after
     the hash is only what the browser titles a tab with."""
+    app.url_map.converters["name"] = _Name
+
     @app.get("/sticker/<digest>")
-    @app.get("/sticker/<digest>/<path:name>")
+    @app.get("/sticker/<digest>/<name:name>")
     def sticker(digest, name=None):
         return send_recorded(rows_of(digest))
 
-    @app.get("/view/<digest>/<path:name>")
+    @app.get("/view/<digest>/<name:name>")
     def view(digest, name):
-        return view_page(rows_of(digest))
+        return view_page(rows_of(digest), name)
 
     @app.get("/poster/<digest>")
-    @app.get("/poster/<digest>/<path:name>")
+    @app.get("/poster/<digest>/<name:name>")
     def poster(digest, name=None):
         """A frame of a video sticker: browsers play few of the codecs clips come in (not mp4v)."""
         return poster_of(rows_of(digest))
@@ -257,9 +268,11 @@ class Server:
             self.server = create_server(
                 app, host=host, port=port, threads=THREADS, connection_limit=_connection_limit(),
                 channel_timeout=IDLE_TIMEOUT, cleanup_interval=1, asyncore_use_poll=True,
-                outbuf_high_watermark=STREAM_BUFFER, ident="stickersort", expose_tracebacks=False)
+                outbuf_high_watermark=STREAM_BUFFER, max_request_body_size=MAX_BODY, ident="stickersort",
+                expose_tracebacks=False)
         except (OSError, ValueError) as e:
             raise ServeError(f"{_shown(host)}:{port}: cannot listen there: {getattr(e, 'strerror', None) or e}") from None
+        _close_stalled(self.server)
         # A name that resolves to several addresses gets a socket on each (waitress' MultiSocketServer).
         listening = getattr(self.server, "effective_listen", None)
         self.host, self.port = host, int(listening[0][1] if listening else self.server.effective_port)
@@ -276,6 +289,26 @@ class Server:
         server's loop through a closed descriptor and prints a traceback."""
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_WAIT)
         self.server.close()
+
+
+def _close_stalled(server):
+    """Connections that leave their responses unread for STALL_TIMEOUT are closed, as waitress
+    closes idle ones. Without this, a client that asks and never reads (a stream, or requests
+    sent one after another on one connection) holds a request thread, and a stream's slot, for
+    good once its buffer is full: a few such clients would shut everyone else out."""
+    from waitress.server import BaseWSGIServer
+    servers = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in server.map.values() if isinstance(s, BaseWSGIServer)]  # one per address
+    for each in servers:
+        def maintenance(now, each=each, idle=each.maintenance):  # run by waitress's loop, every cleanup_interval
+            idle(now)
+            for channel in list(each.active_channels.values()):
+                if channel.total_outbufs_len and channel.last_activity < now - STALL_TIMEOUT:
+                    # Closed now, in the loop's thread: a socket nobody reads never becomes
+                    # writable, so a will_close would never be seen. The request thread waiting
+                    # to write wakes, finds the client gone, and ends its response.
+                    channel.handle_close()
+        each.maintenance = maintenance
 
 
 def _connection_limit():

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
+from .paths import within
 
 
 def _import_sqlite_utils():
@@ -86,7 +87,10 @@ FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int
          "h": int, "detector_score": float, "label": str, "probs": str}
 LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
          "created_at": str, "mtime_ns": int, "size": int}
-TABLES = {"files", "faces", "links"}
+# What each folder's last scan was told, for the next scan of it (or of a folder under it) that
+# is not told otherwise: `--out`, `--link-mode`, `--min-confidence` (sorter/cli.py).
+FOLDERS = {"path": str, "out": str, "link_mode": str, "min_confidence": float, "scanned_at": str}
+TABLES = {"files", "faces", "links"}  # a database from before the marking (version 0) has these
 # Marks a database as stickersort's ("stks"): another program's SQLite file is refused, untouched.
 APPLICATION_ID = int.from_bytes(b"stks", "big")
 
@@ -107,15 +111,24 @@ def _add_copy_times(db):
             db["links"].add_column(column, int)
 
 
+def _add_folders(db):
+    if "folders" not in db.table_names():
+        db["folders"].create(FOLDERS, pk="path")
+
+
 UPGRADES = (
     _add_missing_columns,  # 1: marked; the ADDED columns
     _add_copy_times,  # 2: links.mtime_ns and size, a copy's as made (one edited in place is the user's)
+    _add_folders,  # 3: folders, each scanned folder's settings
 )
 SCHEMA_VERSION = len(UPGRADES)
 
 
 class StoreError(Exception):
     pass
+
+
+_EMPTY = "{path} is empty: no stickersort records in it (run `stickersort scan` first)"
 
 
 def snapshot(path, into):
@@ -145,6 +158,21 @@ def dry_run_copy(path):
     if os.path.isfile(path):
         snapshot(path, copy)
     return scratch, copy
+
+
+def settings_for(folder, path):
+    """Store.settings_for of the database at path, as a dict ({} when there is none yet, or none
+    can be read: the scan's own open then refuses the database, saying why)."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return {}
+    try:
+        store = Store(path, readonly=True, upgrade=False)  # a dry run's look writes nothing
+        try:
+            return store.settings_for(folder) or {}
+        finally:
+            store.close()
+    except StoreError:
+        return {}
 
 
 def now():
@@ -204,7 +232,10 @@ class Store:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connect(str(self.path))
-        self._version()  # a look before the first write: another program's file stays as it was
+        # A look before the first write: another program's file stays as it was, and an empty
+        # one is no library to label in or forget from (a scan begins one).
+        if self._version() is None and not create:
+            raise StoreError(_EMPTY.format(path=self.path))
         self._check_intact()
         self.db.enable_wal()
         # WAL + NORMAL cannot corrupt the database; a power cut may only lose the last
@@ -225,7 +256,7 @@ class Store:
         self._connect_readonly()
         version = self._version()
         if version is None:
-            raise StoreError(f"{self.path} is empty: no stickersort records in it (run `stickersort scan` first)")
+            raise StoreError(_EMPTY.format(path=self.path))
         if version < SCHEMA_VERSION and self.upgrade and os.access(self.path, os.W_OK):
             # An older stickersort's database, upgraded once by a short writing open; one that
             # cannot be written (the file, or its folder for the -wal) is read as it is.
@@ -265,7 +296,9 @@ class Store:
             if any(c not in columns for c in ADDED):
                 return 0
             copy_times = {"mtime_ns", "size"} <= {r[1] for r in self.db.execute("PRAGMA table_info(links)")}
-            return version if copy_times or version < 2 else 1
+            if not copy_times and version >= 2:
+                return 1
+            return version if "folders" in names or version < 3 else 2
         if app == version == 0 and not self.db.execute("select count(*) from sqlite_master").fetchone()[0]:
             return None
         whose = f"application id {app:#x}" if app else f"tables {', '.join(sorted(names)) or 'none'}"
@@ -288,6 +321,7 @@ class Store:
         self.db["files"].create_index(["root"])
         self.db["faces"].create_index(["file"])
         self.db["links"].create_index(["file"])
+        _add_folders(self.db)
 
     @contextmanager
     def _writing(self):
@@ -391,6 +425,10 @@ class Store:
         overrides it; None: the model's)."""
         self.db.execute("update files set user_label = ?, label = ? where path = ?", [user_label, label, path])
 
+    def paths_and_roots(self):
+        """Every recorded file's path and the folder it was scanned from, by path."""
+        return list(self.db.query("select path, root from files order by path"))
+
     def paths_within(self, path):
         """The recorded files at path or under it."""
         folder = path.rstrip("/") + "/"
@@ -414,6 +452,33 @@ class Store:
         with self._writing():
             self.db.execute("delete from faces where file = ?", [path])
             self.db.execute("delete from files where path = ?", [path])
+
+    def remember(self, folder, out, link_mode, min_confidence):
+        """A scan's settings for folder, for its next scan (settings_for), and for the folders
+        under it, whose own are dropped: their files were filed by this scan."""
+        with self._writing():
+            self._forget_folders(folder, itself=False)
+            self.db.execute(_upsert_sql("folders", tuple(FOLDERS), "path"),
+                            [folder, out, link_mode, min_confidence, now()])
+
+    @_reading
+    def settings_for(self, folder):
+        """The settings the last scan of folder, or else of the nearest folder above it, was run
+        with (FOLDERS), or None: the next scan's defaults."""
+        if "folders" not in {r[0] for r in self.db.execute("select name from sqlite_master")}:
+            return None  # an older schema, read as it is
+        rows = [r for r in self.db.query("select * from folders") if within(folder, [r["path"]])]
+        return max(rows, key=lambda r: len(r["path"]), default=None)
+
+    def forget_folders(self, path):
+        """Drops the settings of path and the folders under it."""
+        with self._writing():
+            self._forget_folders(path)
+
+    def _forget_folders(self, path, itself=True):
+        folder = path.rstrip("/") + "/"
+        self.db.execute("delete from folders where (path = ? and ?) or substr(path, 1, ?) = ?",
+                        [path, itself, len(folder), folder])
 
     def links_of(self, path):
         return self._rows("select * from links where file = ?", [path])
@@ -461,7 +526,7 @@ class Store:
     def top(self, label, limit):
         """The best stickers for an expression, for `live`, the unsure ones whose best guess it
         is after the confident ones; their content hash is their id there."""
-        return list(self.db.query(f"select hash, path, name, kind, label, guess, confidence from files "
+        return list(self.db.query(f"select hash, path, name, kind, label, guess, confidence, user_label from files "
                                   f"where {_matching(True)} and error is null order by {_BEST_FIRST} "
                                   f"limit ?", [label, label, int(limit)]))
 

@@ -128,6 +128,7 @@ class Watcher:
         self.settle = settle
         self.echo = echo or (lambda message: None)
         self.report = report or (lambda event: (line := describe(event)) and self.echo(line))
+        self.replays = report is not None  # the first scan's files as events (report_state)
         self.skip = [os.path.realpath(p) for p in (options.out, options.db)]
         self.events = queue.Queue()
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
@@ -384,6 +385,17 @@ class Watcher:
         elif row and row["error"] and self.summary.errors > errors:
             self.report({"event": "error", "path": key, "error": row["error"]})
 
+    def report_state(self, summary):
+        """After the first scan, what it leaves as events: `error` for each file it could not
+        read, and for a `report` of the caller's (--json) first `added` for every file recorded
+        under DIR, so that a reader keeping a table by path needs nothing else."""
+        errors = {e["path"] for e in summary.error_files}
+        for key in self.scanner.store.paths_within(path_key(self.root)) if self.replays else ():
+            if key not in errors:
+                self.report(self._filed("added", key))
+        for error in summary.error_files:
+            self.report({"event": "error", **error})
+
     def _filed(self, event, key):
         row = self.scanner.store.get(key)
         return {"event": event, "path": key, "label": row["label"], "guess": row["guess"],
@@ -399,8 +411,7 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
     watcher = Watcher(options, root, settle, echo, report)
 
     def scanned(summary):
-        for error in summary.error_files:  # the first scan's, each an event as later ones are
-            watcher.report({"event": "error", **error})
+        watcher.report_state(summary)
         echo(f"scanned {shown(watcher.root)}: {summary.files} files, {summary.classified} classified, "
              f"{summary.errors} errors; watching (Ctrl-C stops)")
 

@@ -4,11 +4,13 @@ Served as sorter/serving.py serves every page (waitress; Host checked; errors as
 files re-checked before they are sent): every viewer streams from the one capture loop, and a
 viewer that goes away only ends its own response.
 """
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, abort, jsonify
 
 from ..model.labels import UNSURE
 from .live import LiveError
+from .paths import shown
 from .serving import Server, ServeError, Streams, exposure_note, guard, sticker_routes
+from .store import StoreError
 
 
 def create_app(live, matches=None):
@@ -26,13 +28,24 @@ def create_app(live, matches=None):
     @app.get("/state.json")
     def state():
         now = live.now
-        rows = matches(now["mood"]) if matches else []
-        stickers = [{"id": r["hash"], "name": r["name"], "path": r["path"], "kind": r["kind"],
-                     "label": r["label"], "confidence": r["confidence"], "guess": r["guess"],
-                     "unsure": r["label"] == UNSURE} for r in rows]
+        try:
+            rows = matches(now["mood"]) if matches else []
+        except StoreError as e:  # the database gone or damaged under the preview, which goes on
+            return jsonify(now | {"library": True, "stickers": [], "library_error": str(e)})
+        # A label you gave has no score: the model's is for its own vote (as `query` says).
+        stickers = [{"id": r["hash"], "name": shown(r["name"]), "path": r["path"], "kind": r["kind"],
+                     "label": r["label"], "confidence": None if r["user_label"] else r["confidence"],
+                     "guess": r["guess"], "unsure": r["label"] == UNSURE, "yours": r["user_label"] is not None}
+                    for r in rows]
         return jsonify(now | {"library": matches is not None, "stickers": stickers})
 
-    sticker_routes(app, lambda digest: matches.rows(digest) if matches else [])
+    def rows(digest):
+        try:
+            return matches.rows(digest) if matches else []
+        except StoreError as e:
+            abort(503, str(e))
+
+    sticker_routes(app, rows)
     return app
 
 

@@ -33,7 +33,7 @@ def check_db(db):
 def has_schema(db):
     """All the tables, or (killed before the schema was made) none of them."""
     tables = {r["name"] for r in query(db, "select name from sqlite_master where type = 'table'")}
-    assert tables in ({"files", "faces", "links"}, set()), tables
+    assert tables in ({"files", "faces", "links", "folders"}, set()), tables
     return bool(tables)
 
 

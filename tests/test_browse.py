@@ -139,7 +139,7 @@ def test_a_correction_moves_the_sticker_to_its_shelf_for_good(server, library, b
     after = page_counts(browser)
     assert after["sad"][0] == before["sad"][0] + 1 and after[old][0] == before[old][0] - 1
     moved = browser.find_element("css selector", f"#shelf-sad figure[data-path='{path}']")
-    assert "(yours)" in moved.text and "now sad" in browser.find_element("css selector", "#status").text
+    assert f"(yours; model: {old} " in moved.text and "now sad" in browser.find_element("css selector", "#status").text
     screenshot(browser, tmp_path / "browse-corrected.png")
     # What `stickersort label` does: the user's label recorded, the link moved to OUT/sad/.
     assert sqlite3.connect(db).execute("select label, user_label from files where path = ?", [path]).fetchone() == ("sad", "sad")
@@ -180,6 +180,9 @@ def test_a_correction_from_another_site_is_refused(server, library):
         assert status == 400 and says in answer["error"], wrong
     status, answer = get_json(server.url + "/no/such/page")
     assert status == 404 and "error" in answer
+    # Before: a body of any size was read whole (150 MB took the server from 73 to 513 MB).
+    big = json.dumps({"path": path, "label": "sad", "pad": "x" * 100_000}).encode()
+    assert get(server.url + "/label", data=big, headers=json_type)[0] == 413
 
 
 def test_a_sticker_swapped_for_a_link_is_not_served(server, library, tmp_path):
@@ -207,19 +210,36 @@ def test_a_sticker_swapped_for_a_link_is_not_served(server, library, tmp_path):
     assert get(f"{server.url}/sticker/{digest}")[0] == 200
 
 
-def test_a_sticker_whose_name_holds_a_line_break_is_served(tmp_path):
-    """The name goes into the Content-Disposition header, which cannot hold one (was: 500)."""
+def test_stickers_with_odd_names_are_served_shown_and_corrected(tmp_path):
+    """A line break goes into no Content-Disposition header (was: 500) and is in the URL's name
+    (was: 404); a backslash or a byte that is not UTF-8 is escaped in the record, and a correction
+    names the record so (was: "no record", the escape escaped again); a mark that reorders text
+    is shown escaped, as the command line shows it."""
     from stickersort.sorter.cli import cli
     folder, db = tmp_path / "stickers", tmp_path / "s.db"
     folder.mkdir()
-    shutil.copy(SAMPLES / "rocket.png", folder / "new\nline.png")
+    names = {"line": "new\nline.png", "backslash": "back\\slash.png", "bytes": os.fsdecode(b"bad\xff.png"),
+             "bidi": "rtl\u202egnp.exe.png"}
+    for i, name in enumerate(names.values()):
+        shutil.copy(SAMPLES / ["rocket.png", "hopper.png", "astronaut.jpg", "two_faces.jpg"][i], folder / name)
     scanned = CliRunner().invoke(cli, ["scan", str(folder), "--out", str(tmp_path / "out"), "--db", str(db), "-q"])
     assert scanned.exit_code == 0, scanned.output
-    [digest] = sqlite3.connect(db).execute("select hash from files").fetchone()
     served = Served("browse", "--db", db, "--port", 0)
     try:
-        status, body = get(f"{served.url}/sticker/{digest}")
-        assert status == 200 and body == (SAMPLES / "rocket.png").read_bytes()
+        stickers = {s["name"]: s for s in get_json(served.url + "/library.json")[1]["stickers"]}
+        assert set(stickers) == {"new\\nline.png", "back\\x5cslash.png", "bad\\xff.png", "rtl\\u202egnp.exe.png"}
+        line = stickers["new\\nline.png"]
+        for url in (f"/sticker/{line['id']}", f"/sticker/{line['id']}/new%0Aline.png"):
+            assert get(served.url + url) == (200, (SAMPLES / "rocket.png").read_bytes()), url
+        status, page = get(f"{served.url}/view/{line['id']}/new%0Aline.png")
+        assert status == 200 and b"new\\nline.png" in page
+        for name in ("back\\x5cslash.png", "bad\\xff.png"):
+            body = json.dumps({"path": stickers[name]["path"], "label": "angry"}).encode()
+            status, answer = get_json(served.url + "/label", data=body, headers={"Content-Type": "application/json"})
+            assert status == 200 and answer["label"] == "angry", answer
+        labels = dict(sqlite3.connect(db).execute("select name, user_label from files"))
+        assert labels == {"new\nline.png": None, "back\\x5cslash.png": "angry", "bad\\xff.png": "angry",
+                          "rtl\u202egnp.exe.png": None}
     finally:
         served.stop()
 

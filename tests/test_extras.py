@@ -1,9 +1,11 @@
 """The base install runs without the [train] and [plot] extras: runtime modules never import
 them, and the commands that need them say in one line which extra to install."""
 import importlib.util
+import shlex
 import subprocess
 import sys
 
+from conftest import ROOT
 from stickersort.sorter import cli as cli_module
 
 RUNTIME = ("sorter.cli", "sorter.scan", "sorter.live", "sorter.web", "sorter.watch", "sorter.sticker_eval",
@@ -24,4 +26,5 @@ def test_train_without_the_extra_names_it(monkeypatch, cli, tmp_path):
         result = cli(*args)
         assert result.exit_code == 2
         assert result.output.strip().splitlines() == [
-            f"Error: stickersort {args[0]} needs tensorflow, not in the base install: pip install 'stickersort[train]'"]
+            f"Error: stickersort {args[0]} needs tensorflow, not in the base install: "
+            f"pip install -e {shlex.quote(f'{ROOT}[train]')}"]  # from the checkout: it is not on PyPI

@@ -116,8 +116,10 @@ def test_scan_takes_a_single_file(cli, tmp_path):
     assert summary["files"] == 1 and summary["unchanged"] == 1 and summary["vanished"] == 0
     assert len(query(db, "select path from files")) == 2  # a.png, not scanned now, is kept
     check_out(out, db)
-    # Without --out, OUT is beside the file's folder, as for the folder.
+    # Without --out, OUT is the folder's last one; for a folder never scanned, beside the file's folder.
     cli("scan", folder / "a.png", "--db", db, "-q")
+    assert not (tmp_path / "memes-by-emotion").exists()
+    cli("scan", folder / "a.png", "--db", tmp_path / "new.db", "-q")
     assert (tmp_path / "memes-by-emotion").is_dir()
     result = cli("scan", folder / "notes.txt", "--db", db)
     assert result.exit_code == 2 and "not a sticker file" in result.output
@@ -191,7 +193,7 @@ def test_forget_removes_only_the_links_it_made(cli, tmp_path):
     assert dry.exit_code == 0 and "would forget 2 files" in dry.output
     assert len(query(db, "select path from files")) == 3
     result = cli("forget", src / "drop", "--db", db)
-    assert result.exit_code == 0 and "forgot 2 files, removed 1 links" in result.output
+    assert result.exit_code == 0 and "forgot 2 files, removed 1 link" in result.output
     assert [r["path"] for r in query(db, "select path from files")] == [str(src / "keep" / "a.png")]
     assert mine.read_text() == "the user's" and tree_hash(src) == before
     check_db(db)
@@ -202,25 +204,149 @@ def test_forget_removes_only_the_links_it_made(cli, tmp_path):
 
 @pytest.mark.parametrize("mode", ["symlink", "hardlink"])
 def test_prune_forgets_a_deleted_folder(cli, tmp_path, mode):
-    src = tmp_path / "samples"
+    library = tmp_path / "library"
+    src = library / "samples"
     shutil.copytree(SAMPLES, src, ignore=shutil.ignore_patterns("*.py", "*.md", "*.csv"))
+    hopper().save(library / "kept.png")
     out, db = tmp_path / "out", tmp_path / "s.db"
-    cli("scan", src, "--out", out, "--db", db, "-q", "--link-mode", mode)
-    n = len(query(db, "select path from files"))
+    cli("scan", library, "--out", out, "--db", db, "-q", "--link-mode", mode)
+    n = len(query(db, "select path from files")) - 1
     shutil.rmtree(src)
     dry = cli("prune", "--db", db, "--dry-run")
-    assert f"would forget {n} files" in dry.output and len(query(db, "select path from files")) == n
+    assert f"would forget {n} files" in dry.output and len(query(db, "select path from files")) == n + 1
     result = cli("prune", "--db", db)
     assert result.exit_code == 0 and f"forgot {n} files" in result.output
-    assert query(db, "select path from files") == [] and query(db, "select link from links") == []
-    assert cli("query", "--db", db, "--json").stdout.strip() == "[]"
+    assert [r["path"] for r in query(db, "select path from files")] == [str(library / "kept.png")]
+    assert [r["file"] for r in query(db, "select file from links")] == [str(library / "kept.png")]
+    (library / "notes.txt").touch()  # the folder is there, not bare
+    (library / "kept.png").unlink()
+    assert "forgot 1 file, " in cli("prune", "--db", db).output
     left = list(out.glob("*/*"))  # OUT/<label>/<name>: OUT's own marker file aside
     if mode == "symlink":
         assert left == []  # nothing dangling
     else:  # a hard link whose original is gone is the last copy: kept, the user's now
-        assert len(left) == n and all(p.stat().st_nlink == 1 for p in left)
+        assert len(left) == n + 1 and all(p.stat().st_nlink == 1 for p in left)
     check_db(db)
     assert "nothing to prune" in cli("prune", "--db", db).output
+
+
+def _labelled_library(cli, tmp_path):
+    """Two stickers scanned from drive/memes, one labelled by the user: (folder, OUT, DB)."""
+    src = tmp_path / "drive" / "memes"
+    src.mkdir(parents=True)
+    for name in ("two_faces.jpg", "hopper.png"):
+        shutil.copy(SAMPLES / name, src / name)
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert cli("label", src / "two_faces.jpg", "sad", "--db", db).exit_code == 0
+    return src, out, db
+
+
+def _labels(db):
+    return {Path(r["path"]).name: (r["label"], r["user_label"]) for r in query(db, "select * from files")}
+
+
+@pytest.mark.parametrize("away", ["gone", "empty"])
+def test_prune_leaves_alone_a_scanned_folder_gone_or_empty_whole(cli, tmp_path, away):
+    """A drive that is not mounted looks like a folder gone (or a bare mount point). Before:
+    prune forgot every record under it, and the labels the user had given with them."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    before, links = _labels(db), sorted(out.rglob("*"))
+    src.rename(tmp_path / "away")
+    if away == "empty":
+        src.mkdir()
+    for dry in ([], ["--dry-run"]):
+        result = cli("prune", "--db", db, *dry)
+        assert result.exit_code == 0 and result.output.splitlines() == [
+            f"left alone: 2 recorded files under {src}, which is gone or empty (a drive not mounted?); "
+            f"`stickersort forget {src}` drops them"]
+    assert _labels(db) == before and sorted(out.rglob("*")) == links
+    if away == "empty":
+        src.rmdir()
+    (tmp_path / "away").rename(src)
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert _labels(db) == before and before["two_faces.jpg"] == ("sad", "sad")
+    src.rename(tmp_path / "away")
+    assert "forgot 2 files, removed 2 links" in cli("forget", src, "--db", db).output
+
+
+def test_a_scan_of_a_scanned_folder_found_empty_forgets_nothing(cli, tmp_path):
+    """An unmounted drive's bare mount point. Before: every record under it vanished, the
+    user's labels with them, exit 0."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    before, links = _labels(db), sorted(out.rglob("*"))
+    src.rename(tmp_path / "away")
+    src.mkdir()
+    for command in (["scan", "--out", out], ["scan", "--dry-run", "--out", out], ["watch", "--out", out]):
+        result = cli(command[0], src, "--db", db, *command[1:])
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[-1] == (
+            f"Error: {src} is empty, but 2 files are recorded from it (a drive not mounted?): nothing forgotten; "
+            f"`stickersort forget {src}` drops them")
+    assert _labels(db) == before and sorted(out.rglob("*")) == links
+    check_db(db)
+
+
+def test_a_label_follows_its_file_renamed_between_scans(cli, tmp_path):
+    """Before: the renamed file was read as new and its old record forgotten, the label with it."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    (src / "moved").mkdir()
+    (src / "two_faces.jpg").rename(src / "moved" / "renamed.jpg")
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert _labels(db) == {"renamed.jpg": ("sad", "sad"), "hopper.png": ("neutral", None)}
+    assert [p.name for p in (out / "sad").iterdir()] == ["renamed.jpg"]
+    check_db(db)
+    check_out(out, db)
+    # Two copies of one content, labelled apart and both moved: each label follows its name.
+    shutil.copy(src / "hopper.png", src / "copy.png")
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert cli("label", src / "copy.png", "happy", "--db", db).exit_code == 0
+    assert cli("label", src / "hopper.png", "angry", "--db", db).exit_code == 0
+    for name in ("copy.png", "hopper.png"):
+        (src / name).rename(src / "moved" / name)
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert _labels(db) == {"renamed.jpg": ("sad", "sad"), "copy.png": ("happy", "happy"), "hopper.png": ("angry", "angry")}
+
+
+def test_label_does_not_make_a_missing_out_again(cli, tmp_path):
+    """OUT moved by hand, or on a drive not mounted. Before: label made the whole old path again,
+    marker and all, and linked there."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    out.rename(tmp_path / "moved")
+    result = cli("label", src / "hopper.png", "happy", "--db", db)
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+    assert f"{out}, where its link was, is gone" in result.output
+    assert not out.exists() and _labels(db)["hopper.png"] == ("neutral", None)
+
+
+@pytest.mark.parametrize("mode", ["symlink", "hardlink", "copy"])
+def test_forget_takes_a_files_entry_in_out_in_every_link_mode(cli, tmp_path, mode):
+    """As show and label do. Before: only a symlink was taken (its target resolved); a hard link
+    or copy had "no records at or under" it."""
+    src = tmp_path / "memes"
+    src.mkdir()
+    shutil.copy(SAMPLES / "hopper.png", src / "hopper.png")
+    shutil.copy(SAMPLES / "astronaut.jpg", src / "astronaut.jpg")
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    assert cli("scan", src, "--out", out, "--db", db, "--link-mode", mode, "-q").exit_code == 0
+    [entry] = out.glob("*/hopper.png")
+    result = cli("forget", entry, "--db", db)
+    assert result.exit_code == 0 and "forgot 1 file, removed 1 link" in result.output, result.output
+    assert [Path(r["path"]).name for r in query(db, "select path from files")] == ["astronaut.jpg"]
+    assert not entry.exists() and (src / "hopper.png").is_file()
+
+
+@pytest.mark.parametrize("command", [["label", "x.png", "sad"], ["forget", "."], ["prune"]])
+def test_library_commands_refuse_an_empty_database(cli, tmp_path, command, monkeypatch):
+    """Before: label, forget and prune made an empty file a database (label then said there was
+    no record); their dry runs refused it."""
+    monkeypatch.chdir(tmp_path)
+    hopper().save(tmp_path / "x.png")
+    db = tmp_path / "e.db"
+    db.touch()
+    result = cli(*command, "--db", db)
+    assert result.exit_code == 2 and result.output == f"Error: {db} is empty: no stickersort records in it (run `stickersort scan` first)\n"
+    assert db.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["e.db", "x.png"]
 
 
 @pytest.mark.parametrize("command", [["forget", "."], ["prune"]])
@@ -275,12 +401,16 @@ def test_forget_refuses_an_empty_path(cli, lib, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command", ["scan", "watch"])
 def test_scan_and_watch_refuse_an_empty_directory(cli, tmp_path, monkeypatch, command):
-    """Before: `scan ""` (a script's unset $DIR) scanned the current folder."""
+    """Before: `scan ""` (a script's unset $DIR) scanned the current folder, and `--out ""` filed
+    into it."""
     hopper().save(tmp_path / "a.png")
     monkeypatch.chdir(tmp_path)
     result = cli(command, "", "--db", tmp_path / "s.db", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "empty DIRECTORY" in result.output and len(result.output.splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "s.db").exists()
+    result = cli(command, tmp_path, "--db", tmp_path / "s.db", "--out", "")
+    assert result.exit_code == 2 and "empty --out" in result.output and len(result.output.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
 def test_files_of_the_same_content_are_read_once(cli, tmp_path):

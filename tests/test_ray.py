@@ -5,6 +5,7 @@ import http.server
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from glob import glob
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, tree_hash, wait_for
+from conftest import ROOT, SAMPLES, tree_hash, wait_for
 from invariants import check_db, check_out, query
 from procs import stickersort
 
@@ -40,7 +41,7 @@ def test_without_the_extra_the_ray_engine_names_it(monkeypatch, cli, tmp_path):
     result = cli("scan", SAMPLES, "--engine", "ray", "--out", tmp_path / "out", "--db", tmp_path / "s.db")
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "Error: --engine ray needs ray, not in the base install: pip install 'stickersort[ray]'"]
+        f"Error: --engine ray needs ray, not in the base install: pip install -e {shlex.quote(f'{ROOT}[ray]')}"]
     assert not (tmp_path / "s.db").exists()
 
 

@@ -220,14 +220,20 @@ def test_a_lock_file_that_is_not_a_file_is_refused(cli, src, tmp_path, kind):
 def _as_made_before_marking(db):
     """The database as the first stickersort made it: no mark, no version, none of the ADDED columns."""
     _sql(db, *[f"alter table files drop column {c}" for c in ADDED], "alter table links drop column mtime_ns",
-         "alter table links drop column size",
+         "alter table links drop column size", "drop table folders",
          "pragma application_id = 0", "pragma user_version = 0")
 
 
+def _as_version_2(db):
+    """The database as stickersort made it before it kept each folder's settings."""
+    _sql(db, "drop table folders", "pragma user_version = 2")
+
+
 @pytest.mark.parametrize("first", ["query", "scan"])
-def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, first):
+@pytest.mark.parametrize("made", [_as_made_before_marking, _as_version_2])
+def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, first, made):
     paths = sorted(r["path"] for r in json.loads(cli("query", "--db", scanned, "--json").stdout))
-    _as_made_before_marking(scanned)
+    made(scanned)
     if first == "query":
         result = cli("query", "--db", scanned, "--json")
         assert result.exit_code == 0 and sorted(r["path"] for r in json.loads(result.stdout)) == paths
@@ -241,3 +247,5 @@ def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, 
     columns = {r[1] for r in _sql(scanned, "pragma table_info(files)")[0]}
     assert set(ADDED) <= columns and {"mtime_ns", "size"} <= {r[1] for r in _sql(scanned, "pragma table_info(links)")[0]}
     check_db(scanned)
+    folders = _sql(scanned, "select path, out from folders")[0]
+    assert folders == ([(str(src), str(tmp_path / "out"))] if first == "scan" else [])

@@ -196,7 +196,7 @@ def test_show_label_and_forget_take_a_recorded_file_the_user_cannot_read(tmp_pat
         os.chmod(made["x.png"], 0o644)
     assert shown.returncode == 0 and "noface" in shown.stdout, shown.stderr
     assert labelled.returncode == 0 and "sad (yours)" in labelled.stdout, labelled.stderr
-    assert forgotten.returncode == 0 and "forgot 1 files" in forgotten.stdout, forgotten.stderr
+    assert forgotten.returncode == 0 and "forgot 1 file," in forgotten.stdout, forgotten.stderr
     assert query(db, "select path from files") == [] and not list(out.rglob("x.png"))
 
 

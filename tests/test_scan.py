@@ -350,6 +350,60 @@ def test_default_out_and_db_are_discoverable(cli, src, tmp_path, monkeypatch):
     assert "DIR-by-emotion" in help_text and "STICKERSORT_DB" in help_text
 
 
+def test_a_dry_run_of_another_link_mode_names_the_entries_the_run_makes(cli, src, tmp_path):
+    """Before: it planned each new entry beside the old one it would replace (`hopper-<hash>.png`),
+    while the run itself gives it the old one's name."""
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    assert cli("scan", src, "--db", db, "--out", out, "--link-mode", "copy", "-q").exit_code == 0
+    dry = cli("scan", src, "--db", db, "--link-mode", "symlink", "--dry-run")
+    planned = sorted(line.split(": ", 1)[1].split(" -> ")[0] for line in dry.stderr.splitlines()
+                     if line.startswith("would move: "))
+    assert len(planned) == 4 and cli("scan", src, "--db", db, "--link-mode", "symlink", "-q").exit_code == 0
+    assert planned == sorted(str(out / e) for e in links(out)) and all((out / e).is_symlink() for e in links(out))
+
+
+def test_a_folder_keeps_the_settings_it_was_last_scanned_with(cli, src, tmp_path):
+    """Before: a scan not given --out, --link-mode or --min-confidence took the defaults, so a
+    second `scan DIR` moved every link out of the OUT the user chose (into DIR-by-emotion), turned
+    copies back into symlinks and refiled the unsure. Now an option given is kept for the folder
+    and for the folders under it, until another is given."""
+    db, out = tmp_path / "s.db", tmp_path / "sorted"
+    first = cli("scan", src, "--db", db, "--out", out, "--link-mode", "copy", "--min-confidence", "0.99", "--json")
+    entries = links(out)
+    assert first.exit_code == 0 and all((out / e).is_file() and not (out / e).is_symlink() for e in entries)
+    assert json.loads(first.stdout)["labels"] == {"unsure": 3, "noface": 1}
+    for again in (["scan", src], ["scan", src / "sub"], ["scan", src / "hopper.png"], ["scan", src, "--dry-run"]):
+        summary = json.loads(cli(*again, "--db", db, "--json", "-q").stdout)
+        moves = {k: summary["links"][k] for k in ("created", "moved", "removed")}
+        assert summary["out"] == str(out) and moves == {"created": 0, "moved": 0, "removed": 0}, again
+    assert links(out) == entries and not (tmp_path / "memes-by-emotion").exists()
+    assert not (src / "sub-by-emotion").exists()
+    # Another option given is kept in turn, the others as they were.
+    assert json.loads(cli("scan", src, "--db", db, "--min-confidence", "0", "--json").stdout)["labels"].get("unsure") is None
+    later = json.loads(cli("scan", src, "--db", db, "--json").stdout)
+    assert later["labels"].get("unsure") is None and later["out"] == str(out)
+    assert all(not (out / e).is_symlink() for e in links(out))
+    # OUT moved by hand (or on a drive not mounted): not made again where it was.
+    out.rename(tmp_path / "moved")
+    result = cli("scan", src, "--db", db)
+    assert result.exit_code == 2 and result.output.splitlines() == [
+        f"Error: {out}, where the last scan of {src} linked its stickers, is gone (moved, or on a drive not "
+        f"mounted?): nothing done; give --out, where it is now or a new one"]
+    assert not out.exists()
+    moved = tmp_path / "moved"
+    assert cli("scan", src, "--db", db, "--out", moved, "-q").exit_code == 0
+    # A one-file scan's options are that file's alone; a folder's scan replaces its subfolders'.
+    assert cli("scan", src / "hopper.png", "--db", db, "--out", tmp_path / "one", "-q").exit_code == 0
+    assert cli("scan", src / "sub", "--db", db, "--out", tmp_path / "sub-out", "-q").exit_code == 0
+    assert json.loads(cli("scan", src, "--db", db, "--json").stdout)["links"]["moved"] == 3
+    assert json.loads(cli("scan", src / "sub", "--db", db, "--json").stdout)["links"]["moved"] == 0
+    made = [r["link"] for r in rows(tmp_path, "select link from links")]
+    assert len(made) == 4 and all(link.startswith(f"{moved}/") for link in made)
+    assert links(tmp_path / "one") == links(tmp_path / "sub-out") == []
+    assert cli("forget", src, "--db", db).exit_code == 0
+    assert cli("scan", src, "--db", db, "-q").exit_code == 0 and (tmp_path / "memes-by-emotion").is_dir()
+
+
 def test_video_clip_is_sampled_by_time(cli, tmp_path):
     from media_makers import face_mp4
     src = tmp_path / "clips"

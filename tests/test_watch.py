@@ -472,6 +472,7 @@ def test_json_prints_one_line_per_event(tmp_path):
     memes = tmp_path / "memes"
     memes.mkdir()
     (memes / "old.png").write_bytes(b"not a picture")  # there before: the first scan's error is an event too
+    face_gif(memes / "first.gif")  # and its file, `added`: the table starts from the events alone
     w = Watch(tmp_path, "--json")
 
     def events():
@@ -496,8 +497,10 @@ def test_json_prints_one_line_per_event(tmp_path):
         os.remove(memes / "renamed.png")
         wait_event("removed", memes / "renamed.png")
         assert w.stop() == 130
-        assert [e["event"] for e in events()] == ["error", "added", "changed", "moved", "error", "removed"]
-        assert events()[0]["path"] == str(memes / "old.png") and events()[0]["error"]
+        assert [e["event"] for e in events()] == ["added", "error", "added", "changed", "moved", "error", "removed"]
+        first, old = events()[:2]
+        assert first["path"] == str(memes / "first.gif") and first["label"] == w.rows()["first.gif"]["label"]
+        assert old["path"] == str(memes / "old.png") and old["error"]
     finally:
         if w.proc.poll() is None:
             w.proc.kill()

@@ -323,6 +323,27 @@ def test_a_sticker_swapped_for_a_link_is_not_served(server, tmp_path):
     assert get(url)[0] == 200
 
 
+def test_the_preview_goes_on_when_its_library_goes(library, tmp_path):
+    """Before: with the database deleted, /state.json answered 500, the page said the preview had
+    stopped, and every poll logged a line."""
+    db = tmp_path / "copy.db"
+    with sqlite3.connect(library["db"]) as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+    served = Served("live", "--source", library["clip"], "--loop", "--web", "127.0.0.1:0", "--db", db)
+    try:
+        wait_for(lambda: state(served.url)["stickers"], "the stickers of the expression on screen")
+        for name in (db.name, f"{db.name}-wal", f"{db.name}-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        wait_for(lambda: "library_error" in state(served.url), "the matches, read afresh, to find no database")
+        for _ in range(3):
+            now = state(served.url)
+            assert now["stickers"] == [] and "no database at" in now["library_error"] and now["fps"] >= 0
+        assert get(served.url + "/sticker/" + "0" * 64)[0] == 503
+    finally:
+        assert served.stop() == 130
+    assert "failed" not in "".join(served.stderr) and "Traceback" not in "".join(served.stderr)
+
+
 def test_streams_beyond_the_cap_get_503_until_one_leaves(bare):
     from stickersort.sorter.serving import MAX_STREAMS
     # An earlier test's browser may still hold a slot for a moment: the server frees it when its
@@ -338,6 +359,35 @@ def test_streams_beyond_the_cap_get_503_until_one_leaves(bare):
     wait_for(lambda: _stream_opens(bare.url), "a slot freed by the viewer that left")
     for r in open_:
         r.close()
+
+
+def test_viewers_that_never_read_are_closed_and_free_their_slots(tmp_path):
+    """Before: MAX_STREAMS clients that asked for the stream and never read held every slot for
+    good (each thread blocked on a full buffer), and every later viewer got 503."""
+    from stickersort.sorter.serving import MAX_STREAMS, STALL_TIMEOUT
+    noise = tmp_path / "noise.mp4"  # big JPEGs: an unread connection's buffers fill within a second
+    writer = cv2.VideoWriter(str(noise), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for _ in range(25):
+        writer.write(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8))
+    writer.release()
+    served = Served("live", "--source", noise, "--loop", "--web", "127.0.0.1:0")
+    stalled = []
+    try:
+        for _ in range(MAX_STREAMS):
+            s = socket.create_connection(("127.0.0.1", served.port))
+            s.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n\r\n".encode())
+            stalled.append(s)
+        started = time.monotonic()
+        time.sleep(STALL_TIMEOUT / 3)
+        assert get_json(served.url + "/stream.mjpg")[0] == 503  # held, and nobody reading
+        wait_for(lambda: _stream_opens(served.url), "a slot freed by closing a stalled viewer",
+                 seconds=STALL_TIMEOUT + 30)
+        assert STALL_TIMEOUT - 1 < time.monotonic() - started < STALL_TIMEOUT + 15
+        assert get(served.url + "/state.json", timeout=10)[0] == 200
+    finally:
+        for s in stalled:
+            s.close()
+        assert served.stop() == 130 and "Traceback" not in "".join(served.stderr)
 
 
 def _stream_or_none(url):
