@@ -652,7 +652,7 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
 @cli.command()
 @click.argument("directory", type=click.Path())  # a str: Path("") would be the current folder
 @scan_options()
-@click.option("--settle", default=1.0, show_default=True, type=_Number(0.05),
+@click.option("--settle", default=1.0, show_default=True, type=_Number(0.05, 3600),
               help="Seconds a new or changed file's size and mtime must hold still before it is read")
 @click.option("--live", "with_live", is_flag=True, help="Also run the live preview (a window, or --web) in this process")
 @preview_options

@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..model.faces import quiet_stderr
+from ..model.inference import ModelError
 from . import media
 from .pipeline import read_file
 from .scan import Read, file_hash
@@ -39,7 +40,8 @@ CONNECT_SECONDS = 10  # to reach --address, before Ray's own minutes of retrying
 HTTP2_SETTINGS = 4
 HTTP2_OPENING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, HTTP2_SETTINGS, 0, 0, 0, 0, 0])
 # What a worker's error becomes in the driver, where the scan turns it into an error record.
-ERRORS = {"media": media.MediaError, "missing": FileNotFoundError, "permission": PermissionError}
+ERRORS = {"media": media.MediaError, "model": ModelError, "missing": FileNotFoundError,
+          "permission": PermissionError}
 
 
 class EngineError(Exception):
@@ -150,13 +152,21 @@ def connect(address=None):
     try:
         if address and address != "auto":
             _check_reachable(address)
-        # A local Ray stays on the loopback: nothing of it listens on the machine's network.
+    except (OSError, ValueError) as e:
+        raise EngineError(f"cannot reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    try:
+        # Without --address, a Ray of its own: not one RAY_ADDRESS names (a RayJob sets it) or a
+        # `ray start` left on this machine, which Ray would join and then refuse num_cpus for.
+        # Its node address is the loopback's (Ray's own servers still bind every interface).
         local = {} if address else {"num_cpus": os.cpu_count(), "_node_ip_address": "127.0.0.1"}
-        with quiet_stderr():  # where Ray took its log level from, said on fd 2 as it starts
-            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
+        with quiet_stderr(), _signals_kept():  # quiet: where Ray took its log level from, said on fd 2
+            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
-        raise EngineError(f"cannot reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if address and not os.environ.get("RAY_AUTH_MODE"):  # Ray itself names no cause for it
+            why += " (a cluster that requires a token needs RAY_AUTH_MODE=token and its token: docs/scale.md)"
+        raise EngineError(f"cannot reach {where}: {why}") from None
     # Its per-job notes, and its errors: a failed task reaches the scan as an exception, said in one
     # line there; a job a Ctrl-C left running logs tracebacks as Ray shuts down under it.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
@@ -164,6 +174,19 @@ def connect(address=None):
     context.enable_progress_bars = False  # the scan has its own; Ray's would interleave on stderr
     context.print_on_execution_start = False
     return True
+
+
+@contextlib.contextmanager
+def _signals_kept():
+    """ray.init puts a handler of its own on SIGTERM (sys.exit, wherever the scan is); the scan's
+    (sorter/interrupt.py: stop at the next safe point, exit 143) is put back."""
+    import signal
+    kept = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if kept is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, kept)
 
 
 def _check_reachable(address):
@@ -225,6 +248,8 @@ class Reader:
             clip, seen, vote = read_file(path, self.frames, self.detector, self.classifier)
         except media.MediaError as e:
             return "media", str(e)
+        except ModelError as e:  # NaN scores, say: this file's error record, as in a local scan
+            return "model", str(e)
         except FileNotFoundError:
             return "missing", path
         except PermissionError:

@@ -145,6 +145,11 @@ def _check_out(out, db):
         raise PathError(f"{lock} (the database's lock file) is not a plain file; remove it")
 
 
+def is_out(folder):
+    """Whether folder is marked as some database's OUT."""
+    return os.path.lexists(os.path.join(folder, OWNER_FILE))
+
+
 def out_owner(out):
     """The database OUT's marker names (a str), or None when it has none."""
     try:

@@ -17,7 +17,7 @@ from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import LAST_COPY, Entries, Linker
-from .paths import PathError, bare, key_path, path_key, within
+from .paths import PathError, bare, is_out, key_path, path_key, within
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
@@ -133,7 +133,8 @@ def _inline(fn, *args):
 
 
 def walk(root, skip=(), follow_links=False, unreadable=None):
-    """Media files under root (paths as str), sorted, never entering `skip` (OUT), a folder twice
+    """Media files under root (paths as str), sorted, never entering `skip` (OUT), a folder marked
+    as any database's OUT (paths.is_out: its entries are stickersort's, no originals), a folder twice
     (symlink loops) nor, below root, a file system that holds no files (/proc, /sys: no blocks). A
     folder it cannot list (no permission, path too long) goes into the list `unreadable` as (path,
     reason): its files are not known to be gone."""
@@ -162,7 +163,7 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
         subfolders = []
         for entry in entries:
             if _is_folder(entry, follow_links):
-                if not within(os.path.realpath(entry.path), skip):
+                if not within(os.path.realpath(entry.path), skip) and not is_out(entry.path):
                     subfolders.append((entry.path, st.st_dev))
             elif _is_media_name(entry.name) and (follow_links or not entry.is_symlink()) \
                     and not within(entry.path if exact else os.path.realpath(entry.path), skip):

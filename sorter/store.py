@@ -415,10 +415,21 @@ class Store:
     def move(self, old, new, root, name):
         """A file renamed on disk keeps its record (watch)."""
         with self._writing():
-            self.db.execute("update faces set file = ? where file = ?", [new, old])
-            self.db.execute("update files set path = ?, root = ?, name = ? where path = ?",
-                            [new, root, name, old])
-            self.db.execute("update links set file = ? where file = ?", [new, old])
+            self._move(old, new, root, name)
+
+    def swap(self, a, b, root, name_of):
+        """Two files that traded places (renameat2's RENAME_EXCHANGE) trade records (watch).
+        name_of(key): the name column for a key."""
+        between = a + "\0"  # no path holds a NUL: a key no record has
+        with self._writing():
+            self._move(a, between, root, name_of(b))
+            self._move(b, a, root, name_of(a))
+            self._move(between, b, root, name_of(b))
+
+    def _move(self, old, new, root, name):
+        self.db.execute("update faces set file = ? where file = ?", [new, old])
+        self.db.execute("update files set path = ?, root = ?, name = ? where path = ?", [new, root, name, old])
+        self.db.execute("update links set file = ? where file = ?", [new, old])
 
     def set_label(self, path, label, user_label):
         """A file's label and the user's own (`stickersort label`: both the same, and no scan

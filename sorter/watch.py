@@ -27,12 +27,13 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from . import media
-from .paths import key_path, path_key, shown, within
+from .paths import is_out, key_path, path_key, shown, within
 from .scan import Scanner, Summary, file_hash, walk
 from .vote import said
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
 RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one rescan this often
+SETTINGS_CHECK_S = 1.0  # how often the watch looks for a scan's new settings for DIR (_check_settings)
 WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
@@ -134,6 +135,8 @@ class Watcher:
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
         self.gone = {}  # key of a deleted file's record -> when it went
         self.parked = set()  # keys of gone records moved aside while another file has their name (_park)
+        self.exchanged = set()  # (src, dest) of moves an exchange's first half has done (_exchange)
+        self.settings_checked = 0.0
         self.lost = False  # events were lost (the kernel's queue overflowed): rescan
         self.rescanned = -RESCAN_GAP_S
         self.scanner = self.observer = None
@@ -157,6 +160,7 @@ class Watcher:
                 if self.root_gone or _moved_or_gone(self.root, self.place):  # its events would name paths no longer there
                     raise WatchError(f"{shown(self.root)} was moved or deleted: the watch stopped, its records kept "
                                      f"(watch or scan it where it is now; `stickersort prune` forgets what is gone)")
+                self._check_settings()
                 self._take(timeout=min(0.2, self.settle / 2))
                 self._rescan_if_lost()
                 self._classify_settled(stop)
@@ -192,6 +196,22 @@ class Watcher:
         observer.schedule(_Queue(self.events), str(self.root), recursive=True)
         observer.start()
         return observer
+
+    def _check_settings(self):
+        """A scan of DIR (or of a folder above it) given another --out, --link-mode or
+        --min-confidence while the watch runs: filing on by its own, the watch would undo them
+        file by file, so it stops (a WatchError) for the user to start it again."""
+        now = time.monotonic()
+        if now - self.settings_checked < SETTINGS_CHECK_S:
+            return
+        self.settings_checked = now
+        last = self.scanner.store.settings_for(path_key(self.root))
+        mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
+                "min_confidence": self.options.min_confidence}
+        changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last and last[k] != mine[k]]
+        if changed:
+            raise WatchError(f"{shown(self.root)} was scanned with {', '.join(changed)} while the watch ran: the "
+                             f"watch stopped, its records kept (watch again to follow them)")
 
     def _take(self, timeout):
         """Handle every queued event, waiting up to `timeout` for the first."""
@@ -260,9 +280,18 @@ class Watcher:
 
     def _wanted(self, path):
         real = os.path.realpath(path)
-        if not media.is_media(path) or within(real, self.skip):
+        if not media.is_media(path) or within(real, self.skip) or self._in_an_out(path):
             return False
         return self.options.follow_links or not os.path.islink(path)
+
+    def _in_an_out(self, path):
+        """Whether path lies in a folder under DIR marked as an OUT (the walk skips those too)."""
+        folder = Path(path).parent
+        while folder != self.root and self.root in folder.parents:
+            if is_out(folder):
+                return True
+            folder = folder.parent
+        return False
 
     def _there(self, path):
         """Still a file a scan would read: there, and not a link unless links are followed."""
@@ -271,22 +300,46 @@ class Watcher:
     def _moved(self, src, dest, is_directory):
         if is_directory:
             return  # watchdog reports each file inside as moved too
-        self.pending.pop(src, None)
         old, new = path_key(src), path_key(dest)
+        if (old, new) in self.exchanged:  # the second half of an exchange, done at the first
+            self.exchanged.discard((old, new))
+            return
+        self.pending.pop(src, None)
         store = self.scanner.store
         if not self._wanted(dest):
             self._deleted(src, False)
             self._deleted(dest, False)  # a link renamed over a recorded sticker (ln -sf)
             return
         if store.get(old):
+            theirs = store.get(new)
             if new in self.gone:  # renamed over a sticker that left a moment ago: a swap, perhaps
                 self._park(new)
-            elif store.get(new):  # renamed over another sticker: that one is gone
+            elif theirs and self._wanted(src) and self._holds(src, theirs):
+                return self._exchange(src, dest)
+            elif theirs:  # renamed over another sticker: that one is gone
                 self.scanner.forget(new)
                 self.report({"event": "removed", "path": new})
             self._move_record(old, dest)
         # Classified as usual once settled: unchanged, so only its link follows it.
         self.pending[dest] = None
+
+    @staticmethod
+    def _holds(path, row):
+        """Whether the file at path has the recorded content of row."""
+        try:
+            return file_hash(path) == row["hash"]
+        except (OSError, media.MediaError):
+            return False
+
+    def _exchange(self, a, b):
+        """Two stickers that traded places at once (renameat2's RENAME_EXCHANGE, `mv --exchange`),
+        reported as two moves: each keeps its record, label and all, under its new name."""
+        old, new = path_key(a), path_key(b)
+        self.scanner.store.swap(old, new, path_key(self.root), lambda key: path_key(Path(key_path(key)).name))
+        self.exchanged.add((new, old))
+        for path in (a, b):
+            self.pending[path] = None  # links follow their files once settled
+            self.report(self._filed("changed", path_key(path)))
 
     def _deleted(self, path, is_directory):
         """A file, or a whole folder (removed, or moved out of DIR: then its files go unreported),

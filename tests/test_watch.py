@@ -229,6 +229,64 @@ def test_two_files_swapped_through_a_name_that_is_no_stickers_keep_their_records
     check_consistent(watch)
 
 
+def test_a_scan_with_other_settings_stops_the_watch_and_its_out_is_no_sticker(watch, tmp_path):
+    """Before: the watch filed on by the settings it started with, pulling the scan's links back
+    into its own OUT file by file, and recorded the scan's entries in an OUT inside DIR (copies
+    here) as new stickers, filing copies of copies."""
+    memes = watch.dir
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(memes), "--db", str(watch.db),
+                              "--out", str(memes / "sorted"), "--link-mode", "copy", "-q"], capture_output=True, text=True)
+    assert scanned.returncode == 0, scanned.stderr
+    watch.proc.wait(timeout=60)
+    time.sleep(0.5)  # its last lines, through the reader thread
+    while not watch.lines.empty():
+        watch.log.append(watch.lines.get())
+    assert watch.proc.returncode == 2 and watch.log[-1].strip() == (
+        f"Error: {memes} was scanned with --out {memes / 'sorted'}, --link-mode copy while the watch ran: the watch "
+        f"stopped, its records kept (watch again to follow them)")
+    again = Watch(tmp_path, "--out", str(memes / "sorted"))  # as the scan left it
+    try:
+        hopper(200).save(memes / "new.png")
+        wait_for(lambda: "new.png" in again.rows(), "the new sticker to be filed")
+        time.sleep(2 * SETTLE + 1)
+        assert sorted(again.rows()) == ["hopper.png", "new.png"]  # nothing under sorted/
+        assert again.stop() == 130
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+
+
+def _exchange(a, b):
+    """renameat2(a, b, RENAME_EXCHANGE), as `mv --exchange` does: the two names trade files at once."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("needs renameat2 (glibc 2.28)")
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2):  # AT_FDCWD, RENAME_EXCHANGE
+        pytest.skip(f"RENAME_EXCHANGE refused here: {os.strerror(ctypes.get_errno())}")
+
+
+def test_two_labelled_files_exchanged_at_once_keep_their_records(watch, tmp_path):
+    """Before: of the two moves an exchange is reported as, the first forgot the other file's
+    record (its label with it) and the second dropped the other file unfiled: no record, no link."""
+    memes = tmp_path / "memes"
+    Image.open(SAMPLES / "astronaut.jpg").save(memes / "other.png")
+    wait_for(lambda: "other.png" in watch.rows(), "other.png's record")
+    for name, label in (("hopper.png", "angry"), ("other.png", "sad")):
+        labelled = subprocess.run([sys.executable, "-m", "stickersort.sorter", "label", str(memes / name), label,
+                                   "--db", str(watch.db)], capture_output=True, text=True)
+        assert labelled.returncode == 0, labelled.stderr
+    hashes = {name: row["hash"] for name, row in watch.rows().items()}
+    _exchange(memes / "hopper.png", memes / "other.png")
+    wait_for(lambda: {name: (row["hash"], row["user_label"]) for name, row in watch.rows().items()} == {
+        "hopper.png": (hashes["other.png"], "sad"), "other.png": (hashes["hopper.png"], "angry")},
+        "the records and labels to follow their files")
+    wait_for(lambda: watch.links() == {"sad/hopper.png": "hopper.png", "angry/other.png": "other.png"},
+             "the links to follow their files")
+    assert watch.stop() == 130
+    check_consistent(watch)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_named_as_a_sticker_while_a_deleted_file_awaits_its_move_is_an_error_record(watch, tmp_path):
     """Before: the watch, looking for the deleted file's content in the newcomer to pair them as a
