@@ -164,7 +164,7 @@ def connect(address=None):
                      log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if address and not os.environ.get("RAY_AUTH_MODE"):  # Ray itself names no cause for it
+        if address and "Failed to connect" in why and not os.environ.get("RAY_AUTH_MODE"):  # Ray names no cause
             why += " (a cluster that requires a token needs RAY_AUTH_MODE=token and its token: docs/scale.md)"
         raise EngineError(f"cannot reach {where}: {why}") from None
     # Its per-job notes, and its errors: a failed task reaches the scan as an exception, said in one

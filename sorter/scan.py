@@ -17,7 +17,7 @@ from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import LAST_COPY, Entries, Linker
-from .paths import PathError, bare, is_out, key_path, path_key, within
+from .paths import OWNER_FILE, PathError, bare, is_out, key_path, path_key, within
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
@@ -132,14 +132,15 @@ def _inline(fn, *args):
     return job
 
 
-def walk(root, skip=(), follow_links=False, unreadable=None):
-    """Media files under root (paths as str), sorted, never entering `skip` (OUT), a folder marked
-    as any database's OUT (paths.is_out: its entries are stickersort's, no originals), a folder twice
+def walk(root, skip=(), follow_links=False, unreadable=None, outs=None):
+    """Media files under root (paths as str), sorted, never entering `skip` (OUT), a folder twice
     (symlink loops) nor, below root, a file system that holds no files (/proc, /sys: no blocks). A
     folder it cannot list (no permission, path too long) goes into the list `unreadable` as (path,
-    reason): its files are not known to be gone."""
+    reason), and one marked as some database's OUT (paths.is_out: its entries are links and
+    copies) into the list `outs`: the files of either are not known to be gone."""
     skip = tuple(os.path.realpath(s) for s in skip)
     unreadable = [] if unreadable is None else unreadable
+    outs = [] if outs is None else outs
     seen = set()
     stack = [(str(root), None)]
     while stack:
@@ -163,7 +164,11 @@ def walk(root, skip=(), follow_links=False, unreadable=None):
         subfolders = []
         for entry in entries:
             if _is_folder(entry, follow_links):
-                if not within(os.path.realpath(entry.path), skip) and not is_out(entry.path):
+                if within(os.path.realpath(entry.path), skip):
+                    continue
+                if is_out(entry.path):
+                    outs.append(entry.path)
+                else:
                     subfolders.append((entry.path, st.st_dev))
             elif _is_media_name(entry.name) and (follow_links or not entry.is_symlink()) \
                     and not within(entry.path if exact else os.path.realpath(entry.path), skip):
@@ -246,8 +251,8 @@ class Scanner:
         # Taken before the walk: a file recorded later (by another scan or a watch, after this
         # walk passed) is not one that vanished.
         known = self._read_ahead(root)
-        unreadable = []
-        paths = list(walk(root, skip, self.options.follow_links, unreadable)) if only == root else [str(only)]
+        unreadable, outs = [], []
+        paths = list(walk(root, skip, self.options.follow_links, unreadable, outs)) if only == root else [str(only)]
         if not paths and known and bare(root):
             files = f"{len(known)} {'file is' if len(known) == 1 else 'files are'}"
             raise PathError(f"{root} is empty, but {files} recorded from it (a drive not mounted?): "
@@ -256,8 +261,10 @@ class Scanner:
             self.store.remember(path_key(root), path_key(self.options.out), self.options.link_mode,
                                 self.options.min_confidence)
         self._unreadable(unreadable, summary)
+        for folder in outs:
+            self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
+        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder in [f for f, _ in unreadable] + outs)
         if only != root:  # the folder's other files are not this scan's business
             known &= {path_key(only)}
         self._labels_left = self._labels_of(k for k in known.difference(map(path_key, paths))

@@ -34,6 +34,7 @@ from .vote import said
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
 RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one rescan this often
 SETTINGS_CHECK_S = 1.0  # how often the watch looks for a scan's new settings for DIR (_check_settings)
+PAIR_WAIT_S = 0.05  # how long a move waits for the move back that would make it an exchange
 WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
@@ -107,6 +108,10 @@ class WatchError(Exception):
     """The watched folder itself moved or went; one line for the user."""
 
 
+def _a_move(event):
+    return event not in (None, OVERFLOW) and event.event_type == "moved" and not event.is_directory
+
+
 def _moved_or_gone(folder, place):
     """Whether nothing, or another folder, is at folder's path now (place: its device and inode
     when the watch began). A folder deleted and made again can take back its inode: the watch
@@ -135,8 +140,7 @@ class Watcher:
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
         self.gone = {}  # key of a deleted file's record -> when it went
         self.parked = set()  # keys of gone records moved aside while another file has their name (_park)
-        self.exchanged = set()  # (src, dest) of moves an exchange's first half has done (_exchange)
-        self.settings_checked = 0.0
+        self.settings_checked, self.settings_since = 0.0, ""
         self.lost = False  # events were lost (the kernel's queue overflowed): rescan
         self.rescanned = -RESCAN_GAP_S
         self.scanner = self.observer = None
@@ -154,6 +158,8 @@ class Watcher:
         self.observer = self._observe()
         try:
             summary = self.scanner.scan(self.root, progress=progress, stop=stop)
+            # As of its own scan: settings from before (a parent's, which `forget DIR` leaves) are not new.
+            self.settings_since = (self.scanner.store.settings_for(path_key(self.root)) or {}).get("scanned_at", "")
             if on_scanned:
                 on_scanned(summary)
             while not stop.is_set():
@@ -209,18 +215,34 @@ class Watcher:
         mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
                 "min_confidence": self.options.min_confidence}
         changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last and last[k] != mine[k]]
-        if changed:
+        if changed and last["scanned_at"] >= self.settings_since:
             raise WatchError(f"{shown(self.root)} was scanned with {', '.join(changed)} while the watch ran: the "
                              f"watch stopped, its records kept (watch again to follow them)")
 
     def _take(self, timeout):
-        """Handle every queued event, waiting up to `timeout` for the first."""
+        """Handle every queued event, waiting up to `timeout` for the first. A move straight back
+        (a to b, then b to a) is an exchange, handled whole (_exchange)."""
         try:
-            self._handle(self.events.get(timeout=timeout))
-            while True:
-                self._handle(self.events.get_nowait())
+            events = [self.events.get(timeout=timeout)]
         except queue.Empty:
-            pass
+            return
+        while True:
+            try:  # an exchange's second move may be a moment behind its first
+                events.append(self.events.get(timeout=PAIR_WAIT_S) if any(map(_a_move, events))
+                              else self.events.get_nowait())
+            except queue.Empty:
+                break
+        # Their folder's "modified" between the two moves says nothing the moves do not.
+        events = [e for e in events if e == OVERFLOW or not (e.is_directory and e.event_type == "modified")]
+        i = 0
+        while i < len(events):
+            event, then = events[i], events[i + 1] if i + 1 < len(events) else None
+            if _a_move(event) and _a_move(then) and (then.src_path, then.dest_path) == (event.dest_path, event.src_path) \
+                    and self._exchange(os.fsdecode(event.src_path), os.fsdecode(event.dest_path)):
+                i += 2
+                continue
+            self._handle(event)
+            i += 1
 
     def _handle(self, event):
         if event == OVERFLOW:
@@ -238,7 +260,7 @@ class Watcher:
         elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
             if self._wanted(src):
                 self.pending.setdefault(src, None)
-            else:
+            elif not self._in_an_out(src):  # an OUT's entries are none of the watch's business
                 self._deleted(src, False)  # a recorded sticker swapped for a link: gone, as a scan sees it
 
     def _check_room(self):
@@ -261,8 +283,8 @@ class Watcher:
         match (new, changed or moved here) waits to settle like any new file; a record whose file
         is not there is gone (and paired by content with a file moved elsewhere, as usual)."""
         recorded = self.scanner.store.signatures_under(path_key(self.root))
-        unreadable, on_disk = [], set()
-        for path in walk(self.root, self.skip, self.options.follow_links, unreadable):
+        unreadable, outs, on_disk = [], [], set()
+        for path in walk(self.root, self.skip, self.options.follow_links, unreadable, outs):
             key = path_key(path)
             on_disk.add(key)
             try:
@@ -272,7 +294,7 @@ class Watcher:
             if recorded.get(key) != (st.st_size, st.st_mtime_ns):
                 self.pending.setdefault(os.fspath(path), None)
         # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder, _ in unreadable)
+        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder in [f for f, _ in unreadable] + outs)
         now = time.monotonic()
         for key in sorted(recorded.keys() - on_disk):  # reported gone in path order, the same on every run
             if not key.startswith(hidden):
@@ -301,9 +323,6 @@ class Watcher:
         if is_directory:
             return  # watchdog reports each file inside as moved too
         old, new = path_key(src), path_key(dest)
-        if (old, new) in self.exchanged:  # the second half of an exchange, done at the first
-            self.exchanged.discard((old, new))
-            return
         self.pending.pop(src, None)
         store = self.scanner.store
         if not self._wanted(dest):
@@ -311,35 +330,28 @@ class Watcher:
             self._deleted(dest, False)  # a link renamed over a recorded sticker (ln -sf)
             return
         if store.get(old):
-            theirs = store.get(new)
             if new in self.gone:  # renamed over a sticker that left a moment ago: a swap, perhaps
                 self._park(new)
-            elif theirs and self._wanted(src) and self._holds(src, theirs):
-                return self._exchange(src, dest)
-            elif theirs:  # renamed over another sticker: that one is gone
+            elif store.get(new):  # renamed over another sticker: that one is gone
                 self.scanner.forget(new)
                 self.report({"event": "removed", "path": new})
             self._move_record(old, dest)
         # Classified as usual once settled: unchanged, so only its link follows it.
         self.pending[dest] = None
 
-    @staticmethod
-    def _holds(path, row):
-        """Whether the file at path has the recorded content of row."""
-        try:
-            return file_hash(path) == row["hash"]
-        except (OSError, media.MediaError):
-            return False
-
     def _exchange(self, a, b):
-        """Two stickers that traded places at once (renameat2's RENAME_EXCHANGE, `mv --exchange`),
-        reported as two moves: each keeps its record, label and all, under its new name."""
+        """Two stickers that traded names at once (renameat2's RENAME_EXCHANGE, `mv --exchange`),
+        reported as a move and the move back: each keeps its record, label and all, under its new
+        name. False (nothing done) unless both are recorded stickers the watch follows."""
         old, new = path_key(a), path_key(b)
-        self.scanner.store.swap(old, new, path_key(self.root), lambda key: path_key(Path(key_path(key)).name))
-        self.exchanged.add((new, old))
+        store = self.scanner.store
+        if not (self._wanted(a) and self._wanted(b) and store.get(old) and store.get(new)):
+            return False
+        store.swap(old, new, path_key(self.root), lambda key: path_key(Path(key_path(key)).name))
         for path in (a, b):
             self.pending[path] = None  # links follow their files once settled
             self.report(self._filed("changed", path_key(path)))
+        return True
 
     def _deleted(self, path, is_directory):
         """A file, or a whole folder (removed, or moved out of DIR: then its files go unreported),
@@ -426,6 +438,8 @@ class Watcher:
                 self._classify(path)
 
     def _classify(self, path):
+        if self._in_an_out(path):  # marked as an OUT since its event (an OUT copied in, marker last)
+            return
         key = path_key(path)
         if self.gone and not self.scanner.store.get(key):
             self._adopt(path)

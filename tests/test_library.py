@@ -287,6 +287,25 @@ def test_a_scan_of_a_scanned_folder_found_empty_forgets_nothing(cli, tmp_path):
     check_db(db)
 
 
+def test_a_folder_made_another_databases_out_keeps_its_records(cli, tmp_path):
+    """Scans skip a folder marked as an OUT (its entries are links and copies). Before that was
+    made safe, a folder of originals another database had used as its OUT was skipped and its
+    files' records forgotten as vanished, the user's labels with them."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    keep = src / "keep"
+    keep.mkdir()
+    (src / "two_faces.jpg").rename(keep / "two_faces.jpg")
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    before = _labels(db)
+    assert before["two_faces.jpg"] == ("sad", "sad")
+    assert cli("scan", tmp_path / "drive", "--out", keep, "--db", tmp_path / "other.db", "-q").exit_code == 0
+    result = cli("scan", src, "--out", out, "--db", db)
+    assert result.exit_code == 0 and f"{keep}: an OUT (it holds .stickersort-db): not scanned, its files' records kept" \
+        in result.stderr
+    assert _labels(db) == before
+    check_out(out, db)
+
+
 def test_a_label_follows_its_file_renamed_between_scans(cli, tmp_path):
     """Before: the renamed file was read as new and its old record forgotten, the label with it."""
     src, out, db = _labelled_library(cli, tmp_path)

@@ -256,6 +256,28 @@ def test_a_scan_with_other_settings_stops_the_watch_and_its_out_is_no_sticker(wa
             again.proc.kill()
 
 
+def test_forgetting_dir_under_the_watch_is_no_change_of_its_settings(tmp_path):
+    """`forget DIR` drops DIR's settings; a parent's older ones then stand for DIR. Before: the
+    watch took them for a scan's new ones and stopped."""
+    parent = tmp_path / "lib"
+    (parent / "memes").mkdir(parents=True)
+    hopper().save(parent / "memes" / "hopper.png")
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(parent), "--db",
+                              str(tmp_path / "s.db"), "--out", str(tmp_path / "outA"), "-q"], capture_output=True, text=True)
+    assert scanned.returncode == 0, scanned.stderr
+    w = Watch(parent, "--min-confidence", "0.3")  # its own settings: OUT and threshold other than the parent's
+    try:
+        forgot = subprocess.run([sys.executable, "-m", "stickersort.sorter", "forget", str(w.dir), "--db", str(w.db)],
+                                capture_output=True, text=True)
+        assert forgot.returncode == 0, forgot.stderr
+        time.sleep(3)
+        assert w.proc.poll() is None, "".join(w.log)
+        assert w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
 def _exchange(a, b):
     """renameat2(a, b, RENAME_EXCHANGE), as `mv --exchange` does: the two names trade files at once."""
     import ctypes
