@@ -153,7 +153,7 @@ def connect(address=None):
         if address and address != "auto":
             _check_reachable(address)
     except (OSError, ValueError) as e:
-        raise EngineError(f"cannot reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise EngineError(f"cannot reach {where}: {_first_line(e)}") from None
     try:
         # Without --address, a Ray of its own: not one RAY_ADDRESS names (a RayJob sets it) or a
         # `ray start` left on this machine, which Ray would join and then refuse num_cpus for.
@@ -163,7 +163,7 @@ def connect(address=None):
             ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = _first_line(e)
         if address and "Failed to connect" in why and not os.environ.get("RAY_AUTH_MODE"):  # Ray names no cause
             why += " (a cluster that requires a token needs RAY_AUTH_MODE=token and its token: docs/scale.md)"
         raise EngineError(f"cannot reach {where}: {why}") from None
@@ -174,6 +174,10 @@ def connect(address=None):
     context.enable_progress_bars = False  # the scan has its own; Ray's would interleave on stderr
     context.print_on_execution_start = False
     return True
+
+
+def _first_line(e):
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 @contextlib.contextmanager

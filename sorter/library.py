@@ -153,12 +153,13 @@ def forget(db_path, path, dry_run=False, report=None):
     them; the files themselves are never touched. report(action, path) hears each step."""
     if not str(path).strip():
         raise LibraryError("an empty PATH would mean the current folder; name it (`.`) if that is meant")
+    named = _keys(path)
     with _forgetting_store(db_path, dry_run) as store:
-        keys = {k for key in _keys(path) for k in store.paths_within(key)}
+        keys = {k for key in named for k in store.paths_within(key)}
         if not keys:  # an entry in OUT, as show and label take it (in every link mode)
-            keys = {row["path"] for key in _keys(path) if (row := _linked(store, key))}
+            keys = {row["path"] for key in named if (row := _linked(store, key))}
         if not dry_run:
-            for key in _keys(path):
+            for key in named:
                 store.forget_folders(key)  # what its scans were told, too
         return _forget(store, sorted(keys), dry_run, report)
 

@@ -176,6 +176,12 @@ def walk(root, skip=(), follow_links=False, unreadable=None, outs=None):
         stack.extend(reversed(subfolders))
 
 
+def unwalked(unreadable, outs):
+    """The key prefixes of the folders a walk did not look into (walk's `unreadable` and `outs`):
+    the recorded files under them are not known to be gone."""
+    return tuple(path_key(folder).rstrip(os.sep) + os.sep for folder in [f for f, _ in unreadable] + outs)
+
+
 def _is_media_name(name):
     """media.is_media(name) without making a Path of every name: the same suffix, taken as
     PurePath.suffix takes it."""
@@ -264,11 +270,10 @@ class Scanner:
         for folder in outs:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder in [f for f, _ in unreadable] + outs)
+        hidden = unwalked(unreadable, outs)
         if only != root:  # the folder's other files are not this scan's business
             known &= {path_key(only)}
-        self._labels_left = self._labels_of(k for k in known.difference(map(path_key, paths))
-                                            if not k.startswith(hidden))
+        self._labels_left = self._labels_of(known, paths, hidden)
         seen = set()
         pool = self._readers()
         ahead = getattr(pool, "ahead", 2 * self.options.jobs)
@@ -314,6 +319,7 @@ class Scanner:
         Returns the files recorded from root (those that may have vanished). Dropped when the
         scan ends (root None): watch's events, one by one, go the per-file way."""
         self._entries, self._folders, self._unchanged_as = Entries(self.linker), {}, {}
+        self._labelled = {}  # key -> (hash, the user's label), of the files recorded from root
         known = set()
         if root is None:
             return known
@@ -321,6 +327,8 @@ class Scanner:
         for row in self.store.files_within(root_key):
             if row["root"] == root_key:
                 known.add(row["path"])
+                if row["user_label"] and row["hash"]:
+                    self._labelled[row["path"]] = (row["hash"], row["user_label"])
             unchanged = self._when_unchanged(row)
             if unchanged:
                 self._unchanged_as[row["path"]] = unchanged
@@ -520,15 +528,16 @@ class Scanner:
         if user:
             record.update(label=user, user_label=user)
 
-    def _labels_of(self, gone):
-        """The user's labels of recorded files the walk did not find (renamed or moved within DIR
-        since the last scan, or deleted), by content, each {key: label} by path: a new file of
-        that content takes one."""
+    def _labels_of(self, known, paths, hidden):
+        """The user's labels of the files of `known` the walk (`paths`) did not find, outside the
+        folders it did not look into (`hidden`): renamed or moved within DIR since the last scan,
+        or deleted. By content, each {key: label} by path: a new file of that content takes one.
+        From what _read_ahead kept of the labelled records: none, no work."""
+        labelled = {k: v for k, v in self._labelled.items() if k in known and not k.startswith(hidden)}
         labels = {}
-        for key in sorted(gone):
-            row = self.store.get(key)
-            if row and row["user_label"] and row["hash"]:
-                labels.setdefault(row["hash"], {})[key] = row["user_label"]
+        for key in sorted(labelled.keys() - set(map(path_key, paths)) if labelled else ()):
+            digest, label = labelled[key]
+            labels.setdefault(digest, {})[key] = label
         return labels
 
     def _refiled(self, key, old):

@@ -370,7 +370,7 @@ class Store:
         character after '/')."""
         prefix = folder.rstrip("/")
         cursor = self.db.conn.execute(
-            "select f.path, f.root, f.size, f.mtime_ns, f.model_id, f.error, f.label, f.guess, f.confidence, "
+            "select f.path, f.root, f.hash, f.size, f.mtime_ns, f.model_id, f.error, f.label, f.guess, f.confidence, "
             "f.user_label, l.link, l.mode, l.target, l.inode from files f left join links l on l.file = f.path "
             "and (select count(*) from links where file = f.path) = 1 where f.path >= ? and f.path < ?",
             [prefix + "/", prefix + "0"])

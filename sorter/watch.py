@@ -28,7 +28,7 @@ from watchdog.observers.polling import PollingObserver
 
 from . import media
 from .paths import is_out, key_path, path_key, shown, within
-from .scan import Scanner, Summary, file_hash, walk
+from .scan import Scanner, Summary, file_hash, unwalked, walk
 from .vote import said
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
@@ -294,7 +294,7 @@ class Watcher:
             if recorded.get(key) != (st.st_size, st.st_mtime_ns):
                 self.pending.setdefault(os.fspath(path), None)
         # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = tuple(path_key(folder).rstrip(os.sep) + os.sep for folder in [f for f, _ in unreadable] + outs)
+        hidden = unwalked(unreadable, outs)
         now = time.monotonic()
         for key in sorted(recorded.keys() - on_disk):  # reported gone in path order, the same on every run
             if not key.startswith(hidden):
