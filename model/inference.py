@@ -90,6 +90,9 @@ class Classifier:
             got = ", ".join(f"{i.name} {i.shape} {i.type}" for i in inputs)
             raise ModelError(f"model {self.path}: takes {got}, not one float input [N, 48, 48, 1] "
                              f"(48x48 gray faces)")
+        if isinstance(shape[0], int):  # else it fails at the first frame with two faces, or a batch
+            raise ModelError(f"model {self.path}: takes batches of {shape[0]} faces only; export it with the "
+                             f"batch size left open, [N, 48, 48, 1]")
         try:
             out = session.run(None, {inputs[0].name: np.zeros((1, *FACE_SHAPE), "float32")})[0]
         except Exception as e:

@@ -6,7 +6,7 @@ import os
 import shlex
 import sqlite3
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import click
@@ -179,7 +179,7 @@ WEB_DEFAULT = "127.0.0.1:8765"
 
 # Where the preview comes from and goes: live and watch --live.
 preview_options = _options(
-    click.option("--source", default="0", show_default=True, help="Camera index, video or GIF file, or stream URL"),
+    click.option("--source", default="0", show_default=True, help="Camera index, video or sticker file, or stream URL"),
     click.option("--web", metavar="[HOST:PORT]", is_flag=False, flag_value=WEB_DEFAULT, default=None,
                  help=f"Serve the preview as a web page instead of a window [{WEB_DEFAULT}]"),
     click.option("--loop", is_flag=True, help="Start a file source again when it ends"))
@@ -424,12 +424,13 @@ def stats(db, as_json):
               help="The run's folder: best.keras, stickernet.onnx, options.json, history.csv, metrics.json, plots")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last finished epoch (weights, optimizer, "
               "schedule); other options than the run's own (--epochs, --int8 aside) are refused")
-@click.option("--seed", default=Config.seed, show_default=True, help="Seeds weights, shuffling and augmentation")
+@click.option("--seed", default=Config.seed, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seeds weights, shuffling and augmentation")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default=Config.labels, show_default=True,
               help="blend: FER2013 labels with 30 % FER+ vote shares mixed into Training's targets")
 @click.option("--ferplus", type=click.Path(path_type=Path), default=Config.ferplus,
               help="FER+ votes file fer2013new.csv(.gz)")
-@click.option("--limit", type=click.IntRange(1), default=Config.limit, help="Train on N images only (a quick check)")
+@click.option("--limit", type=click.IntRange(1), default=Config.limit, help="Train on N images only, scored on N/4 of each test split (a quick check)")
 @click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=Config.init,
               help="Start from this .keras model (a new learning-rate cycle) instead of random weights; "
                    "an int8 .onnx export (the shipped model) has its float weights rebuilt, with --arch its arch")
@@ -461,17 +462,18 @@ def train(data, out, resume, quiet, **knobs):
     import_tensorflow()
     from ..model.inference import ModelError
     from ..training.data import DataError
-    from ..training.train import read_history, run
+    from ..training.report import command_line
+    from ..training.train import read_history, resume_hint, run
     out = _run_folder(out)
     try:
         metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
     except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
     except KeyboardInterrupt:
-        record = out / "options.json"
+        # This command, not the run's first: a resume may have given it more --epochs.
         click.echo(f"stickersort: interrupted after {len(read_history(out / 'history.csv'))} of {knobs['epochs']} "
-                   "epochs" + (f"; `{json.loads(record.read_text())['command']} --resume` goes on"
-                               if record.exists() else ""), err=True)
+                   "epochs" + (f"; `{resume_hint({'command': command_line()})}` goes on"
+                               if (out / "options.json").exists() else ""), err=True)
         raise click.exceptions.Exit(130)
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
                f"{metrics['privatetest_accuracy']:.4f}  (flip TTA {metrics['privatetest_accuracy_tta_flip']:.4f})")
@@ -565,9 +567,11 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
             check_writable(figures)
     model = model or SHIPPED_MODEL
     models = [Path(p) for p in (model, against) if p]
-    if stickers and any(p.suffix == ".keras" for p in models):
-        raise Fail("--stickers scans as `scan` does, with an .onnx model (train writes stickernet.onnx "
-                   "beside best.keras)")
+    if (stickers or pipeline) and any(p.suffix == ".keras" for p in models):
+        raise Fail(f"{'--stickers' if stickers else '--pipeline'} scans as `scan` does, with an .onnx model "
+                   f"(train writes stickernet.onnx beside best.keras)")
+    if ferplus and labels != "ferplus":  # else read by nothing, silently
+        raise Fail("--ferplus: the FER+ votes are read only with --labels ferplus")
     if figures:
         _need("--figures", "matplotlib")
     for path in models:
@@ -635,12 +639,14 @@ def live(source, web, db, loop, max_frames, detector, model, as_json):
     Without --web it opens a window (needs a display); with --json alone it runs without one.
     Ctrl-C, q in the window, or the end of a file source (unless --loop) ends it.
     """
+    from ..model.inference import ModelError
     from .interrupt import deferred
     from .live import LiveError, run_live
     _check_model(model)
     if db is not None:
         _open_store(db)  # a one-line error now rather than in the middle of the preview
-    with _failing(LiveError), deferred() as stop:  # Ctrl-C ends the run after the frame under way
+    # ModelError: a --model that passed the check on a blank face and fails on real ones.
+    with _failing(LiveError, ModelError), deferred() as stop:  # Ctrl-C ends the run after the frame under way
         stats = run_live(source, web, db, detector, model, loop, max_frames, window=not as_json, stop=stop,
                          echo=_echo(False))
     if as_json:
@@ -667,12 +673,15 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     kernel's queue overflowed) it rescans; past the inotify watch limit it polls. Ctrl-C stops (130)."""
     from .interrupt import deferred
     from .links import LinkError
-    from .live import LiveError, run_live
+    from .live import LiveError, check_preview, run_live
     from .paths import PathError
     from .scan import Options
     from .store import Store, StoreError
     from .watch import WatchError, run_watch
 
+    if with_live:  # a mistake in the preview's arguments, told before the first scan makes anything
+        with _failing(LiveError):
+            check_preview(source, web, model)
     root, out, db, link_mode, min_confidence = _scan_setup(directory, out, db, model, link_mode, min_confidence)
     with _failing(StoreError):
         Store(db)  # a one-line error now for an unusable database
@@ -817,6 +826,21 @@ def browse(db, host, port):
 
 
 def main():
+    try:
+        _main()
+    except SystemExit as e:
+        live = sys.modules.get(f"{__package__}.live")  # imported only by live and watch --live
+        if live and live.reads_in_flight():
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+            with suppress(OSError):  # a closed pipe (`| head`)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
+
+
+def _main():
     try:
         cli.main(prog_name="stickersort")
     except KeyboardInterrupt:

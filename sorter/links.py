@@ -25,6 +25,8 @@ import re
 import secrets
 import shutil
 import stat
+import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +37,7 @@ TEMPORARY = "tmp"  # a copy in flight, in the links table's mode column
 TMP_SUFFIX = ".stickersort-tmp"
 LAST_COPY = "keep (now the only copy)"  # what unlink_all reports for a copy it leaves to the user
 MTIME_STEP_NS = 2_000_000_000  # FAT's mtime resolution, the coarsest a copy may land on
+TURN_NOTE_S = 2  # how long a wait for the links turn goes unsaid
 # A name's share of the file system's 255 bytes, leaving room for "-<hash8>-999".
 MAX_NAME_BYTES = 255 - 30
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -129,7 +132,7 @@ class Linker:
         except OSError as e:
             raise LinkError(f"cannot use the lock file {lock}: {e.strerror}; remove it") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for_turn(fd, lock)
             yield
         finally:
             os.close(fd)
@@ -537,3 +540,21 @@ def _shortened(name):
     stem, suffix = os.path.splitext(name)
     stem = stem.encode()[:MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
     return re.sub(r"\\(x[0-9a-f]?)?$", "", stem) + suffix  # no \xNN escape cut in half
+
+
+def _wait_for_turn(fd, lock, note_after=TURN_NOTE_S):
+    """flock, saying so on stderr when another process keeps the turn for more than a moment: one
+    stopped with Ctrl-Z keeps it, and the wait is otherwise a silent hang."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the usual case: no thread for the note
+        return
+    except BlockingIOError:
+        pass
+    note = threading.Timer(note_after, lambda: print(f"waiting for {lock}: another stickersort is filing links",
+                                                     file=sys.stderr, flush=True))
+    note.daemon = True
+    note.start()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        note.cancel()

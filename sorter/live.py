@@ -29,7 +29,11 @@ from . import media, pipeline
 BOX = (60, 220, 60)  # BGR
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 STAGES = ("decode", "detect", "classify", "draw", "encode")
+NO_FILE = "no such file (give a camera index, a video or sticker file, or a stream URL)"
 HEAR_STOP_S = 0.05  # how often a wait on the capture looks at `stop`
+STALLED_S = 25.0  # a read that ends a stream after this long: FFmpeg's 30-s timeout, not the stream's end
+RELEASE_WAIT_S = 1.0  # how long release() waits for a read under way to end
+_ABANDONED = []  # capture threads still inside OpenCV after release() gave up waiting
 
 
 class LiveError(Exception):
@@ -44,15 +48,17 @@ def open_source(source, stop=None):
     if isinstance(target, int) or "://" in target:
         return _capture(source, target, stop)
     if not os.path.exists(target):
-        raise LiveError(f"--source {source}: no such file (give a camera index, a video or GIF file, or a stream URL)")
+        raise LiveError(f"--source {source}: {NO_FILE}")
     if stat.S_ISCHR(os.stat(target).st_mode):  # a camera's device node
         return _capture(source, target, stop)
+    if animation := _animation(target):
+        return animation
     try:
         with media.open_regular(target) as f:  # without blocking, and OpenCV opens this very file
             return _capture(source, media.fd_path(f), None)  # a file cannot stall: read in this thread
     except media.MediaError:
         raise LiveError(f"--source {source}: not a regular file (a FIFO, folder or socket); give a camera index, "
-                        f"a video or GIF file, or a stream URL") from None
+                        f"a video or sticker file, or a stream URL") from None
     except OSError as e:
         raise LiveError(f"--source {source}: cannot open: {e.strerror or e}") from None
 
@@ -73,6 +79,51 @@ def _capture(source, target, stop):
     return capture
 
 
+def _animation(path):
+    """An animated image as an Animation, or None (a still, a video, or no image Pillow reads:
+    OpenCV's to try). Read as the scan reads it: at most MAX_FRAMES frames, at most MAX_SIDE px."""
+    if os.path.splitext(path)[1].lower() not in media.IMAGE_SUFFIXES:
+        return None
+    try:
+        player = media.Player(path)
+    except (media.MediaError, OSError):
+        return None
+    if player.frames > 1 and player.read():
+        player.rewind()
+        return Animation(player)
+    player.close()
+    return None
+
+
+class Animation:
+    """An animated image played by media.Player through the few calls of cv2.VideoCapture's that
+    Live makes, at the pace its first frame declares."""
+
+    def __init__(self, player):
+        self.player, self.stopped = player, False
+        self._fps = 1 / player.read()[1]
+        player.rewind()
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return True
+
+    def get(self, prop):
+        return self._fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop, value):
+        if prop == cv2.CAP_PROP_POS_FRAMES and value == 0:
+            self.player.rewind()
+            return True
+        return False
+
+    def read(self):
+        frame = self.player.read()
+        return (True, cv2.cvtColor(frame[0], cv2.COLOR_RGB2BGR)) if frame else (False, None)
+
+    def release(self):
+        self.player.close()
+
+
 class Capture:
     """cv2.VideoCapture; given `stop`, its calls are made in a thread of its own while the caller
     waits for each, hearing `stop` meanwhile. OpenCV's FFmpeg waits up to 30 s on a stream that
@@ -82,9 +133,12 @@ class Capture:
 
     def __init__(self, stop=None):
         self.stop, self.stopped, self._cap = stop, False, None
+        self.stalled = None  # the seconds the read that ended a stalled stream waited
         self._jobs = queue.SimpleQueue() if stop is not None else None
+        self._thread = None
         if self._jobs is not None:
-            threading.Thread(target=self._serve, name="capture", daemon=True).start()
+            self._thread = threading.Thread(target=self._serve, name="capture", daemon=True)
+            self._thread.start()
 
     def _serve(self):
         while (job := self._jobs.get()) is not None:
@@ -120,11 +174,15 @@ class Capture:
         return self._cap is not None and self._call(lambda: self._cap.set(prop, value))
 
     def read(self):
+        started = time.monotonic()
         answer = self._call(self._cap.read) if self._cap is not None else None
+        if answer is not None and not answer[0] and time.monotonic() - started > STALLED_S:
+            self.stalled = time.monotonic() - started
         return answer if answer is not None else (False, None)
 
     def release(self):
-        """Without waiting: after the call under way, if one is."""
+        """After the call under way, if one is, waiting for it a moment: a stalled stream's may
+        take 30 s, and is then left to end alone (see reads_in_flight)."""
         if self._jobs is None:
             if self._cap is not None:
                 self._cap.release()
@@ -132,6 +190,16 @@ class Capture:
         if self._cap is not None:
             self._jobs.put((Future(), self._cap.release))
         self._jobs.put(None)
+        self._thread.join(RELEASE_WAIT_S)
+        if self._thread.is_alive():
+            _ABANDONED.append(self._thread)
+
+
+def reads_in_flight():
+    """Whether a released capture's thread is still inside OpenCV. Such a process must leave by
+    os._exit: a thread that comes back from C++ while Python shuts down aborts it (SIGABRT,
+    "FATAL: exception not rethrown")."""
+    return any(thread.is_alive() for thread in _ABANDONED)
 
 
 def window_problem():
@@ -390,6 +458,32 @@ def _distinct(rows, limit):
     return [r for r in rows if not (r["hash"] in seen or seen.add(r["hash"]))][:limit]
 
 
+def check_preview(source="0", web=None, model=None, window=True):
+    """What can be told of the preview's arguments without opening its source: raises LiveError
+    for a bad or busy address, no window to open, a missing model, a file or camera that is not
+    there. `watch --live` asks before its first scan, so that such a mistake leaves nothing.
+    Returns --web's (host, port), or None."""
+    from .web import parse_address, try_listening
+
+    try:
+        address = parse_address(web) if web is not None else None
+    except ValueError as e:
+        raise LiveError(str(e))
+    if window and web is None and (problem := window_problem()):
+        raise LiveError(problem)
+    if model is not None and not os.path.isfile(model):
+        raise LiveError(f"model file not found: {model}")
+    if source.isascii() and source.isdigit():
+        # OpenCV reads an index of 100 or more as a backend's (200: V4L2's camera 0): not checked.
+        if sys.platform.startswith("linux") and int(source) < 100 and not os.path.exists(f"/dev/video{source}"):
+            raise LiveError(f"--source {source}: no camera at index {source}")
+    elif "://" not in source and not os.path.exists(source):
+        raise LiveError(f"--source {source}: {NO_FILE}")
+    if address:
+        try_listening(*address)
+    return address
+
+
 def run_live(source="0", web=None, db=None, detector="blazeface", model=None, loop=False, max_frames=None,
              window=True, stop=None, echo=None):
     """The preview, in this thread, until it ends (the source's end unless loop, max_frames, stop,
@@ -399,24 +493,21 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
     stickers for the expression on screen are shown; window: without web, an OpenCV window (else
     frames are only counted, as `live --json` does). Raises LiveError, a one-line message, for a
     bad address, no window to open, a missing model file or a source that cannot be opened."""
-    from .web import parse_address, serve
+    from .web import serve
 
     echo = echo or (lambda message: None)
-    try:
-        address = parse_address(web) if web is not None else None
-    except ValueError as e:
-        raise LiveError(str(e))
-    if window and web is None and (problem := window_problem()):
-        raise LiveError(problem)
-    if model is not None and not os.path.isfile(model):
-        raise LiveError(f"model file not found: {model}")
+    address = check_preview(source, web, model, window)
     stop = stop if stop is not None else threading.Event()
     capture = open_source(source, stop)
-    matches = Matches(db) if db else None
-    showing = web is not None or window
-    live = Live(capture, Annotator(detector, model), source, loop, max_frames,
-                realtime=showing and os.path.isfile(source), encode=web is not None,
-                lines=matches.lines if matches and web is None else None, stop=stop)
+    try:
+        matches = Matches(db) if db else None
+        showing = web is not None or window
+        live = Live(capture, Annotator(detector, model), source, loop, max_frames,
+                    realtime=showing and os.path.isfile(source), encode=web is not None,
+                    lines=matches.lines if matches and web is None else None, stop=stop)
+    except BaseException:
+        capture.release()
+        raise
     show = Window(live) if window and web is None else None
     try:
         serve(live, *address, matches, echo=echo) if address else live.run(show)
@@ -428,4 +519,11 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
     if not live.stats.frames and not live.stop.is_set():
         # Opened, yet nothing came: a damaged file (FFmpeg's own complaint aside), a silent camera.
         raise LiveError(f"--source {source}: opened, but not one frame could be read from it")
+    if getattr(capture, "stalled", None) and not live.stop.is_set():  # not the end of a stream: its silence
+        raise LiveError(f"--source {source}: stopped sending frames (nothing for {capture.stalled:.0f} s) after "
+                        f"{live.stats.frames} frames")
+    if address and not live.stop.is_set() and live.stats.frames != max_frames:  # else the page just goes dead
+        n = live.stats.frames
+        again = " (--loop plays a file again)" if os.path.isfile(source) else ""
+        echo(f"the source ended after {n} frame{'s' if n != 1 else ''}; the preview stops{again}")
     return live.stats.as_dict()

@@ -225,6 +225,54 @@ def read(path, max_frames=8, cancel=None):
         return _read_pillow(f, size, max_frames, budget)
 
 
+class Player:
+    """An animated image's frames in order, decoded as `read` decodes them (its limits, white under
+    transparency, an APNG's default image passed over), for `live` to play: OpenCV reads only the
+    first frame of an animated WebP, and cannot rewind an APNG. MediaError if it cannot be opened."""
+
+    def __init__(self, path):
+        self._budget = Budget()
+        self._f = open_regular(path, self._budget)
+        try:
+            self._im = Image.open(self._f, formats=PILLOW_FORMATS)
+            _check_size(*self._im.size)
+            self.frames = _frame_count(self._im)
+        except BaseException as e:
+            self._f.close()
+            if isinstance(e, (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning)):
+                raise MediaError(f"cannot decode: {type(e).__name__}") from None
+            raise
+        self._first = 1 if self.frames > 1 and self._im.info.get("default_image") else 0
+        self._next = self._first
+
+    def read(self):
+        """(RGB frame, seconds on screen) of the next frame; None after the last one (or where a
+        file cut short ends)."""
+        if self._next >= self.frames:
+            return None
+        self._budget.restart()  # the clock counts one frame's decoding: the player may run for hours
+        try:
+            _step(self._im, self._next, self._budget)
+        except (*DECODE_ERRORS, MediaError):
+            self.frames = self._next
+            return None
+        self._next += 1
+        return _fit(_rgb(self._im)), _seconds(self._im.info.get("duration"))
+
+    def rewind(self):
+        """Back to the first frame, the file opened again: Pillow cannot seek an APNG back from
+        a frame before its last (a file cut short), and would stop at its first frame for good."""
+        if self._next != self._first:
+            self._f.seek(0)
+            self._im = Image.open(self._f, formats=PILLOW_FORMATS)  # not close(): it would close _f
+            self.frames = _frame_count(self._im)
+        self._next = self._first
+
+    def close(self):
+        self._im.close()
+        self._f.close()
+
+
 def _read_pillow(f, size, max_frames, budget):
     try:
         source, declared = _indexed(f, size)

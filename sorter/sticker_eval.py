@@ -73,6 +73,13 @@ def read_labels(folder):
     if missing:
         raise EvalError(f"{path}: {len(missing)} listed file{'s are' if len(missing) > 1 else ' is'} missing, "
                         f"e.g. {missing[0]}")
+    # Else scored as unreadable, wrong, without a word: the scan passes over links and other files.
+    from .media import is_media
+    unread = next((r["file"] for r in rows if (Path(folder) / r["file"]).is_symlink()
+                   or not is_media(r["file"])), None)
+    if unread:
+        raise EvalError(f"{path}: {unread} is not a file the scan reads (a link, or not a sticker by its name's "
+                        f"ending)")
     return {r["file"]: (r["label"], r.get("source") or "all") for r in rows}
 
 
@@ -85,7 +92,9 @@ def scan_records(folder, model=None, detector="blazeface", frames=8):
                           detector=detector, frames=frames)
         scanner = Scanner(options)
         scanner.scan(folder)
-        return {Path(r["path"]).name: r for r in scanner.store.db.query("select * from files")}
+        # DIR's own files: one of the same name in a subfolder is another file.
+        return {Path(r["path"]).name: r for r in scanner.store.db.query("select * from files")
+                if Path(r["path"]).parent == Path(r["root"])}
 
 
 def prediction(record):

@@ -50,6 +50,10 @@ class _Reading:
         return _dicts(self.conn.execute(sql, args))
 
 
+LOCK_WAIT_S = 60  # how long a write waits for another process's write lock
+LOCK_NOTE_S = 2  # and after how long it says that it waits
+
+
 @functools.lru_cache(maxsize=None)
 def _insert_sql(table, columns):
     return (f"insert into [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
@@ -221,9 +225,9 @@ class Store:
             self.db = None
 
     def _connect(self, target, uri=False, readonly=False):
-        conn = sqlite3.connect(target, timeout=60, isolation_level=None, uri=uri)
+        conn = sqlite3.connect(target, timeout=LOCK_WAIT_S, isolation_level=None, uri=uri)
         self.db = _Reading(conn) if readonly else _import_sqlite_utils().Database(conn)
-        self.db.execute("PRAGMA busy_timeout = 60000")
+        self.db.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000}")
 
     def _open_writable(self, create):
         if self.path.exists() and not os.access(self.path, os.W_OK):
@@ -331,7 +335,7 @@ class Store:
         inside that use atomic() become savepoints. An SQLite error (a full disk, a read-only
         file) undoes the transaction and is a one-line StoreError."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield
                 self.db.execute("COMMIT")
@@ -341,6 +345,28 @@ class Store:
                 raise
         except sqlite3.Error as e:
             raise StoreError(f"cannot write database {self.path}: {e}") from None
+
+    def _begin(self):
+        """BEGIN IMMEDIATE, saying so on stderr when another process holds the write lock for more
+        than a moment: a wait of up to a minute is otherwise a silent hang."""
+        self.db.execute(f"PRAGMA busy_timeout = {LOCK_NOTE_S * 1000}")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000}")
+        print(f"waiting for {self.path}: another process is writing to it "
+              f"(up to {LOCK_WAIT_S} s)", file=sys.stderr, flush=True)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            raise StoreError(f"database {self.path} stayed locked by another process for over {LOCK_WAIT_S} s; "
+                             f"nothing was written (is a stopped stickersort or another program holding it?)") from None
 
     def _rows(self, sql, args):
         """Rows as dicts, straight from the connection: sqlite-utils' query() wraps each read in

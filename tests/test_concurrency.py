@@ -1,10 +1,14 @@
 """Real `stickersort` processes sharing one database and OUT: three scans of one folder at once,
 and a scan beside a running watch while files arrive. No crash, no duplicate row or entry."""
+import fcntl
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +109,46 @@ def watch_and_scan(tmp_path):
     check_out(str(out), db)
     assert len(query(db, "select path from files where label is not null")) == 17
     assert tree_hash(src) == before
+
+
+@pytest.mark.parametrize("held", ["database", "links"])
+def test_a_write_that_waits_for_another_programs_lock_says_so(tmp_path, held):
+    """A label held up by another process's write lock on the database, or by its turn at the
+    links (a scan stopped with Ctrl-Z keeps it), says on stderr that it waits (else a silent
+    hang), and goes on once the lock is let go."""
+    src = sticker_folder(tmp_path / "memes")
+    out, db, err = tmp_path / "out", tmp_path / "s.db", tmp_path / "stderr.txt"
+    subprocess.run(stickersort(["scan", src, "--out", out, "--db", db, "-q"]), capture_output=True, check=False)
+    sticker = query(db, "select path from files where label is not null")[0]["path"]
+    with _held(db, held):
+        with err.open("w") as stderr:
+            label = subprocess.Popen(stickersort(["label", sticker, "surprise", "--db", db]),
+                                     stdout=subprocess.PIPE, stderr=stderr, text=True)
+        wait_for(lambda: label.poll() is not None or "waiting for" in err.read_text(), "the note", 30)
+        assert label.poll() is None  # still waiting, not failed
+    stdout, _ = finish(label)
+    assert label.returncode == 0, err.read_text()
+    assert err.read_text() == {
+        "database": f"waiting for {db}: another process is writing to it (up to 60 s)\n",
+        "links": f"waiting for {db}.lock: another stickersort is filing links\n"}[held]
+    assert "surprise" in stdout and (out / "surprise" / Path(sticker).name).is_symlink()
+    assert query(db, "select user_label from files where path = ?", [sticker])[0]["user_label"] == "surprise"
+
+
+@contextmanager
+def _held(db, what):
+    if what == "database":
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+    else:
+        fd = os.open(f"{db}.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -1,6 +1,7 @@
 """`stickersort live` without a screen: real clips of real faces, the shipped model."""
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -69,6 +70,42 @@ def test_a_file_source_ends_cleanly_or_loops(cli, tmp_path):
 def test_a_gif_is_a_source_too(cli, tmp_path):
     stats = live_json(cli, "--source", face_gif(tmp_path / "wave.gif"))
     assert stats["frames"] == 6 and stats["faces"] >= 4
+
+
+@pytest.mark.parametrize("kind", ["webp", "png"])
+def test_an_animated_webp_or_png_plays_every_frame_and_loops(cli, tmp_path, kind):
+    """Before: an animated WebP (as the sample stickers are) was "not one frame could be read",
+    and an APNG played once whatever --loop said (OpenCV cannot rewind it)."""
+    face = hopper().convert("RGBA").resize((200, 200))
+    frames = [face.rotate(angle) for angle in (0, 8, 16, 24, 32)]
+    path = tmp_path / f"spin.{kind}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    stats = live_json(cli, "--source", path)
+    assert stats["frames"] == 5 and stats["faces"] == 5
+    assert live_json(cli, "--source", path, "--loop", "--max-frames", 12)["frames"] == 12
+
+
+
+def test_a_cut_short_animation_plays_its_whole_frames_on_every_pass(tmp_path):
+    """Before (the review of the player): Pillow cannot seek an APNG back from a frame before its
+    last, so a cut-short APNG played once, then froze on its first frame."""
+    from stickersort.sorter.media import Player
+
+    face = hopper().convert("RGBA").resize((120, 120))
+    for kind in ("png", "gif"):  # a cut-short WebP is no file Pillow opens: OpenCV's to try
+        path = tmp_path / f"spin.{kind}"
+        face.save(path, save_all=True, append_images=[face.rotate(a) for a in (8, 16, 24, 32)], duration=100)
+        path.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.95)])
+        player = Player(path)
+        passes = []
+        for _ in range(3):
+            frames = []
+            while (frame := player.read()) is not None:
+                frames.append(frame[0])
+            passes.append(len(frames))
+            player.rewind()
+        player.close()
+        assert passes[0] >= 2 and passes == [passes[0]] * 3, (kind, passes)
 
 
 @pytest.mark.parametrize("source, says", [("99", "no camera at index 99"), ("missing.mp4", "no such file"),
@@ -191,3 +228,77 @@ def test_ctrl_c_ends_a_stream_that_hangs_at_once(frames):
             proc.kill()
     assert proc.returncode == 130 and "interrupted" in stderr and "WARN" not in stderr, stderr
     assert json.loads(stdout)["frames"] == frames
+
+
+
+def test_a_stream_that_stops_sending_is_a_failure_not_its_end():
+    """Before: after OpenCV's 30-s wait, exit 0 with FFmpeg's timeout warning, as if it had ended."""
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(np.asarray(hopper().convert("RGB")), cv2.COLOR_RGB2BGR))[1].tobytes()
+    with mjpeg_stream([jpeg] * 10) as (url, _):
+        proc = subprocess.run(stickersort(["live", "--source", url, "--json"]), capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(r"stopped sending frames \(nothing for 3\d s\) after 10 frames$", proc.stderr.splitlines()[-1])
+
+@contextmanager
+def slow_video_stream(tmp_path, chunks=300, every=0.1):
+    """A local HTTP server sending an MJPEG AVI clip of a face in CHUNKS pieces, one every EVERY
+    seconds: a stream that plays on at its own pace, a read under way most of the time. Yields (its
+    URL, an Event set once 20 pieces are sent)."""
+    clip = tmp_path / "clip.avi"
+    face = cv2.resize(cv2.cvtColor(np.asarray(hopper().convert("RGB")), cv2.COLOR_RGB2BGR), (320, 320))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    for i in range(chunks):
+        writer.write(cv2.warpAffine(face, cv2.getRotationMatrix2D((160, 160), i % 20 - 10, 1), (320, 320)))
+    writer.release()
+    data = clip.read_bytes()
+    server, done, going = socket.create_server(("127.0.0.1", 0)), threading.Event(), threading.Event()
+
+    def serve():
+        with contextlib.suppress(OSError):
+            client, _ = server.accept()
+            with client:
+                client.recv(4096)
+                client.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/x-msvideo\r\n\r\n")
+                step = len(data) // chunks
+                for n, i in enumerate(range(0, len(data), step)):
+                    if done.is_set():
+                        break
+                    client.sendall(data[i:i + step])
+                    if n == 20:
+                        going.set()
+                    time.sleep(every)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/clip.avi", going
+    finally:
+        done.set()
+        server.close()
+
+
+def test_ctrl_c_on_a_stream_that_plays_on_exits_130_every_time(tmp_path):
+    """Before: 3 times in 6, SIGABRT ("FATAL: exception not rethrown", exit 134): the capture
+    thread came back from OpenCV while Python was shutting down."""
+    for _ in range(4):
+        with slow_video_stream(tmp_path) as (url, going):
+            proc = subprocess.Popen(stickersort(["live", "--source", url, "--json"]), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                assert going.wait(STARTUP_S), "the stream was never asked for"
+                time.sleep(0.5)  # frames shown, a read under way
+                proc.send_signal(signal.SIGINT)
+                stdout, stderr = proc.communicate(timeout=10)
+            finally:
+                proc.kill()
+        assert proc.returncode == 130 and "FATAL" not in stderr and "terminate" not in stderr, stderr
+        assert json.loads(stdout)["frames"] > 0
+
+
+def test_a_web_preview_whose_file_ends_says_so():
+    """Before: the page's address was printed, then the command ended at once without a word, the
+    address already dead."""
+    proc = subprocess.run(stickersort(["live", "--source", SAMPLES / "astronaut.jpg", "--web", "127.0.0.1:0"]),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "the source ended after 1 frame; the preview stops (--loop plays a file again)"

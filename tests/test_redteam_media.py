@@ -335,15 +335,18 @@ def test_a_model_that_answers_nan_gives_error_records_naming_it(cli, tmp_path):
     assert "nan.onnx" in got["face.png"]["error"] and "NaN" in got["face.png"]["error"]
     assert got["face.png"]["confidence"] is None and got["plain.png"]["label"] == "noface"
     assert cli("query", "--db", tmp_path / "s.db").exit_code == 0
+    live = run_cli("live", "--source", src / "face.png", "--json", "--model", model)  # was exit 70, "internal error"
+    assert live.returncode == 2 and "NaN" in one_line_error(live), live.stderr
 
 
-@pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first"])
+@pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first", "batch_of_1"])
 def test_a_bad_model_is_refused_before_scanning(tmp_path, kind):
     model = tmp_path / f"{kind}.onnx"
     if kind == "text":
         model.write_text("not a model\n")
-    else:
-        onnx_model(model, ("N", 64, 64, 1) if kind == "input_64" else ("N", 1, 48, 48), weight=0.0)
+    else:  # batch_of_1: before, live failed at its first frame with two faces, exit 70
+        onnx_model(model, {"input_64": ("N", 64, 64, 1), "input_channels_first": ("N", 1, 48, 48),
+                           "batch_of_1": (1, 48, 48, 1)}[kind], weight=0.0)
     src = tmp_path / "src"
     src.mkdir()
     hopper().save(src / "face.png")

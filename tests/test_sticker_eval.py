@@ -86,7 +86,12 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
              "file,label\nrocket.png,noface\ncafé.png,happy\n".encode("latin-1"): "not a UTF-8 csv",
              b"file,label\n": "no rows",
              b"file,label\n../labelled/rocket.png,noface\n": "not a file name",
-             b"file,label\nrocket.png,noface\nrocket.png,sad\n": "more than once"}
+             b"file,label\nrocket.png,noface\nrocket.png,sad\n": "more than once",
+             # Before: never scanned, so scored as unreadable and wrong, without a word.
+             b"file,label\nrocket.png,noface\nnotes.txt,happy\n": "notes.txt is not a file the scan reads",
+             b"file,label\nrocket.png,noface\nlink.png,happy\n": "link.png is not a file the scan reads"}
+    (folder / "notes.txt").write_text("")
+    (folder / "link.png").symlink_to(folder / "hopper.png")
     for text, words in cases.items():
         (folder / "labels.csv").write_bytes(text)
         result = cli("evaluate", "--stickers", folder, "-q")
@@ -164,3 +169,14 @@ def test_the_crop_frames_a_found_face_as_fer2013_framed_it(fer2013):
                 agreement[name].append(np.corrcoef(view, face.ravel().astype(float))[0, 1])
     assert len(agreement["calibrated"]) >= 50
     assert np.median(agreement["calibrated"]) > np.median(agreement["margin 0.2"]) + 0.1
+
+
+def test_a_file_in_a_subfolder_is_not_taken_for_the_listed_file_of_its_name(cli, tmp_path):
+    """Before: records were matched by name alone, so sub/hopper.png (a faceless picture) stood in
+    for the listed hopper.png, scored noface."""
+    folder = labelled_folder(tmp_path, {"hopper.png": "neutral", "rocket.png": "noface"})
+    (folder / "sub").mkdir()
+    shutil.copy(SAMPLES / "rocket.png", folder / "sub" / "hopper.png")
+    result = cli("evaluate", "--stickers", folder, "-q", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["per_file"]["hopper.png"]["predicted"] == "neutral"

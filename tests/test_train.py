@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -94,6 +95,28 @@ def test_a_resume_compares_every_knob_and_a_knob_newer_than_the_run_counts_at_it
         check_run(tmp_path / "typo", Config(seed=3), True, "stickersort train", "fer.csv")
 
 
+def test_a_resume_hint_is_a_command_to_paste(tmp_path, monkeypatch):
+    """Before: the hint was the run's first command unquoted (`my data.csv` two words), with its
+    old --epochs after a resume that asked for more, `__main__.py` under python -m, and relative
+    paths that meant nothing from another folder."""
+    from stickersort.training.config import Config
+    from stickersort.training.report import command_line
+    from stickersort.training.train import check_run, resume_hint
+
+    monkeypatch.setattr(sys, "argv", ["/x/stickersort/sorter/__main__.py", "train", "my data.csv", "--out", "run 3"])
+    assert command_line() == "stickersort train 'my data.csv' --out 'run 3'"
+    monkeypatch.chdir(tmp_path)
+    record = check_run(tmp_path / "run 3", Config(), False, command_line(), "my data.csv")
+    assert resume_hint(record) == "stickersort train 'my data.csv' --out 'run 3' --resume"
+    assert resume_hint({"command": "stickersort train a.csv --epochs 9 --resume"}) == \
+        "stickersort train a.csv --epochs 9 --resume"
+    # An older run's record, unquoted: the hint, not "No closing quotation".
+    assert resume_hint({"command": "stickersort train bob's.csv"}) == "stickersort train bob's.csv --resume"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert resume_hint(record) == f"cd {shlex.quote(str(tmp_path))} && stickersort train 'my data.csv' --out 'run 3' --resume"
+
+
 def test_a_run_never_writes_into_another_runs_folder_nor_resumes_on_other_data(tmp_path):
     from stickersort.training.config import Config
     from stickersort.training.data import DataError
@@ -127,6 +150,22 @@ def test_a_run_never_writes_into_another_runs_folder_nor_resumes_on_other_data(t
         check_run(tmp_path / "file", Config(), False, "stickersort train", "a.csv")
     with pytest.raises(DataError, match="cannot write .*file/sub: .*file is not a folder you can write to"):
         soup("no-data.csv", tmp_path / "file" / "sub", ["m.keras"])
+    # Before: a new run wrote its plots over a user's files of the same names, and took up a
+    # half-deleted run's backup/ (`rm OUT/*` leaves it) as its own, starting at that run's epoch.
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "samples.png").write_text("mine")
+    (tmp_path / "stale" / "backup").mkdir(parents=True)
+    for folder, present in (("photos", "samples.png"), ("stale", "backup")):
+        with pytest.raises(DataError, match=f"{folder} holds {present}, which a new run would write over"):
+            check_run(tmp_path / folder, Config(), False, "stickersort train", "a.csv")
+        with pytest.raises(DataError, match=f"{folder} holds {present}"):
+            soup("no-data.csv", tmp_path / folder, ["m.keras"])
+    (tmp_path / "logged").mkdir()  # `train --out runs/x > runs/x/train.log`: the shell makes the log first
+    (tmp_path / "logged" / "train.log").write_text("")
+    check_run(tmp_path / "logged", Config(), False, "stickersort train", "a.csv")
+    check_run(tmp_path / "empty", Config(), False, "stickersort train", "a.csv")
+    (tmp_path / "empty").mkdir()
+    check_run(tmp_path / "empty", Config(), False, "stickersort train", "a.csv")
 
 
 def test_teacher_targets_blend_labels_with_the_teachers_mirror_average(tmp_path):
@@ -408,6 +447,8 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     ("bad-votes", "votes.csv:3: vote count 'x' is not a number of votes"),  # was a bare ValueError
     ("short-votes", "votes.csv:2: a short row"),  # was read as no votes
     ("no-votes", "votes.csv: no rows after the header"),  # was an IndexError, exit 70
+    # Before: the votes were dealt to the folder's faces in the csv's row order, silently.
+    ("folder-votes", "is an image folder, whose faces cannot be matched to them; give the csv"),
     # Before: every epoch trained, then "File not found: filepath=.../best.keras" and a run folder
     # neither a new run nor --resume could use.
     ("no-publictest", "data.csv: no PublicTest rows"),
@@ -444,6 +485,11 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
         path = tmp_path / "faces"
     elif problem.endswith("votes"):
         write_csv(path, per_class=(1, 0, 0))
+        if problem == "folder-votes":
+            path = tmp_path / "faces"
+            for i, emotion in enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")):
+                (path / "train" / emotion).mkdir(parents=True)
+                cv2.imwrite(str(path / "train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
         header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
         rows = ["Training,a.png,10,0,0,0,0,0,0,0,0,0"] * 7
         rows[1 if problem == "bad-votes" else 0] = ("Training,b.png,x,0,0,0,0,0,0,0,0,0" if problem == "bad-votes"
@@ -554,6 +600,8 @@ def test_a_misspelt_arch_or_a_missing_votes_file_is_refused_before_any_data_is_r
     assert votes.exit_code == 2 and "nope.csv: no such file" in votes.stderr
     unnamed = cli("train", broken, "--labels", "ferplus", "--out", tmp_path / "bad")
     assert unnamed.exit_code == 2 and "--labels ferplus needs the FER+ votes file" in unnamed.stderr
+    stray = cli("train", broken, "--ferplus", tmp_path / "nope.csv", "--out", tmp_path / "bad")  # was ignored
+    assert stray.exit_code == 2 and "read only with --labels ferplus or blend" in stray.stderr
     assert not (tmp_path / "bad").exists()
     with pytest.raises(DataError, match="unknown arch 'x'; choose from sticker-deep"):  # a Python caller too
         check_run(tmp_path / "bad", Config(arch="x"), False, "", "fer.csv")
@@ -753,6 +801,20 @@ def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_
     assert "is not a folder you can write to" in refused(csv_file, "--figures", csv_file / "figures")
     # Before: exit 0 with an accuracy of NaN (and --json that is not JSON).
     assert "mini.csv: no PublicTest faces" in refused(csv_file, "--split", "PublicTest", "--json")
+    # Before: --ferplus read by nothing, without a word; --pipeline with a .keras model exit 70
+    # after the whole direct pass.
+    assert "read only with --labels ferplus" in refused(csv_file, "--ferplus", csv_file)
+    # Before: "no Training rows" for a split that needs none; NaN figures when no face is found.
+    assert "no PublicTest faces" in refused(csv_file, "--calibrate", "--split", "PublicTest", "--json")
+    gray = tmp_path / "gray.csv"
+    gray.write_text("emotion,pixels,Usage\n" + f'0,"{" ".join(["128"] * 2304)}",PrivateTest\n' * 2)
+    assert "found none of the 2 PrivateTest faces" in refused(gray, "--calibrate", "--split", "PrivateTest", "--json")
+    only_test = write_csv(tmp_path / "test-only.csv", per_class=(0, 0, 1), classes=3)
+    scored = cli("evaluate", only_test, "--json", "-q")
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["n"] == 3, scored.output
+    (tmp_path / "m.keras").write_bytes(b"")
+    assert "--pipeline scans as `scan` does, with an .onnx model" in refused(csv_file, "--pipeline", "--model",
+                                                                              tmp_path / "m.keras")
 
 
 def test_a_csv_saved_with_a_byte_order_mark_is_read(tmp_path):

@@ -419,6 +419,30 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
             w.proc.kill()
 
 
+@pytest.mark.parametrize("preview, says", [
+    (["--web", "nonsense"], "--web nonsense: expected HOST:PORT"),
+    (["--source", "{samples}/astronaut_zoom.gif", "--web", "127.0.0.1:{taken}"], "cannot listen there"),
+    (["--source", "{tmp}/none.mp4", "--web", "127.0.0.1:0"], "none.mp4: no such file"),
+    (["--source", "97", "--web", "127.0.0.1:0"], "no camera at index 97"),
+])
+def test_a_mistake_in_the_previews_arguments_is_told_before_the_watch_makes_anything(tmp_path, preview, says):
+    """Before: the watch's first scan had made the database, OUT and links by the time the
+    preview, in its thread, found the mistake; and then it exited 2, "nothing done"."""
+    import socket
+
+    (tmp_path / "memes").mkdir()
+    hopper().save(tmp_path / "memes" / "a.png")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = [a.format(taken=taken.getsockname()[1], tmp=tmp_path, samples=SAMPLES) for a in preview]
+        done = subprocess.run([sys.executable, "-m", "stickersort.sorter", "watch", str(tmp_path / "memes"), "--db",
+                               str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--live", *args],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and says in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"]
+
+
 INOTIFY = Path("/proc/sys/fs/inotify")
 
 

@@ -171,7 +171,9 @@ def _count(path, line, text):
     return votes
 
 
-def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False):
+def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False, for_training=True):
+    """{split: (faces, targets)}; for_training: Training must hold every class (scoring one split
+    asks only for that split's faces)."""
     path = Path(path)
     check_paths(path, labels, ferplus)
     faces, hard, usage = load_folder(path, quiet) if path.is_dir() else load_csv(path, quiet)
@@ -184,7 +186,8 @@ def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False
     for split in SPLITS:
         mask = (usage == split) & keep
         splits[split] = (faces[mask], targets[mask])
-    _check(path, splits)
+    if for_training:
+        _check(path, splits)
     return splits
 
 
@@ -193,6 +196,9 @@ def check_paths(path, labels="fer2013", ferplus=None):
     if not Path(path).exists():
         raise DataError(f"{path}: no such file or folder")
     if labels in ("ferplus", "blend"):
+        if Path(path).is_dir():  # its faces come in folder order, which says nothing of the csv's rows
+            raise DataError(f"--labels {labels}: the FER+ votes follow the rows of FER2013's Kaggle csv, and "
+                            f"{path} is an image folder, whose faces cannot be matched to them; give the csv")
         if ferplus is None:
             raise DataError(f"--labels {labels} needs the FER+ votes file (--ferplus PATH)")
         if not Path(ferplus).exists():

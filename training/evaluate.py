@@ -118,8 +118,14 @@ def calibrate_split(data, split, detector="blazeface", limit=None):
     """`stickersort evaluate DATA --calibrate`: where a FER2013 frame lies around the detector's
     box on cards of the split's faces (training.cards.calibrate_frame). Raises DataError."""
     from .cards import calibrate_frame
-    from .data import load
-    return calibrate_frame(load(data)[split][0][:limit], detector)
+    from .data import DataError, load
+    faces = load(data, for_training=False)[split][0][:limit]
+    if not len(faces):
+        raise DataError(f"{data}: no {split} faces")
+    frame = calibrate_frame(faces, detector)
+    if not frame["found"]:  # else NaN for every figure, and --json that is not JSON
+        raise DataError(f"{data}: {detector} found none of the {len(faces)} {split} faces on their cards")
+    return frame
 
 
 def format_calibration(frame, split):
@@ -137,7 +143,8 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     if labels == "ferplus" and ferplus is None:
         ferplus = Path(data).resolve().parent.parent / "ferplus" / "fer2013new.csv.gz"
     check_paths(data, labels, ferplus)
-    faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False, quiet=quiet)[split]
+    faces, targets = load(data, labels=labels, ferplus=ferplus, drop_unlabelled=False, quiet=quiet,
+                          for_training=False)[split]
     skipped = 0
     if labels == "ferplus":
         keep = majority_only(targets)

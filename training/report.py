@@ -1,6 +1,7 @@
 """What a finished training run leaves in OUT: ONNX export, metrics.json and the three plots."""
 import json
 import platform
+import shlex
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -14,8 +15,9 @@ ONNX_NAME = "stickernet.onnx"
 
 
 def command_line():
-    """How this run was started, as the user typed it (recorded in options.json and metrics.json)."""
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """How this run was started, as the user typed it, quoted for the shell (recorded in
+    options.json and metrics.json, and given back in hints to paste)."""
+    return shlex.join(["stickersort", *sys.argv[1:]])
 
 
 def write_all(out, splits, history, train_seconds, command, labels="fer2013", int8=False, swa=0, soup=()):

@@ -8,6 +8,9 @@ from .data import DataError
 
 # Any of these, and the folder holds a run (finished or not) that a new one would overwrite.
 RUN_FILES = ("options.json", "history.csv", "best.keras", "metrics.json", "soup.json", "stickernet.onnx")
+# What else a run writes under fixed names: a user's file there would be overwritten, and a
+# half-deleted run's backup/ (`rm OUT/*` leaves it) taken up as the new run's own.
+WRITTEN = ("curves.png", "confusion.png", "samples.png", "backup", "swa")
 
 
 def holds_run(out):
@@ -15,7 +18,7 @@ def holds_run(out):
 
 
 def check_new(out, hint="pass another --out"):
-    """OUT for a new run: a folder holding no run, or one that can be made."""
+    """OUT for a new run: a folder holding none of a run's files, or one that can be made."""
     out = Path(out)
     if out.is_symlink() and not out.exists():
         raise DataError(f"{out} is a broken link; --out names the run's folder")
@@ -23,6 +26,9 @@ def check_new(out, hint="pass another --out"):
         raise DataError(f"{out} is a file; --out names the run's folder")
     if holds_run(out):
         raise DataError(f"{out} already holds a run; {hint}")
+    present = [name for name in WRITTEN if os.path.lexists(out / name)]
+    if present:
+        raise DataError(f"{out} holds {', '.join(present)}, which a new run would write over; pass another --out")
     check_writable(out)
 
 

@@ -8,6 +8,8 @@ of `Config` (training/config.py), declared there once with its default. An inter
 import csv
 import dataclasses
 import json
+import os
+import shlex
 import signal
 import threading
 import time
@@ -71,28 +73,43 @@ def check_run(out, config, resume, command, data):
     if not resume:
         run_folder.check_new(out, "pass --resume to go on with its training, or another --out"
                              if saved.exists() else "pass another --out")
-        return {"command": command, "data": data, "options": options}
+        return {"command": command, "cwd": os.getcwd(), "data": data, "options": options}
     if not saved.exists():  # a mistyped OUT would otherwise start hours of a new run
         raise fer_data.DataError(f"{out} holds no training run to resume; leave out --resume to start one")
     run_folder.check_writable(out)
     stored = _stored(saved)
     if stored.get("data", data) != data:  # a run recorded before DATA was counts as its own
         raise fer_data.DataError(f"{out} was trained on {stored['data']}, not {data}: "
-                                 f"resume with `{stored['command']} --resume`")
+                                 f"resume with `{resume_hint(stored)}`")
     # A knob newer than the stored run ran at its default there.
     before = {**recorded(Config()), **stored["options"]}
     changed = sorted(k for k in options if before.get(k) != options[k])
     if changed:
         raise fer_data.DataError(f"{out} was trained with other {', '.join(changed)}: "
-                                 f"resume with `{stored['command']} --resume`")
+                                 f"resume with `{resume_hint(stored)}`")
     return stored
+
+
+def resume_hint(record):
+    """The command that goes on with RECORD's run (options.json's, or this invocation's), to paste:
+    its own command with --resume, from the folder it was typed in when that is not this one
+    (its paths may be relative)."""
+    command = record["command"]
+    try:
+        words = shlex.split(command)
+    except ValueError:  # an older run recorded it unquoted: "bob's faces.csv"
+        words = command.split()
+    if "--resume" not in words:
+        command += " --resume"
+    cwd = record.get("cwd")
+    return command if not cwd or cwd == os.getcwd() else f"cd {shlex.quote(cwd)} && {command}"
 
 
 def _stored(saved):
     """options.json's record, or a one-line error when it is not one."""
     try:
         stored = json.loads(saved.read_text())
-        if isinstance(stored, dict) and isinstance(stored.get("options"), dict) and "command" in stored:
+        if isinstance(stored, dict) and isinstance(stored.get("options"), dict) and isinstance(stored.get("command"), str):
             return stored
     except (OSError, UnicodeDecodeError, ValueError):
         pass
@@ -103,6 +120,8 @@ def check_options(config):
     """What the CLI's option types check, checked for a Python caller too, before any data."""
     if config.arch not in ARCHS:
         raise fer_data.DataError(f"unknown arch {config.arch!r}; choose from {', '.join(ARCHS)}")
+    if config.ferplus and config.labels not in ("ferplus", "blend"):  # else recorded, and read by nothing
+        raise fer_data.DataError("--ferplus: the FER+ votes are read only with --labels ferplus or blend")
     for path in filter(None, (config.init, *config.teachers)):
         if not Path(path).is_file():
             raise fer_data.DataError(f"{path}: no such model file")
