@@ -59,7 +59,7 @@ def create_app(db):
 
     @app.post("/label")
     def label():
-        from .library import LibraryError, label_file
+        from .library import LibraryError, NoLibrary, label_file
         origin = request.headers.get("Origin")
         if not request.is_json or (origin and origin != request.host_url.rstrip("/")):
             abort(403, "a correction comes from this page only")
@@ -73,8 +73,8 @@ def create_app(db):
             abort(400, "expected a recorded file's full path")
         try:
             row = label_file(db, key_path(path), label)
-        except LibraryError as e:
-            abort(400, str(e))
+        except LibraryError as e:  # the library unusable, as /library.json answers it, or this request
+            abort(503 if isinstance(e, NoLibrary) else 400, str(e))
         return jsonify(path=row["path"], label=row["label"], link=row["link"])
 
     return app

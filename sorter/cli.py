@@ -791,7 +791,8 @@ def prune(db, dry_run):
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON")
 def dupes(db, as_json):
-    """List groups of recorded files with the same content, the most space taken twice first."""
+    """List groups of recorded files with the same content (those still there), the most space
+    taken twice first."""
     from .library import LibraryError, dupes as find_dupes
     with _failing(LibraryError):
         groups = find_dupes(db)

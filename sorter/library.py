@@ -23,11 +23,15 @@ class LibraryError(Exception):
     """A file, label or database a library command cannot use; one line for the user."""
 
 
+class NoLibrary(LibraryError):
+    """The database itself cannot be used: gone, damaged, locked, of another program."""
+
+
 def open_store(db_path, readonly=False, upgrade=True):
     try:
         return Store(db_path, create=False, readonly=readonly, upgrade=upgrade)
     except StoreError as e:
-        raise LibraryError(str(e)) from None
+        raise NoLibrary(str(e)) from None
 
 
 def find(store, file_path):
@@ -45,6 +49,15 @@ def _keys(file_path):
     absolute = os.path.abspath(file_path)
     in_real_folder = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
     return dict.fromkeys(path_key(p) for p in (absolute, in_real_folder, os.path.realpath(absolute)))
+
+
+@contextmanager
+def _read(store):
+    """A damaged page met while reading: the library unusable, in one line."""
+    try:
+        yield
+    except StoreError as e:
+        raise NoLibrary(str(e)) from None
 
 
 def _linked(store, key):
@@ -96,18 +109,25 @@ def show_file(db_path, file_path):
     """Everything recorded of one file, as plain data: its label and whose it is, the vote with
     its runner-up, every sampled frame's faces, and its links."""
     store = open_store(db_path, readonly=True)
-    row = find(store, file_path)
+    with _read(store):
+        row = find(store, file_path)
+        faces, links = store.faces_of(row["path"]), store.links_of(row["path"])
     scores = json.loads(row["scores"] or "{}")
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    # The vote's winner: `guess` since schema 2; an older record's emotion label is its guess.
+    guess = row["guess"] or (row["label"] if scores and row["label"] in EMOTIONS and not row["user_label"] else None)
+    scored = bool(scores) and not row["error"]  # no face, no score: null, as `query` gives it
     return {
-        "path": row["path"], "label": row["label"], "user_label": row["user_label"],
-        "guess": row["guess"], "confidence": row["confidence"], "margin": row["margin"],
+        "path": row["path"], "exists": os.path.exists(key_path(row["path"])), "label": row["label"],
+        "user_label": row["user_label"], "guess": guess,
+        "confidence": row["confidence"] if scored else None, "margin": row["margin"] if scored else None,
         "runner_up": dict([ranked[1]]) if len(ranked) > 1 else None, "scores": scores,
         "kind": row["kind"], "width": row["width"], "height": row["height"],
         "frames_total": row["frames_total"], "frames_sampled": row["frames_sampled"],
-        "faces": [_face(f) for f in store.faces_of(row["path"])],
-        "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"], "exists": os.path.lexists(key_path(r["link"]))}
-                  for r in store.links_of(row["path"])],
+        "faces": [_face(f) for f in faces],
+        # A symlink whose file is gone is no entry to open: exists is whether it leads somewhere.
+        "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"], "exists": os.path.exists(key_path(r["link"]))}
+                  for r in links],
         "hash": row["hash"], "model_id": row["model_id"], "scanned_at": row["scanned_at"], "error": row["error"],
         "note": row["note"]}
 
@@ -120,7 +140,7 @@ def _face(row):
 
 def describe(info):
     """show's text: a few lines a person reads top to bottom."""
-    lines = [info["path"]]
+    lines = [info["path"] + ("" if info["exists"] else "  (gone: `stickersort prune` forgets it)")]
     if info["error"]:
         return lines + [f"  unreadable: {info['error']}"]
     whose = " (yours)" if info["user_label"] else ""
@@ -131,8 +151,9 @@ def describe(info):
                      f"(margin {info['margin']:.4f})")
     else:
         lines.append("  vote       no face found")
+    n = len(info["faces"])
     lines.append(f"  file       {info['kind']} {info['width']}x{info['height']}, {info['frames_sampled']} of "
-                 f"{info['frames_total']} frames sampled, {len(info['faces'])} faces")
+                 f"{info['frames_total']} frames sampled, {n} face{'' if n == 1 else 's'}")
     if info["note"]:
         lines.append(f"  note       {info['note']}")
     for f in info["faces"]:
@@ -235,8 +256,12 @@ def dupes(db_path):
     """Groups of recorded files with the same content, the biggest waste first."""
     store = open_store(db_path, readonly=True)
     groups = {}
-    for row in store.same_content():
-        groups.setdefault(row["hash"], []).append(row)
+    with _read(store):
+        rows = store.same_content()
+    for row in rows:
+        if os.path.exists(key_path(row["path"])):  # a deleted copy is no copy (prune forgets it)
+            groups.setdefault(row["hash"], []).append(row)
+    groups = {digest: rows for digest, rows in groups.items() if len(rows) > 1}
     found = [{"hash": digest, "size": rows[0]["size"], "files": [{"path": r["path"], "label": r["label"]} for r in rows]}
              for digest, rows in groups.items()]
     return sorted(found, key=lambda g: (-g["size"] * (len(g["files"]) - 1), g["files"][0]["path"]))

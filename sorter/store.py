@@ -373,6 +373,7 @@ class Store:
         a savepoint, three statements where a rescan wants one per file."""
         return list(_dicts(self.db.conn.execute(sql, args)))
 
+    @_reading
     def get(self, path):
         rows = self._rows("select * from files where path = ?", [path])
         return rows[0] if rows else None
@@ -476,12 +477,14 @@ class Store:
         """The recorded files of this content: path, size and mtime_ns."""
         return self._rows("select path, size, mtime_ns from files where hash = ? order by path", [digest])
 
+    @_reading
     def same_content(self):
         """Readable files whose content another recorded file shares, by hash then path."""
         return list(self.db.query("select hash, path, size, label from files where error is null and hash in "
                                   "(select hash from files where error is null group by hash having count(*) > 1) "
                                   "order by hash, path"))
 
+    @_reading
     def faces_of(self, path):
         return list(self.db.query("select * from faces where file = ? order by frame, id", [path]))
 
@@ -517,9 +520,11 @@ class Store:
         self.db.execute("delete from folders where (path = ? and ?) or substr(path, 1, ?) = ?",
                         [path, itself, len(folder), folder])
 
+    @_reading
     def links_of(self, path):
         return self._rows("select * from links where file = ?", [path])
 
+    @_reading
     def link_at(self, link):
         rows = list(self.db.query("select * from links where link = ?", [link]))
         return rows[0] if rows else None

@@ -250,9 +250,14 @@ def test_a_damaged_database_answers_json(library):
         source.backup(copy)
     served = Served("browse", "--db", broken, "--port", 0)
     try:
+        path = sqlite3.connect(broken).execute("select path from files limit 1").fetchone()[0]
         broken.write_bytes(b"not a database at all" * 100)
         status, body = get(served.url + "/library.json")
         assert status in (500, 503) and "error" in json.loads(body) and b"Traceback" not in body
+        # A correction meets the same library, and says so the same way (before: 400, as a bad request).
+        status, answer = get_json(served.url + "/label", data=json.dumps({"path": path, "label": "sad"}).encode(),
+                                  headers={"Content-Type": "application/json"})
+        assert status == 503 and "not an SQLite database" in answer["error"], answer
     finally:
         assert served.stop() == 130
     assert "Traceback" not in "".join(served.stderr)

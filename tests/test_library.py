@@ -84,6 +84,38 @@ def test_show_image_never_writes_over_or_through_a_name(cli, lib, tmp_path):
     assert (tree_hash(src), db.read_bytes()) == before and not (tmp_path / "nowhere.png").exists()
 
 
+def test_show_tells_what_changed_since_the_scan_and_draws_only_what_the_scan_saw(cli, lib, tmp_path):
+    """Before: the recorded boxes were drawn on whatever picture stood at the path now; a link
+    whose file was gone said it existed; a noface file's confidence was 0.0 in show, null in query."""
+    src, out, db = lib
+    shutil.copy(src / "rocket.png", src / "two_faces.jpg")  # another picture under the scanned name
+    result = cli("show", src / "two_faces.jpg", "--db", db, "--image", tmp_path / "sheet.png")
+    assert result.exit_code == 2 and "has changed since it was scanned" in result.output, result.output
+    assert not (tmp_path / "sheet.png").exists()
+    (src / "hopper.png").rename(tmp_path / "away.png")
+    info = json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)
+    assert not info["exists"] and [link["exists"] for link in info["links"]] == [False]
+    text = cli("show", src / "hopper.png", "--db", db).stdout
+    assert "(gone: `stickersort prune` forgets it)" in text and "(missing)" in text
+    noface = json.loads(cli("show", src / "rocket.png", "--db", db, "--json").stdout)
+    assert noface["confidence"] is None and noface["margin"] is None
+    assert "1 face\n" in cli("show", src / "astronaut.jpg", "--db", db).stdout
+
+
+def test_show_and_dupes_on_a_damaged_database_are_one_line(cli, lib):
+    """Before: exit 70, "DatabaseError: database disk image is malformed", where query said it in one line."""
+    src, out, db = lib
+    with sqlite3.connect(db) as conn:
+        conn.execute("pragma wal_checkpoint(truncate)")
+    with open(db, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 4096 * 4)
+    for args in (["show", src / "hopper.png"], ["dupes"]):
+        result = cli(*args, "--db", db)
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+        assert "cannot read database" in result.output or "damaged" in result.output, result.output
+
+
 def test_show_draws_only_a_png(cli, lib, tmp_path):
     src, out, db = lib
     result = cli("show", src / "two_faces.jpg", "--db", db, "--image", tmp_path / "frames.jpg")
@@ -465,3 +497,11 @@ def test_files_of_the_same_content_are_read_once(cli, tmp_path):
     assert waste == sorted(waste, reverse=True)  # the most space taken twice first
     text = cli("dupes", "--db", db).stdout
     assert "4 copies of" in text and str(src / "late.png") in text
+    # Before: a deleted copy was still listed as one, a group of one file left standing.
+    shutil.copy(src / "late.png", src / "later.png")
+    cli("scan", src, "--out", out, "--db", db, "-q")
+    for name in ("late.png", "later.png"):
+        (src / name).unlink()
+    groups = json.loads(cli("dupes", "--db", db, "--json").stdout)
+    assert sorted(len(g["files"]) for g in groups) == [3, 3]
+    assert not any(f["path"].endswith(("late.png", "later.png")) for g in groups for f in g["files"])
