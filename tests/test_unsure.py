@@ -116,6 +116,9 @@ def test_a_database_from_before_unsure_still_opens_and_scans(cli, tmp_path):
 
     everything = listed(cli, tmp_path)  # a reader adds the column
     assert len(everything) == len(labels) and all(r["guess"] is None for r in everything)
+    face = sorted(faces)[0]  # before: "vote  no face found" for a face file, until a rescan
+    shown = cli("show", SAMPLES / face, "--db", tmp_path / "s.db")
+    assert f"vote       {labels[face]} " in shown.stdout, shown.output
     again = scan(cli, tmp_path, "--min-confidence", EVERY_FACE)
     assert again["classified"] == 0 and again["links"]["moved"] == len(faces)
     rows = records(tmp_path)
