@@ -271,9 +271,12 @@ class Scanner:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
         hidden = unwalked(unreadable, outs)
-        if only != root:  # the folder's other files are not this scan's business
+        offered = known  # the recorded files whose labels a new file of their content may take
+        if only != root:  # the folder's other files are not this scan's business, but a renamed
+            # file's label is: the gone files' labels are offered, their records left to a folder scan
+            offered = {k for k in self._labelled if k in known and not os.path.lexists(key_path(k))}
             known &= {path_key(only)}
-        self._labels_left = self._labels_of(known, paths, hidden)
+        self._labels_left = self._labels_of(known | offered, paths, hidden)
         seen = set()
         pool = self._readers()
         ahead = getattr(pool, "ahead", 2 * self.options.jobs)

@@ -359,6 +359,20 @@ def test_a_label_follows_its_file_renamed_between_scans(cli, tmp_path):
     assert _labels(db) == {"renamed.jpg": ("sad", "sad"), "copy.png": ("happy", "happy"), "hopper.png": ("angry", "angry")}
 
 
+def test_a_label_follows_its_renamed_file_scanned_alone(cli, tmp_path):
+    """Before: `scan DIR/new-name` alone recorded the renamed file afresh, and the folder scan
+    after it forgot the old record, the label with it."""
+    src, out, db = _labelled_library(cli, tmp_path)
+    (src / "two_faces.jpg").rename(src / "renamed.jpg")
+    assert cli("scan", src / "renamed.jpg", "--out", out, "--db", db, "-q").exit_code == 0
+    assert _labels(db)["renamed.jpg"] == ("sad", "sad")
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert _labels(db) == {"renamed.jpg": ("sad", "sad"), "hopper.png": ("neutral", None)}
+    assert [p.name for p in (out / "sad").iterdir()] == ["renamed.jpg"]
+    check_db(db)
+    check_out(out, db)
+
+
 def test_label_does_not_make_a_missing_out_again(cli, tmp_path):
     """OUT moved by hand, or on a drive not mounted. Before: label made the whole old path again,
     marker and all, and linked there."""
