@@ -12,6 +12,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as NotYet
@@ -44,7 +45,7 @@ def open_source(source, stop=None):
     """A camera index ("0") or device (/dev/video0), a video or GIF file, or a stream URL -> an
     opened Capture (one that `stop` cut short, if it came first). A file must be a regular one:
     OpenCV would wait forever on a FIFO."""
-    target = int(source) if source.isascii() and source.isdigit() else source
+    target = int(source) if source.isascii() and source.isdigit() else _as_path(source)
     if isinstance(target, int) or "://" in target:
         return _capture(source, target, stop)
     if not os.path.exists(target):
@@ -61,6 +62,13 @@ def open_source(source, stop=None):
                         f"a video or sticker file, or a stream URL") from None
     except OSError as e:
         raise LiveError(f"--source {source}: cannot open: {e.strerror or e}") from None
+
+
+def _as_path(source):
+    """A file:// URL as its path, checked and paced as a file is (OpenCV would hang on a FIFO)."""
+    if source.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlsplit(source).path)
+    return source
 
 
 def _capture(source, target, stop):
@@ -503,7 +511,7 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
         matches = Matches(db) if db else None
         showing = web is not None or window
         live = Live(capture, Annotator(detector, model), source, loop, max_frames,
-                    realtime=showing and os.path.isfile(source), encode=web is not None,
+                    realtime=showing and os.path.isfile(_as_path(source)), encode=web is not None,
                     lines=matches.lines if matches and web is None else None, stop=stop)
     except BaseException:
         capture.release()
@@ -524,6 +532,6 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
                         f"{live.stats.frames} frames")
     if address and not live.stop.is_set() and live.stats.frames != max_frames:  # else the page just goes dead
         n = live.stats.frames
-        again = " (--loop plays a file again)" if os.path.isfile(source) else ""
+        again = " (--loop plays a file again)" if os.path.isfile(_as_path(source)) else ""
         echo(f"the source ended after {n} frame{'s' if n != 1 else ''}; the preview stops{again}")
     return live.stats.as_dict()

@@ -60,6 +60,8 @@ def _mjpeg(live):
 
 def parse_address(text):
     """"HOST:PORT", ":PORT" or "PORT" -> (host, port); the host defaults to 127.0.0.1."""
+    if text.startswith("[") and text.endswith("]"):
+        raise ValueError(f"--web {text}: no port; expected e.g. {text}:8765")
     host, _, port = text.rpartition(":")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ValueError(f"--web {text}: expected HOST:PORT, an IPv6 host in brackets, e.g. [::1]:8765")

@@ -1,6 +1,7 @@
 """`stickersort live` without a screen: real clips of real faces, the shipped model."""
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -85,6 +86,14 @@ def test_an_animated_webp_or_png_plays_every_frame_and_loops(cli, tmp_path, kind
     assert live_json(cli, "--source", path, "--loop", "--max-frames", 12)["frames"] == 12
 
 
+def test_a_file_url_is_a_file_source(cli, tmp_path):
+    """Before: a file:// URL skipped the file's checks (a FIFO behind it hung for good)."""
+    gif = face_gif(tmp_path / "wave gif.gif")
+    assert live_json(cli, "--source", "file://" + str(gif).replace(" ", "%20"))["frames"] == 6
+    os.mkfifo(tmp_path / "fifo.mp4")
+    result = cli("live", "--source", f"file://{tmp_path}/fifo.mp4", "--json")
+    assert result.exit_code == 2 and "not a regular file" in result.output
+
 
 def test_a_cut_short_animation_plays_its_whole_frames_on_every_pass(tmp_path):
     """Before (the review of the player): Pillow cannot seek an APNG back from a frame before its
@@ -129,7 +138,8 @@ def test_an_empty_web_address_is_refused_as_one(cli, tmp_path):
 
 @pytest.mark.parametrize("address, says", [
     ("::1", "an IPv6 host in brackets"),  # before: host ":", port 1, and "cannot listen there"
-    ("127.0.0.1:\u0663\u0664\u0665\u0666", "expected HOST:PORT")])  # before: Arabic-Indic digits taken as 3456
+    ("127.0.0.1:\u0663\u0664\u0665\u0666", "expected HOST:PORT"),  # before: Arabic-Indic digits taken as 3456
+    ("[::1]", "no port; expected e.g. [::1]:8765")])  # before: "an IPv6 host in brackets", as it was
 def test_a_web_address_that_is_no_host_and_port_is_refused(cli, tmp_path, address, says):
     result = cli("live", "--source", face_clip(tmp_path / "clip.mp4", [hopper()], frames=5), "--web", address)
     assert result.exit_code == 2 and says in result.output and result.output.count("\n") == 1, result.output
