@@ -141,6 +141,11 @@ class Media:
     note: str | None = None  # what was read despite a fault (a truncated animation's whole frames)
 
 
+def is_video(path):
+    """Read as a video (by OpenCV) rather than by the image decoders: by its name's ending."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
 def is_media(path):
     return Path(path).suffix.lower() in SUFFIXES
 
@@ -220,7 +225,7 @@ def read(path, max_frames=8, cancel=None):
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise MediaError("empty file (0 bytes)")
-        if path.suffix.lower() in VIDEO_SUFFIXES:
+        if is_video(path):
             return _read_video(f, max_frames, budget)
         return _read_pillow(f, size, max_frames, budget)
 

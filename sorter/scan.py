@@ -214,6 +214,7 @@ class Scanner:
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
         self._would = {}
         self._labels_left = {}  # scan()'s: _labels_of
+        self._gone_unlabelled = {}
         self._read_ahead()
 
     def _report_link(self, action, link, source):
@@ -271,12 +272,12 @@ class Scanner:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
         hidden = unwalked(unreadable, outs)
-        offered = known  # the recorded files whose labels a new file of their content may take
+        recorded, offered = known, known  # offered: the files whose labels a new file of their content may take
         if only != root:  # the folder's other files are not this scan's business, but a renamed
             # file's label is: the gone files' labels are offered, their records left to a folder scan
             offered = {k for k in self._labelled if k in known and not os.path.lexists(key_path(k))}
-            known &= {path_key(only)}
-        self._labels_left = self._labels_of(known | offered, paths, hidden)
+            known = known & {path_key(only)}
+        self._labels_left = self._labels_of(known | offered, paths, hidden, recorded)
         seen = set()
         pool = self._readers()
         ahead = getattr(pool, "ahead", 2 * self.options.jobs)
@@ -301,7 +302,7 @@ class Scanner:
             raise
         finally:
             self._read_ahead()
-            self._labels_left = {}  # this walk's: a watch's later files are paired by its own rule
+            self._labels_left, self._gone_unlabelled = {}, {}  # this walk's: a watch pairs by its own rule
             if pool:
                 pool.shutdown(cancel_futures=True)
         for key in known - seen:
@@ -434,11 +435,11 @@ class Scanner:
                         "label": None, "error": outcome.error, "scanned_at": now()}, [])
         elif outcome.old is not None:
             old = outcome.old
-            summary.unchanged += 1
-            if old["error"]:
+            if old["error"]:  # counted once, as an error, as on the scan that found it
                 summary.errors += 1
                 summary.error_files.append({"path": file.key, "error": old["error"]})
             else:
+                summary.unchanged += 1
                 label = self._refiled(file.key, old)
                 if self.options.dry_run:
                     self._would[file.key] = label
@@ -455,7 +456,8 @@ class Scanner:
             else:
                 with self.timer("record"):
                     self.store.save(read.record, read.faces)
-            self.twins.done(read.digest)  # a dry run's later twins read again: memory stays bounded
+            # A dry run's later twins read again: memory stays bounded.
+            self.twins.done(read.digest, media.is_video(file.path))
             summary.duplicates += read.twin
             self._place(file, read.record["label"], read.digest, summary)
 
@@ -524,23 +526,38 @@ class Scanner:
         old = self.store.get(record["path"])
         user = old and old["user_label"]
         if not user and (left := self._labels_left.get(record["hash"])):
-            # Of several gone files of this content, the one of the same name, else the first by path.
+            # Of several gone files of this content, the one of the same name, else the first by
+            # path; none if an unlabelled one of that name is gone too: this file is that one.
             name = os.path.basename(record["path"])
-            key = next((k for k in left if os.path.basename(k) == name), next(iter(left)))
-            user = left.pop(key)
+            key = next((k for k in left if os.path.basename(k) == name), None)
+            unlabelled = self._gone_unlabelled.get(record["hash"], set())
+            if key is None and name not in unlabelled:
+                key = next(iter(left))
+            if key is not None:
+                user = left.pop(key)
+            else:
+                unlabelled.discard(name)
         if user:
             record.update(label=user, user_label=user)
 
-    def _labels_of(self, known, paths, hidden):
+    def _labels_of(self, known, paths, hidden, recorded):
         """The user's labels of the files of `known` the walk (`paths`) did not find, outside the
         folders it did not look into (`hidden`): renamed or moved within DIR since the last scan,
         or deleted. By content, each {key: label} by path: a new file of that content takes one.
         From what _read_ahead kept of the labelled records: none, no work."""
         labelled = {k: v for k, v in self._labelled.items() if k in known and not k.startswith(hidden)}
         labels = {}
-        for key in sorted(labelled.keys() - set(map(path_key, paths)) if labelled else ()):
+        walked = set(map(path_key, paths)) if labelled else set()
+        for key in sorted(labelled.keys() - walked):
             digest, label = labelled[key]
             labels.setdefault(digest, {})[key] = label
+        # The names of the unlabelled gone files of those contents (of all RECORDED under DIR): a
+        # copy moved with its folder is not the labelled one.
+        self._gone_unlabelled = {
+            digest: {os.path.basename(r["path"]) for r in self.store.records_of_content(digest)
+                     if r["path"] in recorded and r["path"] not in labelled and r["path"] not in walked
+                     and not r["path"].startswith(hidden) and not os.path.lexists(key_path(r["path"]))}
+            for digest in labels}
         return labels
 
     def _refiled(self, key, old):
@@ -565,7 +582,7 @@ class Scanner:
         with self.timer("hash"):
             digest = file_hash(file.path, self.cancel)
         record, faces, twin = self.twins.read_once(digest, self.model_id, lambda: self.classify(file, digest),
-                                                   recorded=not self.options.rescan)
+                                                   recorded=not self.options.rescan, video=media.is_video(file.path))
         return Read(digest, *(self._twin_of(file, digest, record, faces) if twin else (record, faces)), twin)
 
     def _twin_of(self, file, digest, record, faces):

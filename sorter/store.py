@@ -510,6 +510,12 @@ class Store:
         rows = [r for r in self.db.query("select * from folders") if within(folder, [r["path"]])]
         return max(rows, key=lambda r: len(r["path"]), default=None)
 
+    def settings_within(self, folder):
+        """The FOLDERS rows of folder and of the folders under it."""
+        if "folders" not in {r[0] for r in self.db.execute("select name from sqlite_master")}:
+            return []
+        return [r for r in self.db.query("select * from folders") if within(r["path"], [folder])]
+
     def forget_folders(self, path):
         """Drops the settings of path and the folders under it."""
         with self._writing():

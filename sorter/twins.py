@@ -21,10 +21,13 @@ class Twins:
         self._reading = {}
         self._recorded_now = set()  # digests recorded since this Twins was made (for --rescan)
 
-    def read_once(self, digest, model_id, read, recorded=True):
+    def read_once(self, digest, model_id, read, recorded=True, video=False):
         """(record, faces, twin): the reading of this content by this model that a file before
         this one got (twin True), or read()'s. recorded False (--rescan): of the database's
-        records, only those this scan made count."""
+        records, only those this scan made count. video: the file is read as a video (by its
+        name's ending); the same bytes read by the image decoders are another reading (an MP4
+        named .gif is an error there), so only a reading by the same reader is shared."""
+        digest = (digest, video)
         with self._lock:
             first = self._reading.get(digest)
             if first is None:
@@ -44,20 +47,23 @@ class Twins:
         mine.set_result(result)
         return (*result, found is not None)
 
-    def done(self, digest):
+    def done(self, digest, video=False):
         """The first file of this content is recorded: later twins find it in the database."""
+        digest = (digest, video)
         with self._lock:
             self._reading.pop(digest, None)
             self._recorded_now.add(digest)
 
-    def _recorded(self, digest, model_id):
-        """A readable file of this content recorded by this model: its record and face rows."""
+    def _recorded(self, key, model_id):
+        """A readable file of this content recorded by this model, by the same reader: its record
+        and face rows."""
+        digest, video = key
         uri = f"file:{urllib.parse.quote(str(self.db_path))}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=60)) as conn:
             conn.row_factory = sqlite3.Row
             row = conn.execute("select * from files where hash = ? and model_id = ? and error is null "
-                               "order by scanned_at desc limit 1",
-                               [digest, model_id]).fetchone()
+                               "and (kind = 'video') = ? order by scanned_at desc limit 1",
+                               [digest, model_id, video]).fetchone()
             if row is None:
                 return None
             faces = conn.execute("select * from faces where file = ? order by id", [row["path"]]).fetchall()

@@ -204,20 +204,21 @@ class Watcher:
         return observer
 
     def _check_settings(self):
-        """A scan of DIR (or of a folder above it) given another --out, --link-mode or
-        --min-confidence while the watch runs: filing on by its own, the watch would undo them
+        """A scan of DIR, of a folder above it or of one under it given another --out, --link-mode
+        or --min-confidence while the watch runs: filing on by its own, the watch would undo them
         file by file, so it stops (a WatchError) for the user to start it again."""
         now = time.monotonic()
         if now - self.settings_checked < SETTINGS_CHECK_S:
             return
         self.settings_checked = now
-        last = self.scanner.store.settings_for(path_key(self.root))
+        store, root = self.scanner.store, path_key(self.root)
         mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
                 "min_confidence": self.options.min_confidence}
-        changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last and last[k] != mine[k]]
-        if changed and last["scanned_at"] >= self.settings_since:
-            raise WatchError(f"{shown(self.root)} was scanned with {', '.join(changed)} while the watch ran: the "
-                             f"watch stopped, its records kept (watch again to follow them)")
+        for last in filter(None, [store.settings_for(root), *store.settings_within(root)]):
+            changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last[k] != mine[k]]
+            if changed and last["scanned_at"] >= self.settings_since:
+                raise WatchError(f"{shown(last['path'])} was scanned with {', '.join(changed)} while the watch ran: "
+                                 f"the watch stopped, its records kept (watch again to follow them)")
 
     def _take(self, timeout):
         """Handle every queued event, waiting up to `timeout` for the first. A move straight back

@@ -65,14 +65,16 @@ def run_signalled(cmd, sig, after=None, again=False):
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def done(src, db):
-    """Files whose record matches the file as it is now: what a rerun must not redo."""
-    rows = {r["path"]: r for r in query(db, "select path, size, mtime_ns from files")}
+def done(src, db, errors=True):
+    """Files whose record matches the file as it is now: what a rerun must not redo (errors False:
+    less the error records, which a summary counts as errors, not as unchanged)."""
+    rows = {r["path"]: r for r in query(db, "select path, size, mtime_ns, error from files")}
     n = 0
     for dirpath, _, names in os.walk(os.path.realpath(src)):
         for name in names:
             st, row = os.stat(os.path.join(dirpath, name)), rows.get(os.path.join(dirpath, name))
-            n += bool(row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns))
+            n += bool(row and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+                      and (errors or row["error"] is None))
     return n
 
 
@@ -129,7 +131,7 @@ def killed_runs(src, out, db, mode, rng, points, seconds, mine, sure, theirs=())
 
 def finish(src, out, db, mode, labels, mine, files, theirs=()):
     """A scan to the end: it redoes nothing done, and leaves every sticker filed once, rightly."""
-    before, finished = tree_hash(src), done(src, db)
+    before, finished = tree_hash(src), done(src, db, errors=False)
     proc = scan_cli(src, out, db, mode)
     assert proc.returncode == 1, proc.stderr  # the unreadable files, each with its error record
     summary = json.loads(proc.stdout)

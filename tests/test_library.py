@@ -373,6 +373,27 @@ def test_a_label_follows_its_renamed_file_scanned_alone(cli, tmp_path):
     check_out(out, db)
 
 
+@pytest.mark.parametrize("scanned", ["folder", "file alone"])
+def test_a_label_stays_with_its_copy_when_a_folder_of_copies_is_renamed(cli, tmp_path, scanned):
+    """Two copies of one meme, b.png labelled, their folder renamed. Before: the label went to
+    a.png, the first new file of that content, and b.png went back to the model's label."""
+    src = tmp_path / "memes"
+    (src / "chat").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLES / "hopper.png", src / "chat" / name)
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert cli("label", src / "chat" / "b.png", "happy", "--db", db).exit_code == 0
+    (src / "chat").rename(src / "chat2")
+    if scanned == "file alone":
+        assert cli("scan", src / "chat2" / "a.png", "--out", out, "--db", db, "-q").exit_code == 0
+    assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
+    assert {Path(r["path"]).parent.name + "/" + Path(r["path"]).name: r["user_label"]
+            for r in query(db, "select * from files")} == {"chat2/a.png": None, "chat2/b.png": "happy"}
+    check_db(db)
+    check_out(out, db)
+
+
 def test_label_does_not_make_a_missing_out_again(cli, tmp_path):
     """OUT moved by hand, or on a drive not mounted. Before: label made the whole old path again,
     marker and all, and linked there."""
@@ -476,6 +497,28 @@ def test_scan_and_watch_refuse_an_empty_directory(cli, tmp_path, monkeypatch, co
     result = cli(command, tmp_path, "--db", tmp_path / "s.db", "--out", "")
     assert result.exit_code == 2 and "empty --out" in result.output and len(result.output.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+@pytest.mark.parametrize("gif_name", ["a_clip.gif", "z_clip.gif"])
+def test_a_twin_read_by_another_reader_reads_for_itself(cli, tmp_path, gif_name):
+    """An MP4 named .gif, which the image decoders refuse, beside the same bytes named .mp4.
+    Before: an error or a filed video depending on which of the two was read first."""
+    from media_makers import face_mp4
+
+    src = tmp_path / "memes"
+    src.mkdir()
+    face_mp4(src / "b_clip.mp4")
+    shutil.copy(src / "b_clip.mp4", src / gif_name)
+    out, db = tmp_path / "out", tmp_path / "s.db"
+    for _ in range(2):  # and a second scan, with both recorded
+        result = cli("scan", src, "--out", out, "--db", db, "-q", "-j", "1", "--rescan")
+        assert result.exit_code == 1, result.output
+        rows = {Path(r["path"]).name: r for r in query(db, "select * from files")}
+        assert rows[gif_name]["error"] == "not an image file (unknown format)"
+        assert rows["b_clip.mp4"]["kind"] == "video" and rows["b_clip.mp4"]["error"] is None
+    # An error counts once, as an error, on every scan (before: also as unchanged on the next).
+    again = json.loads(cli("scan", src, "--out", out, "--db", db, "--json", "-q").stdout)
+    assert (again["classified"], again["unchanged"], again["errors"]) == (0, 1, 1)
 
 
 def test_files_of_the_same_content_are_read_once(cli, tmp_path):

@@ -256,6 +256,34 @@ def test_a_scan_with_other_settings_stops_the_watch_and_its_out_is_no_sticker(wa
             again.proc.kill()
 
 
+def test_a_subfolder_scanned_with_other_settings_stops_the_watch_too(tmp_path):
+    """Before: the watch refiled the subfolder's files by its own --min-confidence at their next
+    change, without a word, undoing the scan's."""
+    sub = tmp_path / "memes" / "sub"
+    sub.mkdir(parents=True)
+    hopper().save(sub / "a.png")
+    watch = Watch(tmp_path)
+    try:
+        same = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(sub), "--db", str(watch.db),
+                               "-q"], capture_output=True, text=True)  # the watch's own settings: no change
+        assert same.returncode == 0, same.stderr
+        time.sleep(2.5)
+        assert watch.proc.poll() is None
+        other = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(sub), "--db", str(watch.db),
+                                "--min-confidence", "0.9", "-q"], capture_output=True, text=True)
+        assert other.returncode == 0, other.stderr
+        watch.proc.wait(timeout=60)
+        time.sleep(0.5)
+        while not watch.lines.empty():
+            watch.log.append(watch.lines.get())
+        assert watch.proc.returncode == 2 and watch.log[-1].strip() == (
+            f"Error: {sub} was scanned with --min-confidence 0.9 while the watch ran: the watch stopped, its "
+            f"records kept (watch again to follow them)")
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+
+
 def test_forgetting_dir_under_the_watch_is_no_change_of_its_settings(tmp_path):
     """`forget DIR` drops DIR's settings; a parent's older ones then stand for DIR. Before: the
     watch took them for a scan's new ones and stopped."""
