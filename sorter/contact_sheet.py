@@ -56,7 +56,7 @@ def _check_unchanged(info):
     try:
         same = file_hash(key_path(info["path"])) == info["hash"]
     except (media.MediaError, OSError) as e:
-        raise LibraryError(f"cannot read {shown(info['path'])} again: {e}") from None
+        raise LibraryError(f"cannot read {shown(info['path'])} again: {getattr(e, 'strerror', None) or e}") from None
     if not same:
         raise LibraryError(f"{shown(info['path'])} has changed since it was scanned: scan it again, then draw it")
 

@@ -114,11 +114,11 @@ def show_file(db_path, file_path):
         faces, links = store.faces_of(row["path"]), store.links_of(row["path"])
     scores = json.loads(row["scores"] or "{}")
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    # The vote's winner: `guess` since schema 2; an older record's emotion label is its guess.
-    guess = row["guess"] or (row["label"] if scores and row["label"] in EMOTIONS and not row["user_label"] else None)
+    # The vote's winner: `guess` since schema 2; an older record's is its scores' top.
+    guess = row["guess"] or (ranked[0][0] if ranked and not row["error"] else None)
     scored = bool(scores) and not row["error"]  # no face, no score: null, as `query` gives it
     return {
-        "path": row["path"], "exists": os.path.exists(key_path(row["path"])), "label": row["label"],
+        "path": row["path"], "exists": not _gone(row["path"]), "label": row["label"],
         "user_label": row["user_label"], "guess": guess,
         "confidence": row["confidence"] if scored else None, "margin": row["margin"] if scored else None,
         "runner_up": dict([ranked[1]]) if len(ranked) > 1 else None, "scores": scores,
@@ -259,7 +259,7 @@ def dupes(db_path):
     with _read(store):
         rows = store.same_content()
     for row in rows:
-        if os.path.exists(key_path(row["path"])):  # a deleted copy is no copy (prune forgets it)
+        if not _gone(row["path"]):  # a deleted copy is no copy (prune forgets it)
             groups.setdefault(row["hash"], []).append(row)
     groups = {digest: rows for digest, rows in groups.items() if len(rows) > 1}
     found = [{"hash": digest, "size": rows[0]["size"], "files": [{"path": r["path"], "label": r["label"]} for r in rows]}

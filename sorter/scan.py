@@ -213,8 +213,7 @@ class Scanner:
         self.twins = Twins(db)
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
         self._would = {}
-        self._labels_left = {}  # scan()'s: _labels_of
-        self._gone_unlabelled = {}
+        self._labels_left, self._claimed = {}, {}  # scan()'s: _labels_of
         self._read_ahead()
 
     def _report_link(self, action, link, source):
@@ -272,12 +271,9 @@ class Scanner:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
         hidden = unwalked(unreadable, outs)
-        recorded, offered = known, known  # offered: the files whose labels a new file of their content may take
-        if only != root:  # the folder's other files are not this scan's business, but a renamed
-            # file's label is: the gone files' labels are offered, their records left to a folder scan
-            offered = {k for k in self._labelled if k in known and not os.path.lexists(key_path(k))}
-            known = known & {path_key(only)}
-        self._labels_left = self._labels_of(known | offered, paths, hidden, recorded)
+        if only != root:  # the folder's other files are not this scan's business
+            known &= {path_key(only)}
+        self._labels_left = self._labels_of(known, paths, hidden)
         seen = set()
         pool = self._readers()
         ahead = getattr(pool, "ahead", 2 * self.options.jobs)
@@ -302,7 +298,7 @@ class Scanner:
             raise
         finally:
             self._read_ahead()
-            self._labels_left, self._gone_unlabelled = {}, {}  # this walk's: a watch pairs by its own rule
+            self._labels_left, self._claimed = {}, {}  # this walk's: a watch pairs by its own rule
             if pool:
                 pool.shutdown(cancel_futures=True)
         for key in known - seen:
@@ -526,21 +522,18 @@ class Scanner:
         old = self.store.get(record["path"])
         user = old and old["user_label"]
         if not user and (left := self._labels_left.get(record["hash"])):
-            # Of several gone files of this content, the one of the same name, else the first by
-            # path; none if an unlabelled one of that name is gone too: this file is that one.
+            # Of several gone files of this content, the one of the same name; else the first by
+            # path, unless a new file of the walk bears a gone labelled name: that one is it.
             name = os.path.basename(record["path"])
             key = next((k for k in left if os.path.basename(k) == name), None)
-            unlabelled = self._gone_unlabelled.get(record["hash"], set())
-            if key is None and name not in unlabelled:
+            if key is None and not self._claimed.get(record["hash"]):
                 key = next(iter(left))
             if key is not None:
                 user = left.pop(key)
-            else:
-                unlabelled.discard(name)
         if user:
             record.update(label=user, user_label=user)
 
-    def _labels_of(self, known, paths, hidden, recorded):
+    def _labels_of(self, known, paths, hidden):
         """The user's labels of the files of `known` the walk (`paths`) did not find, outside the
         folders it did not look into (`hidden`): renamed or moved within DIR since the last scan,
         or deleted. By content, each {key: label} by path: a new file of that content takes one.
@@ -551,13 +544,10 @@ class Scanner:
         for key in sorted(labelled.keys() - walked):
             digest, label = labelled[key]
             labels.setdefault(digest, {})[key] = label
-        # The names of the unlabelled gone files of those contents (of all RECORDED under DIR): a
-        # copy moved with its folder is not the labelled one.
-        self._gone_unlabelled = {
-            digest: {os.path.basename(r["path"]) for r in self.store.records_of_content(digest)
-                     if r["path"] in recorded and r["path"] not in labelled and r["path"] not in walked
-                     and not r["path"].startswith(hidden) and not os.path.lexists(key_path(r["path"]))}
-            for digest in labels}
+        # The gone labelled files' names that a new file of the walk bears: that file is the one
+        # moved (a folder renamed), and its label is not for a copy of another name.
+        new_names = {os.path.basename(k) for k in walked - known} if labels else set()
+        self._claimed = {digest: {os.path.basename(k) for k in keys} & new_names for digest, keys in labels.items()}
         return labels
 
     def _refiled(self, key, old):

@@ -510,6 +510,7 @@ class Store:
         rows = [r for r in self.db.query("select * from folders") if within(folder, [r["path"]])]
         return max(rows, key=lambda r: len(r["path"]), default=None)
 
+    @_reading
     def settings_within(self, folder):
         """The FOLDERS rows of folder and of the folders under it."""
         if "folders" not in {r[0] for r in self.db.execute("select name from sqlite_master")}:

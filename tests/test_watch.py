@@ -278,7 +278,7 @@ def test_a_subfolder_scanned_with_other_settings_stops_the_watch_too(tmp_path):
             watch.log.append(watch.lines.get())
         assert watch.proc.returncode == 2 and watch.log[-1].strip() == (
             f"Error: {sub} was scanned with --min-confidence 0.9 while the watch ran: the watch stopped, its "
-            f"records kept (watch again to follow them)")
+            f"records kept (a watch of {tmp_path / 'memes'} would file that folder by its own settings again)")
     finally:
         if watch.proc.poll() is None:
             watch.proc.kill()
