@@ -468,10 +468,10 @@ def _distinct(rows, limit):
 
 def check_preview(source="0", web=None, model=None, window=True):
     """What can be told of the preview's arguments without opening its source: raises LiveError
-    for a bad or busy address, no window to open, a missing model, a file or camera that is not
+    for a bad address, no window to open, a missing model, a file or camera that is not
     there. `watch --live` asks before its first scan, so that such a mistake leaves nothing.
     Returns --web's (host, port), or None."""
-    from .web import parse_address, try_listening
+    from .web import parse_address
 
     try:
         address = parse_address(web) if web is not None else None
@@ -487,8 +487,6 @@ def check_preview(source="0", web=None, model=None, window=True):
             raise LiveError(f"--source {source}: no camera at index {source}")
     elif "://" not in source and not os.path.exists(source):
         raise LiveError(f"--source {source}: {NO_FILE}")
-    if address:
-        try_listening(*address)
     return address
 
 

@@ -71,15 +71,6 @@ def parse_address(text):
     return host, int(port)
 
 
-def try_listening(host, port):
-    """LiveError unless a server could listen on (host, port) now (a port in use, an address
-    not this machine's)."""
-    try:
-        Server(Flask(__name__), host, port).stop()  # its request threads too
-    except ServeError as e:
-        raise LiveError(f"--web {e}") from None
-
-
 def serve(live, host, port, matches=None, show=None, echo=print):
     """Serve the page while `live` runs in this thread; returns the run's stats."""
     app = create_app(live, matches)
