@@ -90,15 +90,16 @@ def _capture(source, target, stop):
 def _animation(path):
     """An animated image as an Animation, or None (a still, a video, or no image Pillow reads:
     OpenCV's to try). Read as the scan reads it: at most MAX_FRAMES frames, at most MAX_SIDE px."""
-    if os.path.splitext(path)[1].lower() not in media.IMAGE_SUFFIXES:
+    if not media.is_media(path) or media.is_video(path):
         return None
     try:
         player = media.Player(path)
     except (media.MediaError, OSError):
         return None
-    if player.frames > 1 and player.read():
+    first = player.read() if player.frames > 1 else None
+    if first:
         player.rewind()
-        return Animation(player)
+        return Animation(player, fps=1 / first[1])
     player.close()
     return None
 
@@ -107,10 +108,8 @@ class Animation:
     """An animated image played by media.Player through the few calls of cv2.VideoCapture's that
     Live makes, at the pace its first frame declares."""
 
-    def __init__(self, player):
-        self.player, self.stopped = player, False
-        self._fps = 1 / player.read()[1]
-        player.rewind()
+    def __init__(self, player, fps):
+        self.player, self.stopped, self._fps = player, False, fps
 
     def isOpened(self):  # noqa: N802 (OpenCV's name)
         return True
@@ -184,8 +183,9 @@ class Capture:
     def read(self):
         started = time.monotonic()
         answer = self._call(self._cap.read) if self._cap is not None else None
-        if answer is not None and not answer[0] and time.monotonic() - started > STALLED_S:
-            self.stalled = time.monotonic() - started
+        waited = time.monotonic() - started
+        if answer is not None and not answer[0] and waited > STALLED_S:
+            self.stalled = waited
         return answer if answer is not None else (False, None)
 
     def release(self):
@@ -504,12 +504,13 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
     echo = echo or (lambda message: None)
     address = check_preview(source, web, model, window)
     stop = stop if stop is not None else threading.Event()
+    is_file = os.path.isfile(_as_path(source))
     capture = open_source(source, stop)
     try:
         matches = Matches(db) if db else None
         showing = web is not None or window
         live = Live(capture, Annotator(detector, model), source, loop, max_frames,
-                    realtime=showing and os.path.isfile(_as_path(source)), encode=web is not None,
+                    realtime=showing and is_file, encode=web is not None,
                     lines=matches.lines if matches and web is None else None, stop=stop)
     except BaseException:
         capture.release()
@@ -530,6 +531,6 @@ def run_live(source="0", web=None, db=None, detector="blazeface", model=None, lo
                         f"{live.stats.frames} frames")
     if address and not live.stop.is_set() and live.stats.frames != max_frames:  # else the page just goes dead
         n = live.stats.frames
-        again = " (--loop plays a file again)" if os.path.isfile(_as_path(source)) else ""
+        again = " (--loop plays a file again)" if is_file else ""
         echo(f"the source ended after {n} frame{'s' if n != 1 else ''}; the preview stops{again}")
     return live.stats.as_dict()

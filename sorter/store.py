@@ -505,17 +505,18 @@ class Store:
     def settings_for(self, folder):
         """The settings the last scan of folder, or else of the nearest folder above it, was run
         with (FOLDERS), or None: the next scan's defaults."""
-        if "folders" not in {r[0] for r in self.db.execute("select name from sqlite_master")}:
-            return None  # an older schema, read as it is
-        rows = [r for r in self.db.query("select * from folders") if within(folder, [r["path"]])]
+        rows = [r for r in self._folder_rows() if within(folder, [r["path"]])]
         return max(rows, key=lambda r: len(r["path"]), default=None)
 
     @_reading
     def settings_within(self, folder):
         """The FOLDERS rows of folder and of the folders under it."""
+        return [r for r in self._folder_rows() if within(r["path"], [folder])]
+
+    def _folder_rows(self):
         if "folders" not in {r[0] for r in self.db.execute("select name from sqlite_master")}:
-            return []
-        return [r for r in self.db.query("select * from folders") if within(r["path"], [folder])]
+            return []  # an older schema, read as it is
+        return list(self.db.query("select * from folders"))
 
     def forget_folders(self, path):
         """Drops the settings of path and the folders under it."""

@@ -16,10 +16,10 @@ class Twins:
     def __init__(self, db_path):
         self.db_path = db_path
         self._lock = threading.Lock()
-        # digest -> Future of (record, faces), from the start of its first file's reading until
+        # (digest, video) -> Future of (record, faces), from the start of its first file's reading until
         # that file is recorded (done()); from then on the database has it.
         self._reading = {}
-        self._recorded_now = set()  # digests recorded since this Twins was made (for --rescan)
+        self._recorded_now = set()  # (digest, video) keys recorded since this Twins was made (for --rescan)
 
     def read_once(self, digest, model_id, read, recorded=True, video=False):
         """(record, faces, twin): the reading of this content by this model that a file before
@@ -27,32 +27,32 @@ class Twins:
         records, only those this scan made count. video: the file is read as a video (by its
         name's ending); the same bytes read by the image decoders are another reading (an MP4
         named .gif is an error there), so only a reading by the same reader is shared."""
-        digest = (digest, video)
+        key = (digest, video)
         with self._lock:
-            first = self._reading.get(digest)
+            first = self._reading.get(key)
             if first is None:
-                mine = self._reading[digest] = Future()
+                mine = self._reading[key] = Future()
         if first is not None:
             shared = first.result()
             return (*shared, True) if shared else (*read(), False)
         try:
-            found = self._recorded(digest, model_id) if recorded or digest in self._recorded_now else None
+            found = self._recorded(key, model_id) if recorded or key in self._recorded_now else None
             result = found or read()
         except BaseException:
             # The error may be that file's own (it vanished): a twin reads for itself.
             mine.set_result(None)
             with self._lock:
-                self._reading.pop(digest, None)
+                self._reading.pop(key, None)
             raise
         mine.set_result(result)
         return (*result, found is not None)
 
     def done(self, digest, video=False):
         """The first file of this content is recorded: later twins find it in the database."""
-        digest = (digest, video)
+        key = (digest, video)
         with self._lock:
-            self._reading.pop(digest, None)
-            self._recorded_now.add(digest)
+            self._reading.pop(key, None)
+            self._recorded_now.add(key)
 
     def _recorded(self, key, model_id):
         """A readable file of this content recorded by this model, by the same reader: its record

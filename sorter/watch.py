@@ -217,7 +217,7 @@ class Watcher:
         for last in filter(None, [store.settings_for(root), *store.settings_within(root)]):
             changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last[k] != mine[k]]
             if changed and last["scanned_at"] >= self.settings_since:
-                under = last["path"].startswith(root.rstrip(os.sep) + os.sep)  # a folder in DIR, not DIR or above
+                under = last["path"] != root and within(last["path"], [root])  # a folder in DIR, not DIR or above
                 again = (f"a watch of {shown(self.root)} would file that folder by its own settings again" if under
                          else "watch again to follow them")
                 raise WatchError(f"{shown(last['path'])} was scanned with {', '.join(changed)} while the watch ran: "
