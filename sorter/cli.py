@@ -541,10 +541,10 @@ def soup(data, models, arch, out, int8, cards):
 @click.option("--stickers", type=click.Path(path_type=Path, file_okay=False),
               help="Instead of FER2013: scan this folder as `scan` would and score it against its labels.csv")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
-              help="With --stickers: draw precision against coverage as the confidence threshold moves into this PNG")
+              help="With --stickers: draw precision against coverage as the confidence threshold moves into this new PNG")
 @click.option("--figures", type=click.Path(path_type=Path, file_okay=False),
               help="Also draw the split's confusion.png (counts, row shares) and samples.png (faces, predicted "
-                   "against true) into this folder, as train does")
+                   "against true) into this folder, as train does (never over figures already there)")
 @click.option("--json", "as_json", is_flag=True, help="Everything as JSON (with --stickers, each file's result too)")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no header on stderr")
 def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline, calibrate, detector, stickers, plot,
@@ -558,6 +558,13 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
             raise Fail(f"--plot {plot}: the plot is a PNG; give a name ending in .png")
         if not plot.parent.is_dir():
             raise Fail(f"--plot {plot}: no folder {plot.parent} to write it in")
+        if os.path.lexists(plot):  # a sticker, a run's own plot, a link to anything: none is written over
+            raise Fail(f"--plot {plot} exists: the plot is written only as a new file; choose another name")
+    if figures:
+        from ..training.evaluate import FIGURES
+        taken = [name for name in FIGURES if os.path.lexists(figures / name)]
+        if taken:  # a train run's own figures, say, which would be replaced by another split's
+            raise Fail(f"--figures {figures} already holds {' and '.join(taken)}; give a folder without them")
     from ..training.data import DataError
     from ..training.run_folder import check_writable
     with _failing(DataError):  # checked before the work, whose result a failed write would lose

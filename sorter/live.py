@@ -482,8 +482,8 @@ def check_preview(source="0", web=None, model=None, window=True):
     if model is not None and not os.path.isfile(model):
         raise LiveError(f"model file not found: {model}")
     if source.isascii() and source.isdigit():
-        # OpenCV reads an index of 100 or more as a backend's (200: V4L2's camera 0): not checked.
-        if sys.platform.startswith("linux") and int(source) < 100 and not os.path.exists(f"/dev/video{source}"):
+        # OpenCV reads an index of 100 or more as a backend's plus a camera's (200: V4L2's camera 0).
+        if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{int(source) % 100}"):
             raise LiveError(f"--source {source}: no camera at index {source}")
     elif "://" not in source and not os.path.exists(source):
         raise LiveError(f"--source {source}: {NO_FILE}")

@@ -799,6 +799,16 @@ def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_
     assert "give a name ending in .png" in refused("--stickers", tmp_path, "--plot", tmp_path / "p.txt")
     assert "no folder" in refused("--stickers", tmp_path, "--plot", tmp_path / "none" / "p.png")
     assert "is not a folder you can write to" in refused(csv_file, "--figures", csv_file / "figures")
+    # Before: a sticker (or a run's own plot) named by --plot was written over; --figures into a
+    # train run's folder replaced its PublicTest figures with another split's.
+    sticker = tmp_path / "cat.png"
+    sticker.write_bytes(b"not ours")
+    assert "cat.png exists" in refused("--stickers", tmp_path, "--plot", sticker)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "confusion.png").write_bytes(b"train's")
+    assert "already holds confusion.png;" in refused(csv_file, "--figures", run)
+    assert sticker.read_bytes() == b"not ours" and (run / "confusion.png").read_bytes() == b"train's"
     # Before: exit 0 with an accuracy of NaN (and --json that is not JSON).
     assert "mini.csv: no PublicTest faces" in refused(csv_file, "--split", "PublicTest", "--json")
     # Before: --ferplus read by nothing, without a word; --pipeline with a .keras model exit 70

@@ -172,6 +172,9 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     return result
 
 
+FIGURES = ("confusion.png", "samples.png")  # what draw_figures writes
+
+
 def draw_figures(folder, result, faces, targets, probs):
     """FOLDER/confusion.png and FOLDER/samples.png, as `train` draws them for its run."""
     from .data import DataError
@@ -179,8 +182,8 @@ def draw_figures(folder, result, faces, targets, probs):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        plot_confusion(result["confusion"], folder / "confusion.png", title=f"{Path(result['model']).name} on {result['split']}")
-        plot_samples(faces, targets, probs, folder / "samples.png")
+        plot_confusion(result["confusion"], folder / FIGURES[0], title=f"{Path(result['model']).name} on {result['split']}")
+        plot_samples(faces, targets, probs, folder / FIGURES[1])
     except OSError as e:
         raise DataError(f"--figures {folder}: cannot write there ({e.strerror or e})") from None
 
