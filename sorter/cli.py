@@ -172,7 +172,8 @@ def scan_options(dry_run=False):
         *([click.option("--dry-run", is_flag=True, help="Print what would be linked; write nothing")] if dry_run else []),
         click.option("--rescan", is_flag=True, help="Classify every file again, changed or not"),
         model_options,
-        click.option("--follow-links", is_flag=True, help="Follow symlinks inside DIR"))
+        click.option("--follow-links/--no-follow-links", default=None,
+                     help="Follow symlinks inside DIR, or not [default: as the last scan, else not]"))
 
 
 WEB_DEFAULT = "127.0.0.1:8765"
@@ -187,9 +188,10 @@ preview_options = _options(
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar, no per-file messages")
 
 
-def _scan_setup(directory, out, db, model, link_mode, min_confidence, files=False):
+def _scan_setup(directory, out, db, model, link_mode, min_confidence, follow_links, files=False):
     """scan's and watch's arguments checked, OUT and DB resolved, the settings not given taken
-    from the folder's last scan (else the defaults): (root, out, db, link_mode, min_confidence).
+    from the folder's last scan (else the defaults): (root, out, db, link_mode, min_confidence,
+    follow_links).
     files: a single sticker file may stand for DIRECTORY (scan)."""
     from .links import LinkError, check_mode
     from .paths import PathError, scan_paths
@@ -201,7 +203,9 @@ def _scan_setup(directory, out, db, model, link_mode, min_confidence, files=Fals
     _check_model(model)
     if min_confidence is None:
         min_confidence = last.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
-    return root, out, db, link_mode, min_confidence
+    if follow_links is None:
+        follow_links = bool(last.get("follow_links"))
+    return root, out, db, link_mode, min_confidence, follow_links
 
 
 def _check_model(model):
@@ -256,8 +260,8 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
     from .scan import Options, Scanner
     from .store import StoreError
 
-    root, out, db, link_mode, min_confidence = _scan_setup(directory, out, db, model, link_mode, min_confidence,
-                                                           files=True)
+    root, out, db, link_mode, min_confidence, follow_links = _scan_setup(
+        directory, out, db, model, link_mode, min_confidence, follow_links, files=True)
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,
@@ -689,7 +693,8 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     if with_live:  # a mistake in the preview's arguments, told before the first scan makes anything
         with _failing(LiveError):
             check_preview(source, web, model)
-    root, out, db, link_mode, min_confidence = _scan_setup(directory, out, db, model, link_mode, min_confidence)
+    root, out, db, link_mode, min_confidence, follow_links = _scan_setup(
+        directory, out, db, model, link_mode, min_confidence, follow_links)
     with _failing(StoreError):
         Store(db)  # a one-line error now for an unusable database
     echo = _echo(quiet)

@@ -265,7 +265,7 @@ class Scanner:
                             f"nothing forgotten; `stickersort forget {shlex.quote(str(root))}` drops them")
         if not self.options.dry_run and only == root:  # the next scan's defaults (sorter/cli.py)
             self.store.remember(path_key(root), path_key(self.options.out), self.options.link_mode,
-                                self.options.min_confidence)
+                                self.options.min_confidence, self.options.follow_links)
         self._unreadable(unreadable, summary)
         for folder in outs:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")

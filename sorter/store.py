@@ -92,8 +92,9 @@ FACES = {"id": int, "file": str, "frame": int, "time": float, "x": int, "y": int
 LINKS = {"link": str, "file": str, "label": str, "mode": str, "target": str, "inode": int,
          "created_at": str, "mtime_ns": int, "size": int}
 # What each folder's last scan was told, for the next scan of it (or of a folder under it) that
-# is not told otherwise: `--out`, `--link-mode`, `--min-confidence` (sorter/cli.py).
-FOLDERS = {"path": str, "out": str, "link_mode": str, "min_confidence": float, "scanned_at": str}
+# is not told otherwise: `--out`, `--link-mode`, `--min-confidence`, `--follow-links` (sorter/cli.py).
+FOLDERS = {"path": str, "out": str, "link_mode": str, "min_confidence": float, "scanned_at": str,
+           "follow_links": int}
 TABLES = {"files", "faces", "links"}  # a database from before the marking (version 0) has these
 # Marks a database as stickersort's ("stks"): another program's SQLite file is refused, untouched.
 APPLICATION_ID = int.from_bytes(b"stks", "big")
@@ -120,10 +121,16 @@ def _add_folders(db):
         db["folders"].create(FOLDERS, pk="path")
 
 
+def _add_follow_links(db):
+    if "follow_links" not in db["folders"].columns_dict:
+        db["folders"].add_column("follow_links", int)
+
+
 UPGRADES = (
     _add_missing_columns,  # 1: marked; the ADDED columns
     _add_copy_times,  # 2: links.mtime_ns and size, a copy's as made (one edited in place is the user's)
     _add_folders,  # 3: folders, each scanned folder's settings
+    _add_follow_links,  # 4: folders.follow_links (null in a row from before: not followed)
 )
 SCHEMA_VERSION = len(UPGRADES)
 
@@ -493,13 +500,13 @@ class Store:
             self.db.execute("delete from faces where file = ?", [path])
             self.db.execute("delete from files where path = ?", [path])
 
-    def remember(self, folder, out, link_mode, min_confidence):
+    def remember(self, folder, out, link_mode, min_confidence, follow_links):
         """A scan's settings for folder, for its next scan (settings_for), and for the folders
         under it, whose own are dropped: their files were filed by this scan."""
         with self._writing():
             self._forget_folders(folder, itself=False)
             self.db.execute(_upsert_sql("folders", tuple(FOLDERS), "path"),
-                            [folder, out, link_mode, min_confidence, now()])
+                            [folder, out, link_mode, min_confidence, now(), int(follow_links)])
 
     @_reading
     def settings_for(self, folder):

@@ -92,6 +92,13 @@ def _watch_limit():
         return "?"
 
 
+def _as_option(name, value):
+    """A setting as the scan that chose it was given it: `--out DIR`, `--no-follow-links`."""
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{name.replace('_', '-')}"
+    return f"--{name.replace('_', '-')} {shown(value)}"
+
+
 def describe(event):
     """An event as `watch` prints it without --json."""
     path = shown(event["path"])
@@ -213,9 +220,10 @@ class Watcher:
         self.settings_checked = now
         store, root = self.scanner.store, path_key(self.root)
         mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
-                "min_confidence": self.options.min_confidence}
+                "min_confidence": self.options.min_confidence, "follow_links": self.options.follow_links}
         for last in filter(None, [store.settings_for(root), *store.settings_within(root)]):
-            changed = [f"--{k.replace('_', '-')} {shown(last[k])}" for k in mine if last[k] != mine[k]]
+            last = {**last, "follow_links": bool(last.get("follow_links"))}  # null: from before it was kept
+            changed = [_as_option(k, last[k]) for k in mine if last[k] != mine[k]]
             if changed and last["scanned_at"] >= self.settings_since:
                 under = last["path"] != root and within(last["path"], [root])  # a folder in DIR, not DIR or above
                 again = (f"a watch of {shown(self.root)} would file that folder by its own settings again" if under

@@ -229,8 +229,13 @@ def _as_version_2(db):
     _sql(db, "drop table folders", "pragma user_version = 2")
 
 
+def _as_version_3(db):
+    """The database as stickersort made it before it kept --follow-links with a folder's settings."""
+    _sql(db, "alter table folders drop column follow_links", "pragma user_version = 3")
+
+
 @pytest.mark.parametrize("first", ["query", "scan"])
-@pytest.mark.parametrize("made", [_as_made_before_marking, _as_version_2])
+@pytest.mark.parametrize("made", [_as_made_before_marking, _as_version_2, _as_version_3])
 def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, first, made):
     paths = sorted(r["path"] for r in json.loads(cli("query", "--db", scanned, "--json").stdout))
     made(scanned)
@@ -247,5 +252,8 @@ def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, 
     columns = {r[1] for r in _sql(scanned, "pragma table_info(files)")[0]}
     assert set(ADDED) <= columns and {"mtime_ns", "size"} <= {r[1] for r in _sql(scanned, "pragma table_info(links)")[0]}
     check_db(scanned)
-    folders = _sql(scanned, "select path, out from folders")[0]
-    assert folders == ([(str(src), str(tmp_path / "out"))] if first == "scan" else [])
+    folders = _sql(scanned, "select path, out, follow_links from folders")[0]
+    if made is _as_version_3:  # its row kept, read as links not followed
+        assert folders == [(str(src), str(tmp_path / "out"), 0 if first == "scan" else None)]
+    else:
+        assert folders == ([(str(src), str(tmp_path / "out"), 0)] if first == "scan" else [])

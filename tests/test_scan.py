@@ -404,6 +404,27 @@ def test_a_folder_keeps_the_settings_it_was_last_scanned_with(cli, src, tmp_path
     assert cli("scan", src, "--db", db, "-q").exit_code == 0 and (tmp_path / "memes-by-emotion").is_dir()
 
 
+def test_a_folder_scanned_following_links_goes_on_following_them(cli, tmp_path):
+    """Before: --follow-links was not kept with the folder's settings, so the next plain `scan DIR`
+    (or `watch DIR`) took the stickers reached through links for vanished: records, labels and
+    links gone. Now it is kept until --no-follow-links is given."""
+    src, elsewhere = tmp_path / "memes", tmp_path / "elsewhere"
+    src.mkdir()
+    elsewhere.mkdir()
+    blank().save(elsewhere / "o.png")
+    (src / "l.png").symlink_to(elsewhere / "o.png")
+    assert scan(cli, src, tmp_path, "--follow-links")[1]["classified"] == 1
+    assert cli("label", src / "l.png", "happy", "--db", tmp_path / "s.db").exit_code == 0
+    for again in ([], ["--dry-run"]):
+        result, summary = scan(cli, src, tmp_path, *again)
+        assert (summary["files"], summary["unchanged"], summary["links"]["removed"]) == (1, 1, 0), result.output
+    assert [(r["label"], r["user_label"]) for r in rows(tmp_path)] == [("happy", "happy")]
+    assert links(tmp_path / "out") == ["happy/l.png"]
+    assert scan(cli, src, tmp_path, "--no-follow-links")[1]["files"] == 0  # told: the link is no sticker
+    assert rows(tmp_path) == [] and links(tmp_path / "out") == []
+    assert scan(cli, src, tmp_path)[1]["files"] == 0
+
+
 def test_video_clip_is_sampled_by_time(cli, tmp_path):
     from media_makers import face_mp4
     src = tmp_path / "clips"
