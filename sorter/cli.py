@@ -853,6 +853,14 @@ def main():
         raise
 
 
+def _cwd_gone():
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def _main():
     try:
         cli.main(prog_name="stickersort")
@@ -862,6 +870,10 @@ def _main():
     except Exception as e:  # the last guard: one line, never a traceback, unless asked for
         if os.environ.get("STICKERSORT_DEBUG"):
             raise
+        if isinstance(e, FileNotFoundError) and _cwd_gone():  # a relative path cannot be made absolute
+            click.echo("stickersort: error: the current folder is gone (deleted or moved): change to one that "
+                       "exists, or give absolute paths", err=True)
+            sys.exit(EXIT_USAGE)
         missing = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
         if missing in EXTRAS:  # an optional package, on a path _need does not guard
             click.echo(f"stickersort: error: {missing} is not in the base install: {_install(EXTRAS[missing])}",

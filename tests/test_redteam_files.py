@@ -707,3 +707,20 @@ def test_no_runtime_chatter_or_telemetry_where_home_is_read_only(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", src, "--out", out, "--db", db, "-q"],
                           capture_output=True, text=True, env=env, timeout=DEADLINE_S)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("args", [["label", "x.png", "happy"], ["forget", "x.png"], ["show", "x.png"], ["scan", "."]])
+def test_a_relative_path_given_in_a_deleted_folder_is_one_line(tmp_path, args):
+    """Before: exit 70, "FileNotFoundError: [Errno 2]", when the shell sat in a folder deleted since."""
+    src, db = tmp_path / "memes", tmp_path / "s.db"
+    stickers(src, **{"x.png": None})
+    assert scan(src, tmp_path / "out", db)[0].returncode == 0
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    proc = subprocess.Popen(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$@"', "sh",
+                             *stickersort([*args, "--db", db])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 2 and stderr.splitlines() == [
+        "stickersort: error: the current folder is gone (deleted or moved): change to one that exists, or give "
+        "absolute paths"], stderr
+    assert [r["label"] for r in query(db, "select label from files")] == ["noface"]
