@@ -262,6 +262,9 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
 
     root, out, db, link_mode, min_confidence, follow_links = _scan_setup(
         directory, out, db, model, link_mode, min_confidence, follow_links, files=True)
+    if os.path.islink(root) and not follow_links:  # read, it would count as vanished: its record and label gone
+        raise Fail(f"{directory} is a symlink, and scans of {root.parent} do not follow links: "
+                   f"give --follow-links")
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,

@@ -45,6 +45,15 @@ class PathError(ValueError):
     """A DIR, OUT or DB that a scan cannot use; the message is one line for the user."""
 
 
+def scanned_as(path):
+    """What a scan of path scans: a folder resolved; a file in its folder resolved, its own name
+    kept, so that a one-file scan of a link in DIR is that link, as DIR's walk lists it."""
+    if os.path.isdir(path):
+        return Path(os.path.realpath(path))
+    path = os.path.abspath(path)
+    return Path(os.path.realpath(os.path.dirname(path))) / os.path.basename(path)
+
+
 def inside(path, root):
     """Whether path is root or lies under it, symlinks resolved."""
     return within(os.path.realpath(path), [os.path.realpath(root)])
@@ -87,7 +96,7 @@ def scan_paths(directory, out=None, db=None, files=False, recall=None):
         raise PathError(f"not a sticker file: {directory} (scan reads {', '.join(sorted(SUFFIXES))})")
     if not directory.is_dir() and not (files and directory.is_file()):
         raise PathError(f"not a {'sticker file or ' * files}directory: {directory}")
-    root = Path(os.path.realpath(directory))
+    root = scanned_as(directory)
     folder = root if root.is_dir() else root.parent
     db = Path(os.path.realpath(db if db else default_db()))
     last = (recall and recall(path_key(folder), db)) or {}

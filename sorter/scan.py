@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..model.inference import ModelError
 from ..model.labels import EMOTIONS, NOFACE
 from . import media
 from .links import LAST_COPY, Entries, Linker
-from .paths import OWNER_FILE, PathError, bare, is_out, key_path, path_key, within
+from .paths import OWNER_FILE, PathError, bare, is_out, key_path, path_key, scanned_as, within
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
@@ -141,7 +142,7 @@ def walk(root, skip=(), follow_links=False, unreadable=None, outs=None):
     skip = tuple(os.path.realpath(s) for s in skip)
     unreadable = [] if unreadable is None else unreadable
     outs = [] if outs is None else outs
-    seen = set()
+    seen = _above(root) if follow_links else set()
     stack = [(str(root), None)]
     while stack:
         folder, parent_dev = stack.pop()
@@ -174,6 +175,18 @@ def walk(root, skip=(), follow_links=False, unreadable=None, outs=None):
                     and not within(entry.path if exact else os.path.realpath(entry.path), skip):
                 yield entry.path
         stack.extend(reversed(subfolders))
+
+
+def _above(root):
+    """The (device, inode) of every folder above root: a link followed up to one of them would
+    walk root again under another name, as the walk of that folder would not."""
+    ids, folder = set(), os.path.realpath(root)
+    while (parent := os.path.dirname(folder)) != folder:
+        folder = parent
+        with suppress(OSError):
+            st = os.stat(folder)
+            ids.add((st.st_dev, st.st_ino))
+    return ids
 
 
 def unwalked(unreadable, outs):
@@ -246,7 +259,7 @@ class Scanner:
         (sorter/interrupt.py) that ends the scan between two files, calls off the readings under
         way, and raises media.Interrupted; what was recorded stays, whole."""
         self.cancel = stop if stop is not None else threading.Event()
-        root = only = Path(os.path.realpath(root))
+        root = only = scanned_as(root)
         if not root.is_dir():
             root = root.parent
         summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db),

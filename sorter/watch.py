@@ -491,8 +491,8 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
 
     def scanned(summary):
         watcher.report_state(summary)
-        echo(f"scanned {shown(watcher.root)}: {summary.files} files, {summary.classified} classified, "
-             f"{summary.errors} errors; watching (Ctrl-C stops)")
+        echo(f"scanned {shown(watcher.root)}: {summary.files} file{'s' * (summary.files != 1)}, {summary.classified} classified, "
+             f"{summary.errors} errors, {summary.vanished} vanished; watching (Ctrl-C stops)")
 
     if preview:
         beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)

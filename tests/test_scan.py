@@ -425,6 +425,43 @@ def test_a_folder_scanned_following_links_goes_on_following_them(cli, tmp_path):
     assert scan(cli, src, tmp_path)[1]["files"] == 0
 
 
+def test_a_link_scanned_alone_is_the_link_its_folder_files(cli, tmp_path):
+    """Before: `scan DIR/link.png` scanned the link's target instead, as a file of the target's
+    folder: a new record filed into TARGET-by-emotion, the link's record and label untouched; and
+    in a folder whose scans do not follow links it would have counted as vanished."""
+    src, elsewhere, db = tmp_path / "memes", tmp_path / "elsewhere", tmp_path / "s.db"
+    src.mkdir()
+    elsewhere.mkdir()
+    blank().save(elsewhere / "o.png")
+    (src / "l.png").symlink_to(elsewhere / "o.png")
+    (src / "also.png").symlink_to(elsewhere / "o.png")
+    assert scan(cli, src, tmp_path, "--follow-links")[1]["classified"] == 2
+    assert cli("label", src / "l.png", "happy", "--db", db).exit_code == 0
+    result = cli("scan", src / "l.png", "--db", db, "--json", "--rescan")
+    assert result.exit_code == 0 and json.loads(result.stdout)["out"] == str(tmp_path / "out"), result.output
+    assert sorted((r["path"], r["user_label"]) for r in rows(tmp_path)) == [
+        (str(src / "l.png"), "happy"), (str(src / "also.png"), None)]
+    assert not (tmp_path / "elsewhere-by-emotion").exists()
+    assert scan(cli, src, tmp_path, "--no-follow-links")[1]["files"] == 0
+    refused = cli("scan", src / "l.png", "--db", db)
+    assert refused.exit_code == 2 and "is a symlink, and scans of" in refused.output and "--follow-links" in refused.output
+
+
+def test_a_subfolder_scan_following_links_does_not_follow_one_up_to_its_parent(cli, tmp_path):
+    """Before: the walk knew only the folders it had seen itself, so `scan DIR/sub` (following
+    links, as DIR's scan had told it) walked DIR again through sub/up -> DIR, filing its stickers a
+    second time under sub/up/, as `scan DIR` does not."""
+    src = tmp_path / "memes"
+    (src / "sub").mkdir(parents=True)
+    blank().save(src / "a.png")
+    blank(color=(200, 30, 30)).save(src / "sub" / "b.png")
+    (src / "sub" / "up").symlink_to(src)
+    assert scan(cli, src, tmp_path, "--follow-links")[1]["files"] == 2
+    result, summary = scan(cli, src / "sub", tmp_path)
+    assert summary["files"] == 1 and summary["classified"] == 0, result.output
+    assert sorted(r["path"] for r in rows(tmp_path)) == [str(src / "a.png"), str(src / "sub" / "b.png")]
+
+
 def test_video_clip_is_sampled_by_time(cli, tmp_path):
     from media_makers import face_mp4
     src = tmp_path / "clips"

@@ -636,3 +636,26 @@ def test_json_prints_one_line_per_event(tmp_path):
     finally:
         if w.proc.poll() is None:
             w.proc.kill()
+
+
+def test_the_watchs_first_line_counts_what_its_first_scan_removed(tmp_path):
+    """Before: "2 files, 0 classified, 0 errors", when the first scan had also removed the records
+    (labels too) and links of files gone or no longer walked: here a link, now not followed."""
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    blank().save(tmp_path / "o.png")
+    (memes / "l.png").symlink_to(tmp_path / "o.png")
+    hopper().save(memes / "hopper.png")
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(memes), "--db",
+                              str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--follow-links", "-q"],
+                             capture_output=True, text=True)
+    assert scanned.returncode == 0, scanned.stderr
+    w = Watch(tmp_path, "--no-follow-links")
+    try:
+        line = w.wait_line("watching")
+        assert "1 file, 0 classified, 0 errors, 1 vanished; watching" in line, line
+        assert sorted(w.rows()) == ["hopper.png"]
+        assert w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
