@@ -440,7 +440,7 @@ def test_a_link_scanned_alone_is_the_link_its_folder_files(cli, tmp_path):
     result = cli("scan", src / "l.png", "--db", db, "--json", "--rescan")
     assert result.exit_code == 0 and json.loads(result.stdout)["out"] == str(tmp_path / "out"), result.output
     assert sorted((r["path"], r["user_label"]) for r in rows(tmp_path)) == [
-        (str(src / "l.png"), "happy"), (str(src / "also.png"), None)]
+        (str(src / "also.png"), None), (str(src / "l.png"), "happy")]
     assert not (tmp_path / "elsewhere-by-emotion").exists()
     assert scan(cli, src, tmp_path, "--no-follow-links")[1]["files"] == 0
     refused = cli("scan", src / "l.png", "--db", db)
