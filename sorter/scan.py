@@ -329,19 +329,18 @@ class Scanner:
         """Reads, before the walk, what _kept needs for the files recorded under root, in one
         query: how each unchanged file is when nothing is to be done (Unchanged); OUT's entries
         are listed once per label folder when first needed, and each folder checked once.
-        Returns the files recorded from root (those that may have vanished). Dropped when the
-        scan ends (root None): watch's events, one by one, go the per-file way."""
+        Returns the files recorded under root, whatever folder's scan recorded them (a scan of
+        root files the folders under it: those that may have vanished). Dropped when the scan
+        ends (root None): watch's events, one by one, go the per-file way."""
         self._entries, self._folders, self._unchanged_as = Entries(self.linker), {}, {}
-        self._labelled = {}  # key -> (hash, the user's label), of the files recorded from root
+        self._labelled = {}  # key -> (hash, the user's label), of the files recorded under root
         known = set()
         if root is None:
             return known
-        root_key = path_key(root)
-        for row in self.store.files_within(root_key):
-            if row["root"] == root_key:
-                known.add(row["path"])
-                if row["user_label"] and row["hash"]:
-                    self._labelled[row["path"]] = (row["hash"], row["user_label"])
+        for row in self.store.files_within(path_key(root)):
+            known.add(row["path"])
+            if row["user_label"] and row["hash"]:
+                self._labelled[row["path"]] = (row["hash"], row["user_label"])
             unchanged = self._when_unchanged(row)
             if unchanged:
                 self._unchanged_as[row["path"]] = unchanged

@@ -411,13 +411,12 @@ class Store:
         cursor.row_factory = sqlite3.Row
         return cursor
 
-    def paths_under(self, root):
-        return [r["path"] for r in self.db.query("select path from files where root = ?", [root])]
-
-    def signatures_under(self, root):
-        """Each file recorded under root: path -> (size, mtime_ns), what a rescan by stat compares."""
-        return {r["path"]: (r["size"], r["mtime_ns"])
-                for r in self.db.query("select path, size, mtime_ns from files where root = ?", [root])}
+    def signatures_under(self, folder):
+        """Each file recorded under folder, whatever folder's scan recorded it: path -> (size,
+        mtime_ns), what a rescan by stat compares (a range of keys, as files_within reads it)."""
+        prefix = folder.rstrip("/")
+        return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db.query(
+            "select path, size, mtime_ns from files where path >= ? and path < ?", [prefix + "/", prefix + "0"])}
 
     def save(self, record, faces):
         """One file's record and its faces, replaced together or not at all."""

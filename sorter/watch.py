@@ -371,8 +371,7 @@ class Watcher:
         self.pending.pop(path, None)
         key = path_key(path)
         if is_directory:
-            prefix = key.rstrip(os.sep) + os.sep
-            gone = [p for p in self.scanner.store.paths_under(path_key(self.root)) if p.startswith(prefix)]
+            gone = list(self.scanner.store.signatures_under(key))
         else:
             gone = [key] if self.scanner.store.get(key) else []
         for recorded in gone:

@@ -462,6 +462,22 @@ def test_a_subfolder_scan_following_links_does_not_follow_one_up_to_its_parent(c
     assert sorted(r["path"] for r in rows(tmp_path)) == [str(src / "a.png"), str(src / "sub" / "b.png")]
 
 
+def test_a_file_first_filed_by_a_subfolders_scan_is_forgotten_by_its_folders_when_gone(cli, tmp_path):
+    """Before: a sticker first filed by `scan DIR/sub` was recorded as that scan's, and a later
+    `scan DIR` counted only its own records as ones that may have vanished: deleted, the sticker
+    kept its record and a link to nothing in OUT for good."""
+    src = tmp_path / "memes"
+    (src / "sub").mkdir(parents=True)
+    blank().save(src / "a.png")
+    assert scan(cli, src, tmp_path)[1]["classified"] == 1
+    blank(color=(200, 30, 30)).save(src / "sub" / "new.png")
+    assert scan(cli, src / "sub", tmp_path)[1]["classified"] == 1
+    (src / "sub" / "new.png").unlink()
+    result, summary = scan(cli, src, tmp_path)
+    assert summary["vanished"] == 1 and summary["links"]["removed"] == 1, result.output
+    assert [r["path"] for r in rows(tmp_path)] == [str(src / "a.png")] and links(tmp_path / "out") == ["noface/a.png"]
+
+
 def test_video_clip_is_sampled_by_time(cli, tmp_path):
     from media_makers import face_mp4
     src = tmp_path / "clips"
