@@ -194,17 +194,24 @@ def _scan_setup(directory, out, db, model, link_mode, min_confidence, follow_lin
     follow_links).
     files: a single sticker file may stand for DIRECTORY (scan)."""
     from .links import LinkError, check_mode
-    from .paths import PathError, scan_paths
-    from .store import settings_for
+    from .paths import PathError, key_path, path_key, scan_paths
+    from .store import following_within, settings_for
     with _failing(PathError, LinkError):
         root, out, db, last = scan_paths(directory, out, db, files, recall=settings_for)
         link_mode = link_mode or last.get("link_mode") or "symlink"
         check_mode(link_mode, root, out)
+    if os.path.islink(root) and not (follow_links is not False and last.get("follow_links")):
+        # Filed alone, it would be dropped by the folder's next scan, which does not follow links.
+        raise Fail(f"{directory} is a symlink, which only a scan of {root.parent} following links files: scan "
+                   f"its target ({os.path.realpath(root)}), or {root.parent} with --follow-links")
     _check_model(model)
     if min_confidence is None:
         min_confidence = last.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
     if follow_links is None:
         follow_links = bool(last.get("follow_links"))
+        if not follow_links and (under := following_within(path_key(root), db)):  # else dropped unasked
+            raise Fail(f"{key_path(under[0])} was last scanned with --follow-links: give --follow-links to keep "
+                       f"the stickers it reached through links, or --no-follow-links to drop them")
     return root, out, db, link_mode, min_confidence, follow_links
 
 
@@ -262,9 +269,6 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
 
     root, out, db, link_mode, min_confidence, follow_links = _scan_setup(
         directory, out, db, model, link_mode, min_confidence, follow_links, files=True)
-    if os.path.islink(root) and not follow_links:  # read, it would count as vanished: its record and label gone
-        raise Fail(f"{directory} is a symlink, and scans of {root.parent} do not follow links: "
-                   f"give --follow-links")
     echo = _echo(quiet)
     options = Options(out=out, db=db, frames=frames, min_confidence=min_confidence, link_mode=link_mode,
                       dry_run=dry_run, rescan=rescan, detector=detector, model=model, follow_links=follow_links,

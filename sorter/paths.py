@@ -98,6 +98,9 @@ def scan_paths(directory, out=None, db=None, files=False, recall=None):
         raise PathError(f"not a {'sticker file or ' * files}directory: {directory}")
     root = scanned_as(directory)
     folder = root if root.is_dir() else root.parent
+    if marked := next((f for f in (folder, *folder.parents) if is_out(f)), None):
+        raise PathError(f"{directory} is in {marked}, an OUT that stickersort made (its entries are links and "
+                        f"copies of stickers): scan the folder of the originals")
     db = Path(os.path.realpath(db if db else default_db()))
     last = (recall and recall(path_key(folder), db)) or {}
     if last and not out and not os.path.isdir(key_path(last["out"])):
@@ -106,8 +109,9 @@ def scan_paths(directory, out=None, db=None, files=False, recall=None):
     # Resolved: links are computed from where OUT really is (a symlinked home or macOS's /tmp
     # would leave them dangling), and OUT's marker names the database however it was spelt.
     out = Path(os.path.realpath(out)) if out else Path(key_path(last["out"])) if last else default_out(folder)
-    if inside(root, out):
-        raise PathError(f"--out {out} contains the folder being scanned; choose another --out")
+    if inside(root, out) or within(str(root), [str(out)]):  # a link in OUT, scanned alone, is one of OUT's
+        raise PathError(f"--out {out} contains the {'folder' if root.is_dir() else 'file'} being scanned; "
+                        f"choose another --out")
     if out.exists() and not out.is_dir():
         raise PathError(f"--out {out} exists and is not a directory")
     if db.is_dir():

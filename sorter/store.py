@@ -174,16 +174,29 @@ def dry_run_copy(path):
 def settings_for(folder, path):
     """Store.settings_for of the database at path, as a dict ({} when there is none yet, or none
     can be read: the scan's own open then refuses the database, saying why)."""
+    return _look(path, lambda store: store.settings_for(folder) or {}, {})
+
+
+def following_within(folder, path):
+    """The folders under folder (not folder itself) whose last scan followed links, by the
+    database at path."""
+    rows = _look(path, lambda store: store.settings_within(folder), [])
+    return [r["path"] for r in rows if r.get("follow_links") and r["path"] != folder]
+
+
+def _look(path, read, none):
+    """read(store) of the database at path, opened read-only; `none` where there is no database
+    yet or it cannot be read (the scan's own open then refuses it, saying why)."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return {}
+        return none
     try:
         store = Store(path, readonly=True, upgrade=False)  # a dry run's look writes nothing
         try:
-            return store.settings_for(folder) or {}
+            return read(store)
         finally:
             store.close()
     except StoreError:
-        return {}
+        return none
 
 
 def now():

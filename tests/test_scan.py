@@ -442,9 +442,18 @@ def test_a_link_scanned_alone_is_the_link_its_folder_files(cli, tmp_path):
     assert sorted((r["path"], r["user_label"]) for r in rows(tmp_path)) == [
         (str(src / "also.png"), None), (str(src / "l.png"), "happy")]
     assert not (tmp_path / "elsewhere-by-emotion").exists()
+    # OUT's own link, scanned alone, is no sticker: before, a second record and a link to a link.
+    entry = tmp_path / "out" / "happy" / "l.png"
+    for given in (entry, entry.parent, tmp_path / "out"):
+        assert " an OUT that stickersort made" in cli("scan", given, "--db", db, "--follow-links").output
+    assert not (tmp_path / "out" / "happy-by-emotion").exists() and not (tmp_path / "out-by-emotion").exists()
+    # Where the folder's scans do not follow links, its next scan would drop what a one-file scan
+    # of a link filed, label and all: refused, even when told --follow-links for that file.
     assert scan(cli, src, tmp_path, "--no-follow-links")[1]["files"] == 0
-    refused = cli("scan", src / "l.png", "--db", db)
-    assert refused.exit_code == 2 and "is a symlink, and scans of" in refused.output and "--follow-links" in refused.output
+    for told in ([], ["--follow-links"]):
+        refused = cli("scan", src / "l.png", "--db", db, *told)
+        assert refused.exit_code == 2 and "is a symlink, which only a scan of" in refused.output, refused.output
+    assert rows(tmp_path) == []
 
 
 def test_a_subfolder_scan_following_links_does_not_follow_one_up_to_its_parent(cli, tmp_path):
@@ -460,6 +469,26 @@ def test_a_subfolder_scan_following_links_does_not_follow_one_up_to_its_parent(c
     result, summary = scan(cli, src / "sub", tmp_path)
     assert summary["files"] == 1 and summary["classified"] == 0, result.output
     assert sorted(r["path"] for r in rows(tmp_path)) == [str(src / "a.png"), str(src / "sub" / "b.png")]
+
+
+def test_a_folder_scan_not_told_asks_before_dropping_what_a_subfolder_reached_through_links(cli, tmp_path):
+    """Before: `scan DIR/sub --follow-links`, then `scan DIR` (which follows no links unless told)
+    dropped the stickers sub had reached through links, the labels given to them with them."""
+    src, elsewhere, db = tmp_path / "memes", tmp_path / "elsewhere", tmp_path / "s.db"
+    (src / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    blank().save(src / "a.png")
+    blank(color=(200, 30, 30)).save(elsewhere / "x.png")
+    (src / "sub" / "l.png").symlink_to(elsewhere / "x.png")
+    assert scan(cli, src / "sub", tmp_path, "--follow-links")[1]["classified"] == 1
+    assert cli("label", src / "sub" / "l.png", "happy", "--db", db).exit_code == 0
+    refused = cli("scan", src, "--db", db, "--out", tmp_path / "out")
+    assert refused.exit_code == 2 and refused.output.splitlines() == [
+        f"Error: {src / 'sub'} was last scanned with --follow-links: give --follow-links to keep the stickers it "
+        f"reached through links, or --no-follow-links to drop them"]
+    assert [r["user_label"] for r in rows(tmp_path)] == ["happy"]
+    assert scan(cli, src, tmp_path, "--follow-links")[1]["files"] == 2
+    assert sorted(r["user_label"] or "" for r in rows(tmp_path)) == ["", "happy"]
 
 
 def test_a_file_first_filed_by_a_subfolders_scan_is_forgotten_by_its_folders_when_gone(cli, tmp_path):
