@@ -6,6 +6,7 @@ import os
 import shlex
 import sqlite3
 import sys
+import threading
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import click
 from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
 from ..training.config import ARCHS, Config  # the train knobs' defaults; no TensorFlow
 from . import __version__
-from .paths import default_db, shown
+from .paths import default_db, path_key, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -194,7 +195,7 @@ def _scan_setup(directory, out, db, model, link_mode, min_confidence, follow_lin
     follow_links).
     files: a single sticker file may stand for DIRECTORY (scan)."""
     from .links import LinkError, check_mode
-    from .paths import PathError, key_path, path_key, scan_paths
+    from .paths import PathError, key_path, scan_paths
     from .store import following_within, settings_for
     with _failing(PathError, LinkError):
         root, out, db, last = scan_paths(directory, out, db, files, recall=settings_for)
@@ -236,7 +237,17 @@ def _check_model(model):
 
 
 def _echo(quiet):
-    return (lambda m: None) if quiet else (lambda m: click.echo(shown(m), err=True))
+    return (lambda m: None) if quiet else _say
+
+
+# One line at a time: a line written to stderr while another thread writes one can be lost whole
+# (CPython's TextIOWrapper, gh-118138): watch --live's "watching" line was, now and then.
+_SAYING = threading.Lock()
+
+
+def _say(message):
+    with _SAYING:
+        click.echo(shown(message), err=True)
 
 
 @cli.command()
@@ -295,7 +306,7 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
         except Interrupted:
             _stopped(stop, "every file done so far is recorded and linked; scan again to finish")
     if verbose and not as_json:
-        for row in scanner.store.query(root=str(root)):
+        for row in scanner.store.query(root=path_key(root)):
             click.echo(shown(_row_line(row)))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
@@ -877,7 +888,8 @@ def _main():
     except Exception as e:  # the last guard: one line, never a traceback, unless asked for
         if os.environ.get("STICKERSORT_DEBUG"):
             raise
-        if isinstance(e, FileNotFoundError) and _cwd_gone():  # a relative path cannot be made absolute
+        # A relative name given in a folder deleted since: it cannot be made absolute.
+        if isinstance(e, FileNotFoundError) and not os.path.isabs(e.filename or "") and _cwd_gone():
             click.echo("stickersort: error: the current folder is gone (deleted or moved): change to one that "
                        "exists, or give absolute paths", err=True)
             sys.exit(EXIT_USAGE)

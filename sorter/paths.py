@@ -50,8 +50,8 @@ def scanned_as(path):
     kept, so that a one-file scan of a link in DIR is that link, as DIR's walk lists it."""
     if os.path.isdir(path):
         return Path(os.path.realpath(path))
-    path = os.path.abspath(path)
-    return Path(os.path.realpath(os.path.dirname(path))) / os.path.basename(path)
+    head, name = os.path.split(path)  # not abspath: `link/../a.png` is where the link leads, then up
+    return Path(os.path.realpath(head or ".")) / name
 
 
 def inside(path, root):
@@ -99,7 +99,8 @@ def scan_paths(directory, out=None, db=None, files=False, recall=None):
     root = scanned_as(directory)
     folder = root if root.is_dir() else root.parent
     if marked := next((f for f in (folder, *folder.parents) if is_out(f)), None):
-        raise PathError(f"{directory} is in {marked}, an OUT that stickersort made (its entries are links and "
+        where = "is" if marked == folder and root.is_dir() else "is in"
+        raise PathError(f"{directory} {where} {marked}, an OUT that stickersort made (its entries are links and "
                         f"copies of stickers): scan the folder of the originals")
     db = Path(os.path.realpath(db if db else default_db()))
     last = (recall and recall(path_key(folder), db)) or {}

@@ -283,7 +283,7 @@ class Scanner:
         for folder in outs:
             self.echo(f"{path_key(folder)}: an OUT (it holds {OWNER_FILE}): not scanned, its files' records kept")
         # Gone only where the walk could look: a file in a folder it could not read is still there.
-        hidden = unwalked(unreadable, outs)
+        hidden = unwalked(unreadable, outs) + (self._away(root) if only == root else ())
         if only != root:  # the folder's other files are not this scan's business
             known &= {path_key(only)}
         self._labels_left = self._labels_of(known, paths, hidden)
@@ -325,6 +325,16 @@ class Scanner:
             summary.labels[label] = summary.labels.get(label, 0) + 1
         return summary
 
+    def _away(self, root):
+        """The key prefixes of the folders under root that a scan was run on and that are gone or
+        empty whole now (a drive not mounted, as for root itself): their files are not known to be
+        gone, and are said to be kept."""
+        away = [r for r in self._roots - {path_key(root)} if within(r, [path_key(root)]) and bare(key_path(r))]
+        for folder in sorted(away):
+            self.echo(f"{folder}: scanned before, now gone or empty whole (a drive not mounted?): its files' records "
+                      f"kept; `stickersort forget` drops them")
+        return tuple(r.rstrip(os.sep) + os.sep for r in away)
+
     def _read_ahead(self, root=None):
         """Reads, before the walk, what _kept needs for the files recorded under root, in one
         query: how each unchanged file is when nothing is to be done (Unchanged); OUT's entries
@@ -334,11 +344,12 @@ class Scanner:
         ends (root None): watch's events, one by one, go the per-file way."""
         self._entries, self._folders, self._unchanged_as = Entries(self.linker), {}, {}
         self._labelled = {}  # key -> (hash, the user's label), of the files recorded under root
-        known = set()
+        known, self._roots = set(), set()  # _roots: the folders under root that scans were run on
         if root is None:
             return known
         for row in self.store.files_within(path_key(root)):
             known.add(row["path"])
+            self._roots.add(row["root"])
             if row["user_label"] and row["hash"]:
                 self._labelled[row["path"]] = (row["hash"], row["user_label"])
             unchanged = self._when_unchanged(row)

@@ -574,8 +574,9 @@ class Store:
         if min_confidence:
             # A label the user gave is as sure as labels get, whatever the model scored.
             where.append("(confidence >= ? or user_label is not null)"); args.append(min_confidence)
-        if root:
-            where.append("root = ?"); args.append(root)
+        if root:  # it (a file), or every file under it, whichever folder's scan recorded it
+            where.append("(path = ? or (path >= ? and path < ?))")
+            args += [root, root.rstrip("/") + "/", root.rstrip("/") + "0"]
         order = _BEST_FIRST if label and include_unsure else "confidence desc, path"
         sql = (f"select path, label, user_label, guess, {_UNLESS_NOFACE.format('confidence')}, "
                f"{_UNLESS_NOFACE.format('margin')}, faces, kind, scanned_at, error from files "

@@ -446,6 +446,7 @@ def test_a_link_scanned_alone_is_the_link_its_folder_files(cli, tmp_path):
     entry = tmp_path / "out" / "happy" / "l.png"
     for given in (entry, entry.parent, tmp_path / "out"):
         assert " an OUT that stickersort made" in cli("scan", given, "--db", db, "--follow-links").output
+    assert "contains the file being scanned" in cli("scan", src / "l.png", "--db", db, "--out", src).output
     assert not (tmp_path / "out" / "happy-by-emotion").exists() and not (tmp_path / "out-by-emotion").exists()
     # Where the folder's scans do not follow links, its next scan would drop what a one-file scan
     # of a link filed, label and all: refused, even when told --follow-links for that file.
@@ -454,6 +455,15 @@ def test_a_link_scanned_alone_is_the_link_its_folder_files(cli, tmp_path):
         refused = cli("scan", src / "l.png", "--db", db, *told)
         assert refused.exit_code == 2 and "is a symlink, which only a scan of" in refused.output, refused.output
     assert rows(tmp_path) == []
+
+
+def test_a_path_through_a_link_and_up_is_the_file_the_kernel_opens(tmp_path):
+    """Before: `scan lk/../a.png` (lk a link to another folder) took `./a.png`, read by text."""
+    from stickersort.sorter.paths import scanned_as
+    (tmp_path / "real" / "x").mkdir(parents=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "lk").symlink_to(tmp_path / "real" / "x")
+    assert scanned_as(f"{tmp_path}/d/lk/../a.png") == tmp_path / "real" / "a.png"
 
 
 def test_a_subfolder_scan_following_links_does_not_follow_one_up_to_its_parent(cli, tmp_path):
@@ -498,13 +508,24 @@ def test_a_file_first_filed_by_a_subfolders_scan_is_forgotten_by_its_folders_whe
     src = tmp_path / "memes"
     (src / "sub").mkdir(parents=True)
     blank().save(src / "a.png")
-    assert scan(cli, src, tmp_path)[1]["classified"] == 1
+    blank(color=(20, 200, 30)).save(src / "sub" / "old.png")
+    assert scan(cli, src, tmp_path)[1]["classified"] == 2
     blank(color=(200, 30, 30)).save(src / "sub" / "new.png")
     assert scan(cli, src / "sub", tmp_path)[1]["classified"] == 1
     (src / "sub" / "new.png").unlink()
     result, summary = scan(cli, src, tmp_path)
     assert summary["vanished"] == 1 and summary["links"]["removed"] == 1, result.output
-    assert [r["path"] for r in rows(tmp_path)] == [str(src / "a.png")] and links(tmp_path / "out") == ["noface/a.png"]
+    assert [r["path"] for r in rows(tmp_path)] == [str(src / "a.png"), str(src / "sub" / "old.png")]
+    assert links(tmp_path / "out") == ["noface/a.png", "noface/old.png"]
+    # A folder a scan was run on, found gone or empty whole, may be a drive not mounted, as for
+    # DIR itself: its files are kept, and said to be.
+    blank(color=(200, 30, 30)).save(src / "sub" / "new.png")
+    assert scan(cli, src / "sub", tmp_path)[1]["classified"] == 1
+    shutil.rmtree(src / "sub")
+    result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--json")
+    assert json.loads(result.stdout)["vanished"] == 0, result.output
+    assert f"{src / 'sub'}: scanned before, now gone or empty whole (a drive not mounted?)" in result.stderr
+    assert len(rows(tmp_path)) == 3
 
 
 def test_video_clip_is_sampled_by_time(cli, tmp_path):

@@ -659,3 +659,23 @@ def test_the_watchs_first_line_counts_what_its_first_scan_removed(tmp_path):
     finally:
         if w.proc.poll() is None:
             w.proc.kill()
+
+
+def test_a_folder_deleted_under_the_watch_takes_the_records_a_scan_of_it_made(tmp_path):
+    """Before: the watch looked only at records its own DIR's scans had made, so the stickers of a
+    folder scanned on its own (`scan DIR/sub`) kept their records and links after `mv DIR/sub ..`."""
+    memes = tmp_path / "memes"
+    (memes / "sub").mkdir(parents=True)
+    blank().save(memes / "sub" / "x.png")
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(memes / "sub"), "--db",
+                              str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "-q"], capture_output=True, text=True)
+    assert scanned.returncode == 0, scanned.stderr
+    w = Watch(tmp_path)
+    try:
+        assert sorted(w.rows()) == ["sub/x.png"]
+        (memes / "sub").rename(tmp_path / "sub")  # moved out of DIR: one event, for the folder
+        wait_for(lambda: not w.rows(), "the folder's records to go")
+        assert w.links() == {} and w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
