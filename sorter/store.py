@@ -308,6 +308,24 @@ class Store:
         """The open database's schema version, None for an empty file; StoreError for another
         program's file or a newer schema. A database lacking a column it should have (edited
         by hand) counts as version 0: every (idempotent) step runs again."""
+        with self._one_state():
+            return self._version_seen()
+
+    @contextmanager
+    def _one_state(self):
+        """Reads that see one state of the file. Outside a transaction each statement sees its
+        own: another scan's first commit falling between them (the tables there, their mark not
+        yet seen) read as another program's file."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("ROLLBACK")
+
+    def _version_seen(self):
         app = self.db.execute("PRAGMA application_id").fetchone()[0]
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         names = [r[0] for r in self.db.execute("select name from sqlite_master where type = 'table'")
