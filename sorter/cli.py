@@ -6,7 +6,6 @@ import os
 import shlex
 import sqlite3
 import sys
-import threading
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -237,17 +236,8 @@ def _check_model(model):
 
 
 def _echo(quiet):
-    return (lambda m: None) if quiet else _say
-
-
-# One line at a time: a line written to stderr while another thread writes one can be lost whole
-# (CPython's TextIOWrapper, gh-118138): watch --live's "watching" line was, now and then.
-_SAYING = threading.Lock()
-
-
-def _say(message):
-    with _SAYING:
-        click.echo(shown(message), err=True)
+    from .say import say
+    return (lambda m: None) if quiet else say
 
 
 @cli.command()

@@ -25,12 +25,12 @@ import re
 import secrets
 import shutil
 import stat
-import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from .paths import OWNER_FILE, PathError, key_path, lock_path, out_owner, path_key
+from .say import say
 
 MODES = ("symlink", "hardlink", "copy")
 TEMPORARY = "tmp"  # a copy in flight, in the links table's mode column
@@ -550,8 +550,7 @@ def _wait_for_turn(fd, lock, note_after=TURN_NOTE_S):
         return
     except BlockingIOError:
         pass
-    note = threading.Timer(note_after, lambda: print(f"waiting for {lock}: another stickersort is filing links",
-                                                     file=sys.stderr, flush=True))
+    note = threading.Timer(note_after, lambda: say(f"waiting for {lock}: another stickersort is filing links"))
     note.daemon = True
     note.start()
     try:

@@ -326,13 +326,15 @@ class Scanner:
         return summary
 
     def _away(self, root):
-        """The key prefixes of the folders under root that a scan was run on and that are gone or
-        empty whole now (a drive not mounted, as for root itself): their files are not known to be
-        gone, and are said to be kept."""
-        away = [r for r in self._roots - {path_key(root)} if within(r, [path_key(root)]) and bare(key_path(r))]
+        """The key prefixes of the folders under root that a scan was run on and that are there but
+        empty whole now, or a link to nothing (a drive not mounted, as for root itself): their
+        files are not known to be gone, and are said to be kept. A folder not there at all was
+        deleted or renamed: its files vanished (a rename's take their labels along)."""
+        away = [r for r in self._roots - {path_key(root)}
+                if within(r, [path_key(root)]) and os.path.lexists(key_path(r)) and bare(key_path(r))]
         for folder in sorted(away):
-            self.echo(f"{folder}: scanned before, now gone or empty whole (a drive not mounted?): its files' records "
-                      f"kept; `stickersort forget` drops them")
+            self.echo(f"{folder}: scanned before, now empty whole (a drive not mounted?): its files' records kept; "
+                      f"`stickersort forget {shlex.quote(key_path(folder))}` drops them")
         return tuple(r.rstrip(os.sep) + os.sep for r in away)
 
     def _read_ahead(self, root=None):

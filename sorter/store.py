@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
 from .paths import within
+from .say import say
 
 
 def _import_sqlite_utils():
@@ -323,7 +324,8 @@ class Store:
         try:
             yield
         finally:
-            self.db.execute("ROLLBACK")
+            if self.db.conn.in_transaction:  # SQLite ends it itself on some errors
+                self.db.execute("ROLLBACK")
 
     def _version_seen(self):
         app = self.db.execute("PRAGMA application_id").fetchone()[0]
@@ -396,8 +398,7 @@ class Store:
                 raise
         finally:
             self.db.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000}")
-        print(f"waiting for {self.path}: another process is writing to it "
-              f"(up to {LOCK_WAIT_S} s)", file=sys.stderr, flush=True)
+        say(f"waiting for {self.path}: another process is writing to it (up to {LOCK_WAIT_S} s)")
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:

@@ -517,14 +517,23 @@ def test_a_file_first_filed_by_a_subfolders_scan_is_forgotten_by_its_folders_whe
     assert summary["vanished"] == 1 and summary["links"]["removed"] == 1, result.output
     assert [r["path"] for r in rows(tmp_path)] == [str(src / "a.png"), str(src / "sub" / "old.png")]
     assert links(tmp_path / "out") == ["noface/a.png", "noface/old.png"]
-    # A folder a scan was run on, found gone or empty whole, may be a drive not mounted, as for
-    # DIR itself: its files are kept, and said to be.
+    # A folder a scan was run on, renamed: its files vanished, and their labels go with them.
     blank(color=(200, 30, 30)).save(src / "sub" / "new.png")
     assert scan(cli, src / "sub", tmp_path)[1]["classified"] == 1
-    shutil.rmtree(src / "sub")
+    assert cli("label", src / "sub" / "new.png", "happy", "--db", tmp_path / "s.db").exit_code == 0
+    (src / "sub").rename(src / "renamed")
+    result, summary = scan(cli, src, tmp_path)
+    assert summary["vanished"] == 2 and summary["classified"] == 2, result.output
+    assert {r["path"]: r["user_label"] for r in rows(tmp_path)} == {
+        str(src / "a.png"): None, str(src / "renamed" / "old.png"): None, str(src / "renamed" / "new.png"): "happy"}
+    # There, but empty whole, it may be a drive not mounted, as for DIR itself: its files are
+    # kept, and said to be.
+    assert scan(cli, src / "renamed", tmp_path, "--rescan")[1]["classified"] == 2  # read by it: its records
+    for sticker in (src / "renamed").iterdir():
+        sticker.unlink()
     result = cli("scan", src, "--out", tmp_path / "out", "--db", tmp_path / "s.db", "--json")
     assert json.loads(result.stdout)["vanished"] == 0, result.output
-    assert f"{src / 'sub'}: scanned before, now gone or empty whole (a drive not mounted?)" in result.stderr
+    assert f"{src / 'renamed'}: scanned before, now empty whole (a drive not mounted?)" in result.stderr
     assert len(rows(tmp_path)) == 3
 
 
