@@ -200,6 +200,13 @@ def _look(path, read, none):
         return none
 
 
+def _keys_under(folder):
+    """The bounds of the keys under folder, for `path >= ? and path < ?`: a range, so that an index
+    serves it ('0' is the character after '/')."""
+    prefix = folder.rstrip("/")
+    return [prefix + "/", prefix + "0"]
+
+
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -432,23 +439,20 @@ class Store:
         """Every file recorded under folder, whatever folder it was scanned from, with its link row
         when it has exactly one (else the link's columns are null): what a rescan needs to tell an
         unchanged file in place (Scanner._read_ahead), in one query, row by row (sqlite3.Row: read
-        by column name). The keys under folder are a range, so that an index serves it ('0' is the
-        character after '/')."""
-        prefix = folder.rstrip("/")
+        by column name)."""
         cursor = self.db.conn.execute(
             "select f.path, f.root, f.hash, f.size, f.mtime_ns, f.model_id, f.error, f.label, f.guess, f.confidence, "
             "f.user_label, l.link, l.mode, l.target, l.inode from files f left join links l on l.file = f.path "
             "and (select count(*) from links where file = f.path) = 1 where f.path >= ? and f.path < ?",
-            [prefix + "/", prefix + "0"])
+            _keys_under(folder))
         cursor.row_factory = sqlite3.Row
         return cursor
 
     def signatures_under(self, folder):
         """Each file recorded under folder, whatever folder's scan recorded it: path -> (size,
-        mtime_ns), what a rescan by stat compares (a range of keys, as files_within reads it)."""
-        prefix = folder.rstrip("/")
+        mtime_ns), what a rescan by stat compares."""
         return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db.query(
-            "select path, size, mtime_ns from files where path >= ? and path < ?", [prefix + "/", prefix + "0"])}
+            "select path, size, mtime_ns from files where path >= ? and path < ?", _keys_under(folder))}
 
     def save(self, record, faces):
         """One file's record and its faces, replaced together or not at all."""
@@ -595,7 +599,7 @@ class Store:
             where.append("(confidence >= ? or user_label is not null)"); args.append(min_confidence)
         if root:  # it (a file), or every file under it, whichever folder's scan recorded it
             where.append("(path = ? or (path >= ? and path < ?))")
-            args += [root, root.rstrip("/") + "/", root.rstrip("/") + "0"]
+            args += [root, *_keys_under(root)]
         order = _BEST_FIRST if label and include_unsure else "confidence desc, path"
         sql = (f"select path, label, user_label, guess, {_UNLESS_NOFACE.format('confidence')}, "
                f"{_UNLESS_NOFACE.format('margin')}, faces, kind, scanned_at, error from files "
