@@ -551,7 +551,8 @@ def soup(data, models, arch, out, int8, cards):
 @click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True,
               help="With --calibrate: the detector to measure")
 @click.option("--stickers", type=click.Path(path_type=Path, file_okay=False),
-              help="Instead of FER2013: scan this folder as `scan` would and score it against its labels.csv")
+              help="Instead of FER2013: scan this folder as `scan` would and score it against DIR/labels.csv "
+                   "(columns file,label; a label is an expression, noface, or ambiguous: counted for face found only)")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
               help="With --stickers: draw precision against coverage as the confidence threshold moves into this new PNG")
 @click.option("--figures", type=click.Path(path_type=Path, file_okay=False),
@@ -700,7 +701,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 
     if with_live:  # a mistake in the preview's arguments, told before the first scan makes anything
         with _failing(LiveError):
-            check_preview(source, web, model)
+            check_preview(source, web, model, early=True)
     root, out, db, link_mode, min_confidence, follow_links = _scan_setup(
         directory, out, db, model, link_mode, min_confidence, follow_links)
     with _failing(StoreError):

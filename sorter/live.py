@@ -466,17 +466,23 @@ def _distinct(rows, limit):
     return [r for r in rows if not (r["hash"] in seen or seen.add(r["hash"]))][:limit]
 
 
-def check_preview(source="0", web=None, model=None, window=True):
-    """What can be told of the preview's arguments without opening its source: raises LiveError
-    for a bad address, no window to open, a missing model, a file or camera that is not
-    there. `watch --live` asks before its first scan, so that such a mistake leaves nothing.
+def check_preview(source="0", web=None, model=None, window=True, early=False):
+    """What can be told of the preview's arguments without opening a camera or stream: raises
+    LiveError for a bad address, no window to open, a missing model, a file or camera that is not
+    there. `watch --live` asks before its first scan (early), so that such a mistake leaves
+    nothing: then a file is opened once and the address listened on once, as the preview will.
     Returns --web's (host, port), or None."""
+    from .serving import ServeError, can_listen
     from .web import parse_address
 
     try:
         address = parse_address(web) if web is not None else None
+        if early and address and address[1]:  # port 0: any free one
+            can_listen(*address)
     except ValueError as e:
         raise LiveError(str(e))
+    except ServeError as e:
+        raise LiveError(f"--web {e}") from None
     if window and web is None and (problem := window_problem()):
         raise LiveError(problem)
     if model is not None and not os.path.isfile(model):
@@ -487,6 +493,8 @@ def check_preview(source="0", web=None, model=None, window=True):
             raise LiveError(f"--source {source}: no camera at index {source}")
     elif "://" not in source and not os.path.exists(source):
         raise LiveError(f"--source {source}: {NO_FILE}")
+    elif early and "://" not in source and not stat.S_ISCHR(os.stat(source).st_mode):
+        open_source(source).release()  # a file OpenCV cannot play
     return address
 
 

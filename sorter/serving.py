@@ -291,6 +291,12 @@ class Server:
         self.server.close()
 
 
+def can_listen(host, port):
+    """ServeError now, rather than after a watch's first scan, where (host, port) cannot be
+    listened on. Taken in between, the Server itself says so then."""
+    Server(None, host, port).server.close()
+
+
 def _close_stalled(server):
     """Connections that leave their responses unread for STALL_TIMEOUT are closed, as waitress
     closes idle ones. Without this, a client that asks and never reads (a stream, or requests

@@ -452,6 +452,9 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
     (["--source", "{tmp}/none.mp4", "--web", "127.0.0.1:0"], "none.mp4: no such file"),
     (["--source", "97", "--web", "127.0.0.1:0"], "no camera at index 97"),
     (["--source", "297", "--web", "127.0.0.1:0"], "no camera at index 297"),  # V4L2's camera 97: was unchecked
+    # These two were found only after the first scan had filed the stickers:
+    (["--source", "{samples}/README.md", "--web", "127.0.0.1:0"], "cannot open it as a video"),
+    (["--source", "{samples}/astronaut_nod.webp", "--web", "127.0.0.1:{taken}"], "cannot listen there"),
 ])
 def test_a_mistake_in_the_previews_arguments_is_told_before_the_watch_makes_anything(tmp_path, preview, says):
     """Before: the watch's first scan had made the database, OUT and links by the time the
