@@ -699,6 +699,11 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     from .store import Store, StoreError
     from .watch import WatchError, run_watch
 
+    ctx = click.get_current_context()
+    given = [f"--{name}" for name in ("source", "web", "loop")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given and not with_live:  # else the preview the user asked for silently never comes
+        raise Fail(f"{', '.join(given)}: the preview's options go with --live")
     if with_live:  # a mistake in the preview's arguments, told before the first scan makes anything
         with _failing(LiveError):
             check_preview(source, web, model, early=True)

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+import warnings
+
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
@@ -36,6 +38,10 @@ RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one re
 SETTINGS_CHECK_S = 1.0  # how often the watch looks for a scan's new settings for DIR (_check_settings)
 PAIR_WAIT_S = 0.05  # how long a move waits for the move back that would make it an exchange
 WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
+
+# A folder moved out of DIR and back at once may get a watch descriptor inotify still holds: the
+# events come right, but watchdog warns on stderr, which is the user's, not its own.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
 
@@ -328,8 +334,10 @@ class Watcher:
         return False
 
     def _there(self, path):
-        """Still a file a scan would read: there, and not a link unless links are followed."""
-        return os.path.lexists(path) and (self.options.follow_links or not os.path.islink(path))
+        """Still a file a scan would read: there, no folder (`rm x.png; mkdir x.png`), and not a
+        link unless links are followed."""
+        return os.path.lexists(path) and not os.path.isdir(path) and (
+            self.options.follow_links or not os.path.islink(path))
 
     def _moved(self, src, dest, is_directory):
         if is_directory:

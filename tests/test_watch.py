@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -199,6 +200,27 @@ def test_a_name_reused_after_a_rename_gets_its_own_link(watch, tmp_path):
     wait_for(lambda: {"old_hopper.png", "hopper.png"} <= set(watch.rows()) and all(
         r["label"] for r in watch.rows().values()) and len(watch.links()) == 2, "both files filed")
     wait_for(lambda: sorted(watch.links().values()) == ["hopper.png", "old_hopper.png"], "a link to each")
+    assert watch.stop() == 130
+    check_out(watch.out, watch.db)
+
+
+def test_a_rename_to_another_readers_ending_is_read_again(watch, tmp_path):
+    """Before: hopper.png renamed hopper.mp4 kept its record and link as a move, where a scan
+    reads it as a video (an error), so the watch and a scan disagreed, and no scan put it right."""
+    os.rename(tmp_path / "memes" / "hopper.png", tmp_path / "memes" / "hopper.mp4")
+    wait_for(lambda: (watch.rows().get("hopper.mp4") or {}).get("error"), "hopper.mp4 read as a video")
+    wait_for(lambda: not watch.links(), "its link to go")
+    assert watch.stop() == 130
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(watch.dir), "--db",
+                              str(watch.db), "--out", str(watch.out)], capture_output=True, text=True)
+    assert " 0 classified" in scanned.stdout, scanned.stdout
+
+
+def test_a_file_replaced_by_a_folder_of_its_name_is_gone(watch, tmp_path):
+    """Before: the folder at the name counted as the file still there: record and link kept."""
+    os.remove(tmp_path / "memes" / "hopper.png")
+    (tmp_path / "memes" / "hopper.png").mkdir()
+    wait_for(lambda: not watch.rows() and not watch.links(), "hopper.png's record and link to go")
     assert watch.stop() == 130
     check_out(watch.out, watch.db)
 
@@ -430,7 +452,10 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
 
     (tmp_path / "memes").mkdir()
     clip = still_clip(tmp_path / "clip.mp4", frames=10)
-    w = Watch(tmp_path, "--live", "--source", str(clip), "--loop", "--web", "127.0.0.1:0")
+    with socket.socket() as probe:  # a port of its own, not 0: the watch tries it before its first scan
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    w = Watch(tmp_path, "--live", "--source", str(clip), "--loop", "--web", f"127.0.0.1:{port}")
     try:
         url = w.wait_line("http://").split("http://", 1)[1].split()[0]
         hopper().save(w.dir / "new.png")
@@ -454,12 +479,11 @@ def test_watch_with_the_live_preview_in_the_same_process(tmp_path):
     (["--source", "297", "--web", "127.0.0.1:0"], "no camera at index 297"),  # V4L2's camera 97: was unchecked
     # These two were found only after the first scan had filed the stickers:
     (["--source", "{samples}/README.md", "--web", "127.0.0.1:0"], "cannot open it as a video"),
-    (["--source", "{samples}/astronaut_nod.webp", "--web", "127.0.0.1:{taken}"], "cannot listen there"),
+    (["--source", "{samples}/astronaut_nod.webp", "--web", "127.0.0.1:{taken}"], "cannot listen there: Address already"),
 ])
 def test_a_mistake_in_the_previews_arguments_is_told_before_the_watch_makes_anything(tmp_path, preview, says):
     """Before: the watch's first scan had made the database, OUT and links by the time the
     preview, in its thread, found the mistake; and then it exited 2, "nothing done"."""
-    import socket
 
     (tmp_path / "memes").mkdir()
     hopper().save(tmp_path / "memes" / "a.png")
@@ -471,6 +495,15 @@ def test_a_mistake_in_the_previews_arguments_is_told_before_the_watch_makes_anyt
                                str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--live", *args],
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and says in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"]
+
+
+def test_the_previews_options_without_live_are_refused(tmp_path):
+    (tmp_path / "memes").mkdir()
+    done = subprocess.run([sys.executable, "-m", "stickersort.sorter", "watch", str(tmp_path / "memes"), "--db",
+                           str(tmp_path / "s.db"), "--out", str(tmp_path / "out"), "--web", "127.0.0.1:0", "--loop"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().endswith("--web, --loop: the preview's options go with --live")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["memes"]
 
 
