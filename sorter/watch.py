@@ -454,12 +454,15 @@ class Watcher:
                 self.pending[path] = (signature, now)
             elif now - seen[1] >= self.settle:
                 del self.pending[path]
-                self._classify(path)
+                self._classify(path, signature)
 
-    def _classify(self, path):
+    def _classify(self, path, signature):
         if self._in_an_out(path):  # marked as an OUT since its event (an OUT copied in, marker last)
             return
         key = path_key(path)
+        old = self.scanner.store.get(key)
+        if old and old["error"] and signature == (old["size"], old["mtime_ns"]):
+            return  # woken by its own reading's events: its error was said when it was read
         if self.gone and not self.scanner.store.get(key):
             self._adopt(path)
         existed = self.scanner.store.get(key) is not None

@@ -674,6 +674,29 @@ def test_json_prints_one_line_per_event(tmp_path):
             w.proc.kill()
 
 
+def test_a_video_that_cannot_be_read_is_one_error_event_and_no_ffmpeg_lines(tmp_path):
+    """Before: each cut-off clip was read twice (woken by its own reading), two error events and
+    errors counted twice, and FFmpeg's "moov atom not found" on stderr each time."""
+    from test_web import still_clip
+
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    whole = still_clip(tmp_path / "whole.mp4", frames=10).read_bytes()
+    (memes / "before.mp4").write_bytes(whole[:2000])
+    w = Watch(tmp_path, "--json")
+    try:
+        (memes / "after.mp4").write_bytes(whole[:2000])
+        wait_for(lambda: (w.rows().get("after.mp4") or {}).get("error"), "after.mp4's error record")
+        time.sleep(3 * SETTLE + 1)  # for a second reading, were there one
+        assert w.stop() == 130
+        errors = [json.loads(line)["path"] for line in w.log if line.startswith('{"event": "error"')]
+        assert errors == [str(memes / "before.mp4"), str(memes / "after.mp4")], w.log
+        assert "1 errors since the first scan" in w.log[-1] and not any("moov" in line for line in w.log), w.log
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
 def test_the_watchs_first_line_counts_what_its_first_scan_removed(tmp_path):
     """Before: "2 files, 0 classified, 0 errors", when the first scan had also removed the records
     (labels too) and links of files gone or no longer walked: here a link, now not followed."""
