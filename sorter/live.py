@@ -89,11 +89,14 @@ def _capture(source, target, stop):
 
 def _animation(path):
     """An animated image as an Animation, or None (a still, a video, or no image Pillow reads:
-    OpenCV's to try). Read as the scan reads it: at most MAX_FRAMES frames, at most MAX_SIDE px."""
+    OpenCV's to try). Read as the scan reads it: at most MAX_FRAMES frames, at most MAX_SIDE px;
+    LiveError for an image past MAX_PIXELS, still or not."""
     if not media.is_media(path) or media.is_video(path):
         return None
     try:
         player = media.Player(path)
+    except media.TooLarge as e:  # else OpenCV would decode it whole, past the scan's limits
+        raise LiveError(f"--source {path}: {e}") from None
     except (media.MediaError, OSError):
         return None
     first = player.read() if player.frames > 1 else None

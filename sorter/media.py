@@ -66,6 +66,10 @@ class MediaError(Exception):
     """A file that cannot be read as a sticker; the message is one line for the user."""
 
 
+class TooLarge(MediaError):
+    """A file past MAX_PIXELS: no reader, OpenCV's included, is to try it."""
+
+
 class Interrupted(Exception):
     """The reading was called off (Ctrl-C): no verdict on the file."""
 
@@ -210,11 +214,19 @@ def _eight_bit(im):
     return Image.merge("LA", (grey, Image.fromarray((wide != key).astype(np.uint8) * 255)))
 
 
+def _too_large(bomb):
+    """TooLarge for Pillow's DecompressionBomb error or warning, whose words name its own, doubled
+    limit for an error: ours is MAX_PIXELS either way."""
+    size = re.search(r"\((\d+) pixels\)", str(bomb))
+    return TooLarge(f"image too large: {int(size[1]):,} pixels is over {MAX_PIXELS:,}" if size
+                    else f"image too large: over {MAX_PIXELS:,} pixels")
+
+
 def _check_size(w, h):
     if w < 1 or h < 1:
         raise MediaError(f"empty image ({w}x{h})")
     if w * h > MAX_PIXELS:
-        raise MediaError(f"image too large: {w}x{h} is over {MAX_PIXELS:,} pixels")
+        raise TooLarge(f"image too large: {w}x{h} is over {MAX_PIXELS:,} pixels")
 
 
 def read(path, max_frames=8, cancel=None):
@@ -244,7 +256,9 @@ class Player:
             self.frames = _frame_count(self._im)
         except BaseException as e:
             self._f.close()
-            if isinstance(e, (*DECODE_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+                raise _too_large(e) from None
+            if isinstance(e, DECODE_ERRORS):
                 raise MediaError(f"cannot decode: {type(e).__name__}") from None
             raise
         self._first = 1 if self.frames > 1 and self._im.info.get("default_image") else 0
@@ -289,10 +303,7 @@ def _read_pillow(f, size, max_frames, budget):
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # Pillow's words name its own, doubled limit for an error: ours is MAX_PIXELS either way.
-        size = re.search(r"\((\d+) pixels\)", str(e))
-        raise MediaError(f"image too large: {int(size[1]):,} pixels is over {MAX_PIXELS:,}" if size
-                         else f"image too large: over {MAX_PIXELS:,} pixels") from None
+        raise _too_large(e) from None
     except Image.UnidentifiedImageError:
         raise MediaError("not an image file (unknown format)") from None
     except (*DECODE_ERRORS, MemoryError) as e:

@@ -159,6 +159,13 @@ def test_a_bad_web_address_is_refused(cli, tmp_path):
     assert result.exit_code == 2 and "HOST:PORT" in result.output
 
 
+def test_an_image_too_large_for_the_scan_is_refused_as_a_source(cli, tmp_path):
+    """Before: a still went to OpenCV whole, past the scan's limits (1.7 GB for 10,000 px square)."""
+    from media_makers import bomb_png
+    result = cli("live", "--source", str(bomb_png(tmp_path / "huge.png")), "--json")
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "image too large" in result.output
+
+
 def test_a_port_in_use_is_one_line(cli, tmp_path):
     import socket
     with socket.socket() as taken:
