@@ -723,6 +723,11 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     with _failing(LiveError, LinkError, PathError, StoreError, WatchError), _failing_database(db), deferred() as stop:
         summary = run_watch(options, root, stop, settle, echo, None if quiet else _progress,
                             preview if with_live else None, report)
+    if summary is None:  # its --json events too were cut short: the database has the rest
+        done = "during the first scan: every file done so far is recorded and linked; watch or scan again to finish"
+        if stop.signum:
+            _stopped(stop, done)
+        return echo(f"stopped {done}")
     done = f"{summary.classified} classified, {summary.errors} errors since the first scan"
     if stop.signum:
         _stopped(stop, f"{done}; every file done is recorded and linked")

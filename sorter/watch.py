@@ -148,6 +148,7 @@ class Watcher:
         self.echo = echo or (lambda message: None)
         self.report = report or (lambda event: (line := describe(event)) and self.echo(line))
         self.replays = report is not None  # the first scan's files as events (report_state)
+        self.watching = False  # the first scan done, events followed
         self.skip = [os.path.realpath(p) for p in (options.out, options.db)]
         self.events = queue.Queue()
         self.pending = {}  # path -> ((size, mtime_ns), unchanged since)
@@ -171,10 +172,13 @@ class Watcher:
         self.observer = self._observe()
         try:
             summary = self.scanner.scan(self.root, progress=progress, stop=stop)
+            if stop.is_set():
+                return  # during the first scan: not watching yet (self.watching)
             # As of its own scan: settings from before (a parent's, which `forget DIR` leaves) are not new.
             self.settings_since = (self.scanner.store.settings_for(path_key(self.root)) or {}).get("scanned_at", "")
             if on_scanned:
                 on_scanned(summary)
+            self.watching = True
             while not stop.is_set():
                 if self.root_gone or _moved_or_gone(self.root, self.place):  # its events would name paths no longer there
                     raise WatchError(f"{shown(self.root)} was moved or deleted: the watch stopped, its records kept "
@@ -495,7 +499,8 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
     """Scan root, then follow it until `stop` is set (sorter/interrupt.py: Ctrl-C or SIGTERM; the
     watch ends between two files). preview: a callable taking the stop event, run in this thread
     while the watch runs in another (windows want the main thread), e.g. live.run_live; report: as
-    for Watcher. Returns the summary of what was done since the first scan."""
+    for Watcher. Returns the summary of what was done since the first scan, or None when stopped
+    before that scan ended."""
     echo = echo or (lambda message: None)
     watcher = Watcher(options, root, settle, echo, report)
 
@@ -508,7 +513,7 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
         beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)
     else:
         watcher.run(stop, progress, scanned)
-    return watcher.summary
+    return watcher.summary if watcher.watching else None
 
 
 def beside_preview(watcher, stop, scanned, preview, echo):

@@ -697,6 +697,31 @@ def test_a_video_that_cannot_be_read_is_one_error_event_and_no_ffmpeg_lines(tmp_
             w.proc.kill()
 
 
+def test_a_watch_stopped_during_its_first_scan_says_so(tmp_path):
+    """Before: "interrupted; 0 classified, 0 errors since the first scan", with dozens filed."""
+    memes = tmp_path / "memes"
+    memes.mkdir()
+    for i in range(80):
+        hopper(200 + i).save(memes / f"h{i:02d}.png")
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "watch", str(memes), "--db", str(db),
+                             "--out", str(tmp_path / "out"), "-q"], stderr=subprocess.PIPE, text=True)
+
+    def filed():
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from files").fetchone()[0]
+    try:
+        wait_for(lambda: db.exists() and filed(), "the first file filed", seconds=STARTUP_S)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and 0 < filed() < 80, (filed(), err)
+    assert err.splitlines() == ["stickersort: interrupted; during the first scan: every file done so far is recorded "
+                                "and linked; watch or scan again to finish"]
+    check_out(tmp_path / "out", db)
+
+
 def test_the_watchs_first_line_counts_what_its_first_scan_removed(tmp_path):
     """Before: "2 files, 0 classified, 0 errors", when the first scan had also removed the records
     (labels too) and links of files gone or no longer walked: here a link, now not followed."""
