@@ -305,7 +305,7 @@ def _read_pillow(f, size, max_frames, budget):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _too_large(e) from None
     except Image.UnidentifiedImageError:
-        raise MediaError("not an image file (unknown format)") from None
+        raise MediaError(_unidentified(f)) from None
     except (*DECODE_ERRORS, MemoryError) as e:
         raise MediaError(f"cannot decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
@@ -325,6 +325,15 @@ def _read_opened(source, max_frames, budget, declared):
 
 class _Misdeclared(Exception):
     """A frame the declared times led to does not decode: read the file again, walking every frame."""
+
+
+def _unidentified(f):
+    """Why Pillow took f for no image: it starts as none, or as one of these, cut short or damaged."""
+    f.seek(0)
+    head = f.read(12)
+    kinds = {b"GIF8": "GIF", b"\x89PNG": "PNG"}  # the others that Pillow knows by their start say why
+    kind = next((k for magic, k in kinds.items() if head.startswith(magic)), None)
+    return f"a {kind} file cut short or damaged" if kind else "not an image file (unknown format)"
 
 
 def _indexed(f, size):

@@ -288,6 +288,16 @@ def test_an_avif_too_large_to_read_whole_is_refused(tmp_path, monkeypatch):
         media.read(tmp_path / "a.avif")
 
 
+@pytest.mark.parametrize("name, kind", [("cut.gif", "GIF"), ("cut.png", "PNG")])
+def test_a_file_cut_before_its_first_frame_is_named_by_its_format(tmp_path, name, kind):
+    """Before: "not an image file (unknown format)", for a GIF whose first 500 bytes were there."""
+    whole = io.BytesIO()
+    hopper().save(whole, Image.registered_extensions()[Path(name).suffix])
+    (tmp_path / name).write_bytes(whole.getvalue()[:30])
+    with pytest.raises(media.MediaError, match=f"^a {kind} file cut short or damaged$"):
+        media.read(tmp_path / name)
+
+
 def test_a_truncated_gif_keeps_its_whole_frames_flagged(cli, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

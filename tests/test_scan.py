@@ -230,7 +230,7 @@ def test_bad_files_get_error_records_and_the_scan_goes_on(cli, tmp_path):
     assert result.exit_code == 1  # done, with some files unreadable
     errors = {Path(e["path"]).name: e["error"] for e in summary["error_files"]}
     assert set(errors) == {"empty.gif", "truncated.gif", "text.gif", "huge-header.png", "bomb.png"}
-    assert "empty" in errors["empty.gif"] and "not an image" in errors["text.gif"]
+    assert "empty" in errors["empty.gif"] and "GIF file cut short or damaged" in errors["text.gif"]  # it starts as one
     assert "too large" in errors["huge-header.png"] and "too large" in errors["bomb.png"]
     labels = {Path(r["path"]).name: r["label"] for r in rows(tmp_path)}
     assert labels["dot.png"] == labels["strip.png"] == "noface"
