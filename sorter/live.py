@@ -480,7 +480,7 @@ def check_preview(source="0", web=None, model=None, window=True, early=False):
 
     try:
         address = parse_address(web) if web is not None else None
-        if early and address and address[1]:  # port 0: any free one
+        if early and address:
             can_listen(*address)
     except ValueError as e:
         raise LiveError(str(e))

@@ -331,7 +331,7 @@ def _unidentified(f):
     """Why Pillow took f for no image: it starts as none, or as one of these, cut short or damaged."""
     f.seek(0)
     head = f.read(12)
-    kinds = {b"GIF8": "GIF", b"\x89PNG": "PNG"}  # the others that Pillow knows by their start say why
+    kinds = {b"GIF8": "GIF", b"\x89PNG": "PNG"}  # a cut JPEG or WebP is known, and its error says so
     kind = next((k for magic, k in kinds.items() if head.startswith(magic)), None)
     return f"a {kind} file cut short or damaged" if kind else "not an image file (unknown format)"
 

@@ -612,8 +612,6 @@ class Scanner:
     def _unchanged(self, file, old):
         if old is None or self.options.rescan:
             return False
-        if old["kind"] and (old["kind"] == "video") != media.is_video(file.path):
-            return False  # renamed to another reader's ending (hopper.png -> hopper.mp4): read as it now is
         if old["size"] != file.st.st_size:
             return False
         if old["error"]:

@@ -294,7 +294,7 @@ class Server:
 def can_listen(host, port):
     """ServeError now, rather than after a watch's first scan, where (host, port) cannot be
     listened on. Taken in between, the Server itself says so then."""
-    Server(lambda environ, start_response: [], host, port).server.close()  # waitress wants an app
+    Server(lambda environ, start_response: [], host, port).stop()  # waitress wants an app
 
 
 def _close_stalled(server):

@@ -477,6 +477,11 @@ class Store:
     def touch(self, path, mtime_ns):
         self.db["files"].update(path, {"mtime_ns": mtime_ns})
 
+    def unsettle(self, path):
+        """A record to be read again though its file is unchanged (renamed to another reader's
+        ending, hopper.png -> hopper.mp4): without a size, scans and the watch take it as changed."""
+        self.db["files"].update(path, {"size": None})
+
     def relabel(self, path, label, guess):
         """An unchanged file filed again from its stored vote (a new --min-confidence)."""
         self.db.execute("update files set label = ?, guess = ? where path = ?", [label, guess, path])

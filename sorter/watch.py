@@ -372,6 +372,9 @@ class Watcher:
         if not (self._wanted(a) and self._wanted(b) and store.get(old) and store.get(new)):
             return False
         store.swap(old, new, path_key(self.root), lambda key: path_key(Path(key_path(key)).name))
+        if media.is_video(a) != media.is_video(b):
+            store.unsettle(old)
+            store.unsettle(new)
         for path in (a, b):
             self.pending[path] = None  # links follow their files once settled
             self.report(self._filed("changed", path_key(path)))
@@ -424,6 +427,8 @@ class Watcher:
         new = path_key(path)
         self.gone.pop(old, None)
         self.scanner.store.move(old, new, path_key(self.root), path_key(Path(path).name))
+        if media.is_video(key_path(old)) != media.is_video(path):  # as a scan reads it: by its new ending
+            self.scanner.store.unsettle(new)
         if old not in self.parked:
             self.report({"event": "moved", "path": new, "from": old})
         else:  # said removed where it was: back, under another name
