@@ -452,7 +452,7 @@ class Watcher:
             if stop.is_set():
                 return
             try:
-                st = os.stat(path)
+                st = _stat(path)
             except FileNotFoundError:
                 del self.pending[path]  # its deleted event does the rest
                 continue
@@ -498,6 +498,15 @@ class Watcher:
         row = self.scanner.store.get(key)
         return {"event": event, "path": key, "label": row["label"], "guess": row["guess"],
                 "confidence": row["confidence"] if row["guess"] else None, "user_label": row.get("user_label")}
+
+
+def _stat(path):
+    """path's stat, or a link's own where it leads nowhere (links followed, it is recorded as
+    broken, as a scan records it); FileNotFoundError once the name itself is gone."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return os.lstat(path)
 
 
 def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview=None, report=None):

@@ -688,6 +688,21 @@ def test_json_prints_one_line_per_event(tmp_path):
             w.proc.kill()
 
 
+def test_a_link_to_nothing_made_while_following_links_is_an_error_event(tmp_path):
+    """As a scan records it. Before: no event and no record, until the next scan."""
+    (tmp_path / "memes").mkdir()
+    w = Watch(tmp_path, "--json", "--follow-links")
+    try:
+        os.symlink(tmp_path / "nowhere.png", w.dir / "dangling.png")
+        row = wait_for(lambda: w.rows().get("dangling.png"), "dangling.png's record")
+        assert "broken link" in row["error"]
+        w.wait_line('"event": "error"')
+        assert w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+
+
 def test_a_video_that_cannot_be_read_is_one_error_event_and_no_ffmpeg_lines(tmp_path):
     """Before: each cut-off clip was read twice (woken by its own reading), two error events and
     errors counted twice, and FFmpeg's "moov atom not found" on stderr each time."""
