@@ -24,6 +24,11 @@ from .store import Store, dry_run_copy, now
 from .twins import Twins
 from .vote import DEFAULT_MIN_CONFIDENCE, filed_label, said
 
+# What an error record keeps of an earlier reading of its path: nothing (a guess of a file
+# now unreadable would answer for bytes that are gone).
+UNREAD = dict.fromkeys(("kind", "width", "height", "frames_total", "frames_sampled", "frames_with_faces", "faces",
+                        "guess", "confidence", "margin", "scores"))
+
 
 @dataclass
 class Options:
@@ -452,7 +457,7 @@ class Scanner:
             else:
                 self.linker.unlink_all(file.key)
                 with self.timer("record"):
-                    self.store.save(self._base(file, "") | {
+                    self.store.save(self._base(file, "") | UNREAD | {
                         "label": None, "error": outcome.error, "scanned_at": now()}, [])
         elif outcome.old is not None:
             old = outcome.old

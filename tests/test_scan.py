@@ -208,6 +208,20 @@ def test_an_unchanged_rescan_leaves_an_entry_the_user_replaced(cli, src, tmp_pat
     check_out(str(tmp_path / "out"), tmp_path / "s.db", mine=[str(theirs)], complete=False)
 
 
+def test_a_file_that_turns_unreadable_keeps_nothing_of_its_last_reading(cli, tmp_path):
+    """Before: its guess, confidence, scores and kind stayed, where database.md says null."""
+    src = tmp_path / "memes"
+    src.mkdir()
+    hopper().save(src / "a.png")
+    scan(cli, src, tmp_path)
+    assert rows(tmp_path)[0]["guess"]
+    (src / "a.png").write_bytes(b"no longer a picture")
+    scan(cli, src, tmp_path)
+    row = rows(tmp_path)[0]
+    assert row["error"] and row["label"] is None and row["faces"] is None
+    assert row["guess"] is row["confidence"] is row["scores"] is row["kind"] is None
+
+
 def test_bad_files_get_error_records_and_the_scan_goes_on(cli, tmp_path):
     src = tmp_path / "bad"
     src.mkdir()
