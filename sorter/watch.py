@@ -223,12 +223,17 @@ class Watcher:
     def _check_settings(self):
         """A scan of DIR, of a folder above it or of one under it given another --out, --link-mode
         or --min-confidence while the watch runs: filing on by its own, the watch would undo them
-        file by file, so it stops (a WatchError) for the user to start it again."""
+        file by file, so it stops (a WatchError) for the user to start it again. So it does when
+        DIR's records are forgotten: it would file only the files that change from then on."""
         now = time.monotonic()
         if now - self.settings_checked < SETTINGS_CHECK_S:
             return
         self.settings_checked = now
         store, root = self.scanner.store, path_key(self.root)
+        cover = store.settings_for(root)  # a scan above DIR replaces DIR's row with a newer one; forget, with none
+        if cover is None or cover["scanned_at"] < self.settings_since:
+            raise WatchError(f"{shown(self.root)} was forgotten (`stickersort forget`) while the watch ran: the watch "
+                             f"stopped, to file none of it by halves (watch or scan it again to file it anew)")
         mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
                 "min_confidence": self.options.min_confidence, "follow_links": self.options.follow_links}
         for last in filter(None, [store.settings_for(root), *store.settings_within(root)]):

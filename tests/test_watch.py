@@ -426,6 +426,28 @@ def test_the_watched_folder_moved_or_deleted_stops_the_watch_in_one_line(watch, 
     assert list(watch.rows()) == ["hopper.png"]  # its record kept, for a scan or prune to settle
 
 
+def test_the_watched_folder_forgotten_stops_the_watch_in_one_line(watch, tmp_path):
+    """Before: it went on, filing only what changed from then on: the folder half recorded."""
+    forgot = subprocess.run([sys.executable, "-m", "stickersort.sorter", "forget", str(watch.dir), "--db", str(watch.db)],
+                            capture_output=True, text=True)
+    assert forgot.returncode == 0, forgot.stderr
+    assert watch.proc.wait(timeout=60) == 2
+    watch.stop()
+    said = [line for line in watch.log if line.startswith("Error")]
+    assert len(said) == 1 and "was forgotten" in said[0], watch.log
+
+
+def test_a_scan_of_the_folder_above_does_not_stop_the_watch(watch, tmp_path):
+    """Its settings row replaces the watched folder's, as forget's removal does not."""
+    scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(tmp_path), "--db", str(watch.db),
+                              "--out", str(watch.out)], capture_output=True, text=True)
+    assert scanned.returncode == 0, scanned.stderr
+    hopper(280).save(watch.dir / "late.png")
+    wait_for(lambda: "late.png" in watch.rows(), "late.png filed by the watch that goes on")
+    assert watch.proc.poll() is None
+    assert watch.stop() == 130
+
+
 def test_an_events_line_puts_a_score_only_beside_the_models_own_vote():
     def line(label, guess, confidence, user_label=None):
         return describe({"event": "changed", "path": "/m/a.png", "label": label, "guess": guess,
