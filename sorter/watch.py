@@ -525,8 +525,11 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
 
     def scanned(summary):
         watcher.report_state(summary)
+        # Links the first scan made or moved without reading a file: another --min-confidence refiles.
+        links = ", ".join(f"{n} link{'s' * (n != 1)} {what}" for what in ("created", "moved", "removed")
+                          if (n := summary.links.get(what)))
         echo(f"scanned {shown(watcher.root)}: {summary.files} file{'s' * (summary.files != 1)}, {summary.classified} classified, "
-             f"{summary.errors} errors, {summary.vanished} vanished; watching (Ctrl-C stops)")
+             f"{summary.errors} errors, {summary.vanished} vanished{', ' * bool(links)}{links}; watching (Ctrl-C stops)")
 
     if preview:
         beside_preview(watcher, stop, scanned, lambda: preview(stop), echo)
