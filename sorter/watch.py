@@ -20,9 +20,8 @@ import secrets
 import sys
 import threading
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
@@ -38,11 +37,11 @@ RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one re
 SETTINGS_CHECK_S = 1.0  # how often the watch looks for a scan's new settings for DIR (_check_settings)
 PAIR_WAIT_S = 0.05  # how long a move waits for the move back that would make it an exchange
 WATCH_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
+OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
 # A folder moved out of DIR and back at once may get a watch descriptor inotify still holds: the
 # events come right, but watchdog warns on stderr, which is the user's, not its own.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-OVERFLOW = "overflow"  # in the event queue: events were lost before this point
 
 
 class _Queue(FileSystemEventHandler):
@@ -477,7 +476,7 @@ class Watcher:
         old = self.scanner.store.get(key)
         if old and old["error"] and signature == (old["size"], old["mtime_ns"]):
             return  # woken by its own reading's events: its error was said when it was read
-        if self.gone and not self.scanner.store.get(key):
+        if self.gone and not old:
             self._adopt(path)
         existed = self.scanner.store.get(key) is not None
         classified, errors = self.summary.classified, self.summary.errors
@@ -525,7 +524,7 @@ def run_watch(options, root, stop, settle=1.0, echo=None, progress=None, preview
 
     def scanned(summary):
         watcher.report_state(summary)
-        # Links the first scan made or moved without reading a file: another --min-confidence refiles.
+        # Links too: another --min-confidence than the last scan's moves them without reading a file.
         links = ", ".join(f"{n} link{'s' * (n != 1)} {what}" for what in ("created", "moved", "removed")
                           if (n := summary.links.get(what)))
         echo(f"scanned {shown(watcher.root)}: {summary.files} file{'s' * (summary.files != 1)}, {summary.classified} classified, "
