@@ -622,10 +622,15 @@ _UNUSED = {
 }
 
 
+def _given(ctx, names):
+    """The parameters among names that the command line set (not left at their defaults)."""
+    return [p for p in ctx.command.params
+            if p.name in names and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+
+
 def _refuse_unused(ctx, stickers, calibrate):
     mode = "--stickers" if stickers else "--calibrate" if calibrate else None
-    given = [p for p in ctx.command.params if p.name in _UNUSED[mode]
-             and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+    given = _given(ctx, _UNUSED[mode])
     if given and mode:
         names = ", ".join(p.human_readable_name if isinstance(p, click.Argument) else p.opts[0] for p in given)
         raise Fail(f"{names}: not used with {mode}")
@@ -699,11 +704,9 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
     from .store import Store, StoreError
     from .watch import WatchError, run_watch
 
-    ctx = click.get_current_context()
-    given = [f"--{name}" for name in ("source", "web", "loop")
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    given = _given(click.get_current_context(), ("source", "web", "loop"))
     if given and not with_live:  # else the preview the user asked for silently never comes
-        raise Fail(f"{', '.join(given)}: the preview's options go with --live")
+        raise Fail(f"{', '.join(p.opts[0] for p in given)}: the preview's options go with --live")
     if with_live:  # a mistake in the preview's arguments, told before the first scan makes anything
         with _failing(LiveError):
             check_preview(source, web, model, early=True)

@@ -235,7 +235,7 @@ class Watcher:
                              f"stopped, to file none of it by halves (watch or scan it again to file it anew)")
         mine = {"out": path_key(self.options.out), "link_mode": self.options.link_mode,
                 "min_confidence": self.options.min_confidence, "follow_links": self.options.follow_links}
-        for last in filter(None, [store.settings_for(root), *store.settings_within(root)]):
+        for last in [cover, *store.settings_within(root)]:
             last = {**last, "follow_links": bool(last.get("follow_links"))}  # null: from before it was kept
             changed = [_as_option(k, last[k]) for k in mine if last[k] != mine[k]]
             if changed and last["scanned_at"] >= self.settings_since:
