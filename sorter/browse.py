@@ -7,16 +7,20 @@ re-checked before they are sent. A correction comes only as a JSON POST from the
 origin: a form on another site cannot send one (CSRF).
 """
 import os
+import sqlite3
 import threading
 
-from flask import Flask, abort, jsonify, request
+from flask import abort, jsonify, request
 
 from ..model.labels import EMOTIONS, NOFACE, UNSURE
 from .paths import key_path, shown
-from .serving import Server, exposure_note, guard, recorded, sticker_routes
+from .serving import Server, exposure_note, flask_app, guard, recorded, sticker_routes
 from .store import Store, StoreError
 
 SHELVES = (*EMOTIONS, UNSURE, NOFACE)
+# How long a page's read waits for a database another program holds locked (a scan never does:
+# its writes leave readers be), before a 503: every request thread would wait as long.
+PAGE_LOCK_WAIT_S = 5
 
 
 def shelves(store):
@@ -28,11 +32,11 @@ def shelves(store):
 
 
 def create_app(db):
-    app = Flask(__name__)
+    app = flask_app(__name__)
 
     def store():
         try:
-            return Store(db, readonly=True)
+            return Store(db, readonly=True, wait=PAGE_LOCK_WAIT_S)
         except StoreError as e:
             abort(503, str(e))
 
@@ -40,6 +44,8 @@ def create_app(db):
         s = store()
         try:
             return what(s, *args)
+        except (sqlite3.Error, StoreError) as e:  # damaged, or locked, since the open
+            abort(503, str(e) if isinstance(e, StoreError) else f"cannot read database {db}: {e}")
         finally:
             s.close()
 
@@ -63,7 +69,10 @@ def create_app(db):
         origin = request.headers.get("Origin")
         if not request.is_json or (origin and origin != request.host_url.rstrip("/")):
             abort(403, "a correction comes from this page only")
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nested past what json decodes
+            body = None
         path, label = (body.get("path"), body.get("label")) if isinstance(body, dict) else (None, None)
         if not isinstance(path, str) or not isinstance(label, str):
             abort(400, 'expected {"path": ..., "label": ...}')

@@ -466,10 +466,11 @@ def stats(db, as_json):
 def train(data, out, resume, quiet, **knobs):
     """Train the expression CNN on FER2013 (Kaggle csv/csv.gz or the image-folder layout).
 
-    Ctrl-C stops it between batches (exit status 130); OUT keeps every finished epoch, and the
-    same command with --resume goes on from there.
+    Ctrl-C or SIGTERM stops it between batches (exit status 130 or 143); OUT keeps every finished
+    epoch, and the same command with --resume goes on from there.
     """
     _need("stickersort train", *TRAINING)
+    from .interrupt import exit_status
     from ..training.quiet import import_tensorflow
     import_tensorflow()
     from ..model.inference import ModelError
@@ -481,12 +482,12 @@ def train(data, out, resume, quiet, **knobs):
         metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
     except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # This command, not the run's first: a resume may have given it more --epochs.
         click.echo(f"stickersort: interrupted after {len(read_history(out / 'history.csv'))} of {knobs['epochs']} "
                    "epochs" + (f"; `{resume_hint({'command': command_line()})}` goes on"
                                if (out / "options.json").exists() else ""), err=True)
-        raise click.exceptions.Exit(130)
+        raise click.exceptions.Exit(exit_status(getattr(e, "signum", None)))
     click.echo(f"PublicTest {metrics['publictest_accuracy']:.4f}  PrivateTest "
                f"{metrics['privatetest_accuracy']:.4f}  (flip TTA {metrics['privatetest_accuracy_tta_flip']:.4f})")
     click.echo(f"wrote {out}/: best.keras, stickernet.onnx, metrics.json, history.csv, curves.png, confusion.png, samples.png")
@@ -602,14 +603,14 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
         return _evaluate_stickers(stickers, model, against, plot, as_json, quiet)
     if data is None:
         raise Fail("give FER2013 DATA (fer2013.csv.gz or an image folder), or --stickers DIR")
+    from ..model.inference import ModelError
     from ..training import evaluate as ev
-    from ..training.data import DataError
     if calibrate:
         with _failing(DataError):
             frame = ev.calibrate_split(data, split, detector, limit)
         return click.echo(json.dumps(frame, indent=2) if as_json else ev.format_calibration(frame, split))
     _echo(quiet)(f"evaluating {model} on {split} of {data}{' through the scan pipeline' if pipeline else ''}")
-    with _failing(DataError):
+    with _failing(DataError, ModelError):  # ModelError: a model that gives NaN, say
         result = ev.evaluate_split(data, split, model, labels, ferplus, tta, limit, against, pipeline, figures, quiet)
     click.echo(json.dumps(result, indent=2) if as_json else ev.format_result(result))
 
@@ -738,7 +739,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path, readable=False))  # the record is read, not the file
+@click.argument("file", type=click.Path(readable=False))  # the record is read, not the file; a str: Path("") is "."
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record, its faces and links as JSON")
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
@@ -760,7 +761,7 @@ def show(file, db, as_json, image):
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path, readable=False))  # the record is read, not the file
+@click.argument("file", type=click.Path(readable=False))  # the record is read, not the file; a str: Path("") is "."
 @click.argument("emotion", metavar="EMOTION")
 @_db_option
 def label(file, emotion, db):
@@ -769,8 +770,9 @@ def label(file, emotion, db):
     from .library import LibraryError, label_file
     with _failing(LibraryError):
         record = label_file(db, file, emotion)
-    click.echo(shown(f"{record['path']}: {emotion} (yours)" + (f", linked at {record['link']}" if record["link"] else
-                                                                ", no link yet (the next scan makes it)")))
+    where = f"linked at {record['link']}" if record["link"] else "no link yet (the next scan makes it)"
+    click.echo(shown(f"{record['path']}: {emotion} (yours), {where}" if record["changed"] else
+                     f"{record['path']}: {emotion} (yours) already, {where}: nothing changed"))
 
 
 def _forgetting(forget_files, db, dry_run, nothing, **args):
@@ -833,9 +835,12 @@ def dupes(db, as_json):
     if as_json:
         return click.echo(json.dumps(groups, indent=2))
     for group in groups:
-        click.echo(f"{len(group['files'])} copies of {group['size']} bytes ({group['hash'][:12]}):")
+        names = len(group["files"])
+        click.echo(f"{group['copies']} copies of {group['size']} bytes ({group['hash'][:12]})"
+                   + (f", {names} names:" if names > group["copies"] else ":"))
         for f in group["files"]:
-            click.echo(shown(f"  {f['label'] or 'error':<9} {f['path']}"))
+            click.echo(shown(f"  {f['label'] or 'error':<9} {f['path']}"
+                             + (f"  (the same file as {f['same_file_as']})" if f["same_file_as"] else "")))
     if not groups:
         click.echo("no files with the same content", err=True)
 

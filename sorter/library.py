@@ -7,12 +7,13 @@ sorter/links.py, so only entries stickersort made and that are still what it mad
 """
 import json
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
-from .links import MODES, LinkError, Linker
-from .paths import bare as is_bare, key_path, path_key
+from .links import MODES, LinkError, Linker, is_ours
+from .paths import OWNER_FILE, PathError, bare as is_bare, key_path, out_owner, path_key, scanned_as
 from .store import Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
@@ -36,6 +37,8 @@ def open_store(db_path, readonly=False, upgrade=True):
 
 def find(store, file_path):
     """The record of file_path: a scanned file, or a link stickersort made to one in OUT."""
+    if not str(file_path).strip():
+        raise LibraryError("an empty FILE names no file")
     for key in _keys(file_path):
         row = store.get(key) or _linked(store, key)
         if row:
@@ -44,11 +47,20 @@ def find(store, file_path):
 
 
 def _keys(file_path):
-    """The keys file_path may be recorded under: as given, with its folder resolved (how a scan
-    names what it finds under DIR), fully resolved."""
-    absolute = os.path.abspath(file_path)
-    in_real_folder = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
-    return dict.fromkeys(path_key(p) for p in (absolute, in_real_folder, os.path.realpath(absolute)))
+    """The keys file_path may be recorded under: as given (a file in a linked folder that a scan
+    with --follow-links walked into), with its folder resolved (how a scan names what it finds
+    under DIR), fully resolved."""
+    return dict.fromkeys(path_key(p) for p in (_as_given(file_path), scanned_as(file_path), os.path.realpath(file_path)))
+
+
+def _as_given(file_path):
+    """file_path made absolute, its links kept after its last `..`: abspath would drop `link/..`
+    as text, where the file system goes where the link leads, then up."""
+    parts = Path(file_path).parts
+    if ".." not in parts:
+        return os.path.abspath(file_path)
+    up = len(parts) - parts[::-1].index("..")
+    return os.path.join(os.path.realpath(os.path.join(*parts[:up])), *parts[up:])
 
 
 @contextmanager
@@ -61,8 +73,10 @@ def _read(store):
 
 
 def _linked(store, key):
+    """The record whose link in OUT key is, while the entry is still what stickersort made (one the
+    user changed, a link led elsewhere, is theirs, and names what it leads to)."""
     link = store.link_at(key)
-    return store.get(link["file"]) if link else None
+    return store.get(link["file"]) if link and is_ours(link, store.path) is not False else None
 
 
 # ---- label --------------------------------------------------------------------------------
@@ -70,7 +84,8 @@ def _linked(store, key):
 def label_file(db_path, file_path, emotion):
     """Files file_path under emotion for good: the record keeps it as the user's label (no scan,
     --rescan or new model overrides it) and its link moves to OUT/<emotion>/. Returns the updated
-    record, with `link`: where its link is now (None when it has none; the next scan makes it)."""
+    record, with `link`: where its link is now (None when it has none; the next scan makes it),
+    and `changed`: False when it was the user's label already, its link in place."""
     if emotion not in USER_LABELS:
         raise LibraryError(f"unknown label {emotion!r}; choose from {', '.join(USER_LABELS)}")
     store = open_store(db_path)
@@ -78,29 +93,70 @@ def label_file(db_path, file_path, emotion):
     if row["error"]:
         raise LibraryError(f"{row['path']} could not be read ({row['error']}): nothing to label")
     source = key_path(row["path"])
-    if not os.path.exists(source):
-        raise LibraryError(f"{row['path']} no longer exists (`stickersort prune` forgets it)")
+    _still_a_sticker(store, row, source)
     store.set_label(row["path"], emotion, emotion)  # the record first, then the link, as a scan does
     try:
-        link = _relink(store, row, source, emotion)
+        link, kept = _relink(store, row, source, emotion)
     except (LinkError, FileNotFoundError) as e:  # the link cannot move: the label is not half given
         store.set_label(row["path"], row["label"], row["user_label"])
         raise LibraryError(str(e) if isinstance(e, LinkError) else f"{row['path']} is gone") from None
-    return {**store.get(row["path"]), "link": link}
+    return {**store.get(row["path"]), "link": link, "changed": not (row["user_label"] == emotion and kept)}
+
+
+def _still_a_sticker(store, row, source):
+    """Refuses a file that is no longer the one its scan read: gone; a link put in its place or in
+    a folder's (where the scan did not follow links) or a FIFO, through which its entry in OUT
+    would be made, a hard link or copy of whatever it leads to; or changed since (its size and
+    mtime, as a scan tells it)."""
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        raise LibraryError(f"{row['path']} no longer exists (`stickersort prune` forgets it)") from None
+    except OSError as e:
+        raise LibraryError(f"cannot read {row['path']}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or (not _followed(store, os.path.dirname(row["path"])) and os.path.realpath(source) != source):
+        raise LibraryError(f"{row['path']} is no longer the file that was scanned (a link or other "
+                           f"thing in its place): scan its folder again")
+    if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+        raise LibraryError(f"{row['path']} changed since its scan: scan its folder again, then label it")
+
+
+def _followed(store, folder):
+    """Whether the scan that recorded the files in folder (a key) followed links: each may be
+    one, or lie beyond one."""
+    return bool((store.settings_for(folder) or {}).get("follow_links"))
 
 
 def _relink(store, row, source, label):
-    """Moves the file's link to <its OUT>/<label>/, in the link's mode; None when it has none."""
+    """Moves the file's link to <its OUT>/<label>/, in the link's mode: where it is now (None when
+    it has none), and whether it was there already."""
     links = [r for r in store.links_of(row["path"]) if r["mode"] in MODES]  # not a copy in flight
     if not links:
-        return None
+        return None, True
     last = links[-1]
     out = Path(key_path(last["link"])).parent.parent
-    if not os.path.isdir(out):  # not made again: on a drive not mounted, it would land on the disk beneath
-        raise LinkError(f"{out}, where its link was, is gone (moved, or on a drive not mounted?): nothing "
-                        f"changed; scan the file's folder with --out naming where OUT is now, then label it")
+    _check_own_out(out, store)
     linker = Linker(out, store, last["mode"])
-    return linker.place(source, row["path"], label, row["hash"])
+    link = linker.place(source, row["path"], label, row["hash"])
+    return link, linker.counts["kept"] == 1
+
+
+def _check_own_out(out, store):
+    """OUT as the scan left it: a folder (or a link to one: OUT moved and linked back) marked as
+    this database's. Never made or marked again here: on a drive not mounted it would land on the
+    disk beneath, and a folder put in its place, or a link to one, is the user's."""
+    again = "nothing changed; scan the file's folder with --out naming where OUT is now, then label it"
+    if not os.path.isdir(out):
+        raise LinkError(f"{out}, where its link was, is gone (moved, or on a drive not mounted?): {again}")
+    try:
+        owner = out_owner(out)
+    except PathError as e:
+        raise LinkError(str(e)) from None
+    if owner is None:
+        raise LinkError(f"{out}, where its link was, is no longer marked as this database's OUT ({OWNER_FILE} "
+                        f"is gone: a folder put in its place?): {again}")
+    if owner != os.path.realpath(store.path):
+        raise LinkError(f"{out} belongs to the database {owner}: use --db {owner}")
 
 
 # ---- show ---------------------------------------------------------------------------------
@@ -118,16 +174,16 @@ def show_file(db_path, file_path):
     guess = row["guess"] or (ranked[0][0] if ranked and not row["error"] else None)
     scored = bool(scores) and not row["error"]  # no face, no score: null, as `query` gives it
     return {
-        "path": row["path"], "exists": not _gone(row["path"]), "label": row["label"],
+        "path": row["path"], "exists": not _gone(row["path"], _followed(store, os.path.dirname(row["path"]))), "label": row["label"],
         "user_label": row["user_label"], "guess": guess,
         "confidence": row["confidence"] if scored else None, "margin": row["margin"] if scored else None,
         "runner_up": dict([ranked[1]]) if len(ranked) > 1 else None, "scores": scores,
         "kind": row["kind"], "width": row["width"], "height": row["height"],
         "frames_total": row["frames_total"], "frames_sampled": row["frames_sampled"],
         "faces": [_face(f) for f in faces],
-        # A symlink whose file is gone is no entry to open: exists is whether it leads somewhere.
-        "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"], "exists": os.path.exists(key_path(r["link"]))}
-                  for r in links],
+        # A symlink whose file is gone is no entry to open; one the user led elsewhere is not the file's.
+        "links": [{"link": r["link"], "label": r["label"], "mode": r["mode"],
+                   "exists": os.path.exists(key_path(r["link"])) and is_ours(r, store.path) is not False} for r in links],
         "hash": row["hash"], "model_id": row["model_id"], "scanned_at": row["scanned_at"], "error": row["error"],
         "note": row["note"]}
 
@@ -179,10 +235,11 @@ def forget(db_path, path, dry_run=False, report=None):
         keys = {k for key in named for k in store.paths_within(key)}
         if not keys:  # an entry in OUT, as show and label take it (in every link mode)
             keys = {row["path"] for key in named if (row := _linked(store, key))}
+        done = _forget(store, sorted(keys), dry_run, report)
         if not dry_run:
             for key in named:
                 store.forget_folders(key)  # what its scans were told, too
-        return _forget(store, sorted(keys), dry_run, report)
+        return done
 
 
 def prune(db_path, dry_run=False, report=None):
@@ -191,11 +248,13 @@ def prune(db_path, dry_run=False, report=None):
     or empty whole, as a drive that is not mounted leaves it: those are left alone, counted by
     folder in `away`, for `forget` to drop once they are gone for good."""
     with _forgetting_store(db_path, dry_run) as store:
-        gone, away, bare = [], {}, {}
+        gone, away, bare, followed = [], {}, {}, {}
         for row in store.paths_and_roots():
-            if not _gone(row["path"]):
-                continue
             root = row["root"]
+            if root not in followed:
+                followed[root] = _followed(store, root)
+            if not _gone(row["path"], followed[root]):
+                continue
             if root not in bare:
                 bare[root] = is_bare(key_path(root))
             if bare[root]:
@@ -225,10 +284,12 @@ def _forgetting_store(db_path, dry_run):
             store.close()
 
 
-def _gone(key):
+def _gone(key, followed):
+    """Whether a recorded file is gone, as its folder's next scan would find it: a link in its
+    place is no sticker to a scan that does not follow links (one that does keeps even a link to
+    nothing, as an error record)."""
     try:
-        os.lstat(key_path(key))
-        return False
+        return stat.S_ISLNK(os.lstat(key_path(key)).st_mode) and not followed
     except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:
@@ -242,7 +303,10 @@ def _forget(store, keys, dry_run, report):
     linker = Linker(Path(os.sep), store, dry_run=dry_run,  # unlink_all works from the records, not OUT
                     report=lambda action, link, source: report(action, link))
     for key in keys:
-        linker.unlink_all(key)
+        try:
+            linker.unlink_all(key)
+        except LinkError as e:  # the lock file: told before the first file, so nothing is half done
+            raise LibraryError(str(e)) from None
         report("forget", key)
         if not dry_run:
             store.forget(key)
@@ -259,9 +323,27 @@ def dupes(db_path):
     with _read(store):
         rows = store.same_content()
     for row in rows:
-        if not _gone(row["path"]):  # a deleted copy is no copy (prune forgets it)
-            groups.setdefault(row["hash"], []).append(row)
-    groups = {digest: rows for digest, rows in groups.items() if len(rows) > 1}
-    found = [{"hash": digest, "size": rows[0]["size"], "files": [{"path": r["path"], "label": r["label"]} for r in rows]}
-             for digest, rows in groups.items()]
-    return sorted(found, key=lambda g: (-g["size"] * (len(g["files"]) - 1), g["files"][0]["path"]))
+        held = _holding(row)  # a deleted or changed copy is no copy (prune and scan see to those)
+        if held:
+            groups.setdefault(row["hash"], []).append((row, held))
+    found = []
+    for digest, held in groups.items():
+        files, first_name = [], {}
+        for row, inode in held:  # a hard link (or a followed link) is another name of one file
+            first = first_name.setdefault(inode, row["path"])
+            files.append({"path": row["path"], "label": row["label"],
+                          "same_file_as": first if first != row["path"] else None})
+        if len(first_name) > 1:
+            found.append({"hash": digest, "size": held[0][0]["size"], "copies": len(first_name), "files": files})
+    return sorted(found, key=lambda g: (-g["size"] * (g["copies"] - 1), g["files"][0]["path"]))
+
+
+def _holding(row):
+    """The file (device, inode) at a record's path while it still holds the recorded content (its
+    recorded size and mtime, as a scan tells it unchanged); else None."""
+    try:
+        st = os.stat(key_path(row["path"]))
+    except OSError:
+        return None
+    unchanged = stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
+    return (st.st_dev, st.st_ino) if unchanged else None

@@ -2,10 +2,11 @@
 
 The rule that keeps a user's files safe: stickersort makes, moves or removes an entry in OUT only
 when its links table says it made it and the entry still is what it made (same symlink target, or
-same inode, and for a copy the same size and modification time), and it makes one only where
-nothing was: a free name, in a label folder that is a folder (never a link to elsewhere), by calls
-that fail rather than overwrite or follow a link.
-`_folder` and `_ours` enforce it; everything else goes through them (Entries, an unchanged rescan's
+same inode, and for a copy the same size and modification time) in the OUT it made (a folder, or
+a link to the folder marked as its database's), and it makes one only where nothing was: a free
+name, in a label folder that is a folder (never a link to elsewhere), by calls that fail rather
+than overwrite or follow a link.
+`_folder` and `is_ours` enforce it; everything else goes through them (Entries, an unchanged rescan's
 look at OUT in bulk, only ever concludes that there is nothing to do). So:
 - every entry is recorded before it is made: a kill at any moment leaves no entry we would not
   know as ours (a record of nothing is dropped by the next place());
@@ -61,6 +62,7 @@ class Linker:
         self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0, "last_copies": 0}
         self._planned = set()  # a dry run's names, so its plan does not give one twice
         self._freed = set()  # and the names of the entries it would remove, free again
+        self._unnamed = {}  # and how many names of each hard-linked file it would remove
         self._claimed = False
 
     def place(self, source, key, label, file_hash=""):
@@ -69,7 +71,7 @@ class Linker:
         with self._turn():
             current = []
             for row in self.store.links_of(key):
-                ours = self._ours(row)
+                ours = is_ours(row, self.store.path)
                 if ours:
                     current.append(row)
                 elif ours is False:
@@ -102,17 +104,15 @@ class Linker:
         holds the only copy of the user's file: it stays where it is, and only its record goes."""
         with self._turn():
             for row in self.store.links_of(key):
-                if not self._ours(row):
+                if not is_ours(row, self.store.path):
                     self._disown(row)  # changed by the user, or cannot be told: left to them
                 elif self._last_copy(key, row):
                     self._disown(row)
                     self.counts["last_copies"] += 1
                     self.report(LAST_COPY, str(_path(row)), key)
-                else:
-                    self._remove(row)
-                    if row["mode"] != TEMPORARY:
-                        self.counts["removed"] += 1
-                        self.report("unlink", str(_path(row)), key)
+                elif self._remove(row) and row["mode"] != TEMPORARY:
+                    self.counts["removed"] += 1
+                    self.report("unlink", str(_path(row)), key)
 
     def _disown(self, row):
         if not self.dry_run:
@@ -251,32 +251,6 @@ class Linker:
             raise LinkError(f"cannot mark {self.out} as this database's: {e.strerror or e}") from None
         self._claimed = True
 
-    def _ours(self, row):
-        """Is the entry still exactly what we made? Anything else now belongs to the user. None:
-        it cannot be told now (a folder it may not look into): never touched; place() keeps its
-        record to ask again, unlink_all (its file forgotten) gives it up."""
-        folder, name = os.path.split(key_path(row["link"]))  # not a Path: a rescan asks for every file
-        try:
-            fd = os.open(folder, _FOLDER)
-        except FileNotFoundError:
-            return True  # gone already, folder and all: only the record is left to drop
-        except OSError as e:
-            # Its folder no longer a folder (a link to elsewhere): not ours. Else: cannot tell.
-            return False if e.errno in (errno.ELOOP, errno.ENOTDIR) else None
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if row["mode"] == "symlink":
-                return stat.S_ISLNK(st.st_mode) and path_key(os.readlink(name, dir_fd=fd)) == row["target"]
-        except FileNotFoundError:
-            return True  # gone already: only the record is left to drop
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        if row["mode"] == TEMPORARY:
-            return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
-        return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not _edited(st, row)
-
     def _last_copy(self, key, row):
         """Whether row's entry, a hard link or copy, holds the only copy left of key's recorded
         content: neither the original nor another recorded file of that content (a rename's new
@@ -290,7 +264,7 @@ class Linker:
             return False  # nothing there to keep
         except OSError:
             return True
-        if row["mode"] == "hardlink" and entry.st_nlink > 1:
+        if row["mode"] == "hardlink" and entry.st_nlink - self._unnamed.get((entry.st_dev, entry.st_ino), 0) > 1:
             return False
         record = self.store.get(key)
         if record is None or not record["hash"]:
@@ -298,18 +272,26 @@ class Linker:
         return not any(_holds(key_path(r["path"]), r, entry) for r in self.store.records_of_content(record["hash"]))
 
     def _remove(self, row):
-        """Only ever called for an entry _ours() has just vouched for."""
-        if self.dry_run:
-            self._freed.add(str(_path(row)))  # its name free for the plan, as it would be
-            return
+        """Only ever called for an entry is_ours() has just vouched for. Whether there was one to
+        remove (a user may have deleted it: then only its record goes)."""
         link = _path(row)
+        if self.dry_run:
+            self._freed.add(str(link))  # its name free for the plan, as it would be
+            try:
+                st = os.lstat(link)
+            except OSError:
+                return False
+            if row["mode"] == "hardlink":  # one name fewer for _last_copy to count, as there would be
+                self._unnamed[st.st_dev, st.st_ino] = self._unnamed.get((st.st_dev, st.st_ino), 0) + 1
+            return True
+        removed = False
         try:
-            fd = os.open(link.parent, _FOLDER)
+            fd = _label_folder(str(link.parent), self.store.path)
         except OSError:
             fd = None  # its folder is gone (nothing to remove), or no longer ours
         if fd is not None:
             try:
-                _unlink(fd, link.name)
+                removed = _unlink(fd, link.name)
             finally:
                 os.close(fd)
         self.store.drop_link(row["link"])
@@ -317,10 +299,11 @@ class Linker:
             os.rmdir(link.parent)  # only succeeds when the label folder is empty
         except OSError:
             pass
+        return removed
 
 
 class Entries:
-    """An unchanged rescan's look at OUT: is a file's one entry still what we made (_ours' test,
+    """An unchanged rescan's look at OUT: is a file's one entry still what we made (is_ours' test,
     less a copy's size and mtime: an edited copy is left alone here, and place() would see it)
     and, for a symlink, leading to the file, so that place() would keep it as it is? Told from one
     listing per label folder, read once (a DirEntry gives type and inode without a syscall), plus
@@ -368,7 +351,7 @@ class Entries:
         if label not in self._folders:
             folder, listing = os.path.join(self.linker.out, label), {}
             try:
-                fd = os.open(folder, _FOLDER)  # never a link to elsewhere, as in _ours
+                fd = _label_folder(folder, self.linker.store.path)  # never a link to elsewhere, as in is_ours
             except OSError:
                 pass
             else:
@@ -388,6 +371,58 @@ class Entries:
         if way is None:
             way = self._ways[where, label] = os.path.relpath(where, self._listing(label)[0])
         return f"{way}{os.sep}{name}"  # os.path.join's result: `way` never ends in a separator
+
+
+def is_ours(row, db):
+    """Is the entry still exactly what we made (for the database at db)? Anything else now belongs
+    to the user. None: it cannot be told now (a folder it may not look into): never touched;
+    place() keeps its record to ask again, unlink_all (its file forgotten) gives it up."""
+    folder, name = os.path.split(key_path(row["link"]))  # not a Path: a rescan asks for every file
+    try:
+        fd = _label_folder(folder, db)
+    except FileNotFoundError:
+        return True  # gone already, folder and all: only the record is left to drop
+    except OSError as e:
+        # Its folder, or OUT, no longer a folder (a link to elsewhere): not ours. Else: cannot tell.
+        return False if e.errno in (errno.ELOOP, errno.ENOTDIR) else None
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if row["mode"] == "symlink":
+            return stat.S_ISLNK(st.st_mode) and path_key(os.readlink(name, dir_fd=fd)) == row["target"]
+    except FileNotFoundError:
+        return True  # gone already: only the record is left to drop
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if row["mode"] == TEMPORARY:
+        return stat.S_ISREG(st.st_mode)  # its random name was recorded before it was made
+    return st.st_ino == row["inode"] and not stat.S_ISLNK(st.st_mode) and not _edited(st, row)
+
+
+def _label_folder(folder, db):
+    """OUT/<label> opened as a folder, not a link. A record names OUT by its real path, so a link
+    put there since leads elsewhere (ELOOP, or ENOTDIR with O_DIRECTORY), to what is not ours, unless to the folder marked as
+    db's OUT: the user moved OUT and linked it back."""
+    out = os.path.dirname(folder)
+    try:
+        out = os.open(out, _FOLDER)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR) or not _marked_for(out, db):
+            raise
+        out = os.open(out, _FOLDER & ~os.O_NOFOLLOW)
+    try:
+        return os.open(os.path.basename(folder), _FOLDER, dir_fd=out)
+    finally:
+        os.close(out)
+
+
+def _marked_for(out, db):
+    """Whether OUT's marker names the database at db."""
+    try:
+        return out_owner(out) == os.path.realpath(db)
+    except PathError:
+        return False
 
 
 def check_mode(mode, root, out):
@@ -499,10 +534,12 @@ def _exists(fd, name):
 
 
 def _unlink(fd, name):
+    """Whether there was an entry to remove."""
     try:
         os.unlink(name, dir_fd=fd)
+        return True
     except FileNotFoundError:
-        pass
+        return False
 
 
 def _copy(source, fd, name):

@@ -56,7 +56,8 @@ def open_source(source, stop=None):
         return animation
     try:
         with media.open_regular(target) as f:  # without blocking, and OpenCV opens this very file
-            return _capture(source, media.fd_path(f), None)  # a file cannot stall: read in this thread
+            # A file cannot stall: read in this thread, by FFmpeg alone (media.video_capture says why).
+            return _capture(source, media.fd_path(f), None, cv2.CAP_FFMPEG)
     except media.MediaError:
         raise LiveError(f"--source {source}: not a regular file (a FIFO, folder or socket); give a camera index, "
                         f"a video or sticker file, or a stream URL") from None
@@ -71,11 +72,11 @@ def _as_path(source):
     return source
 
 
-def _capture(source, target, stop):
+def _capture(source, target, stop, api=cv2.CAP_ANY):
     capture = Capture(stop)
     with quiet_stderr():  # OpenCV and FFmpeg explain a failed open over several lines
         try:
-            capture.open(target)
+            capture.open(target, api)
         except (cv2.error, OverflowError):  # a camera index past what OpenCV takes
             pass
     if capture.stopped:
@@ -171,8 +172,8 @@ class Capture:
                     self.stopped = True
                     return None
 
-    def open(self, target):
-        self._cap = self._call(lambda: cv2.VideoCapture(target))
+    def open(self, target, api=cv2.CAP_ANY):
+        self._cap = self._call(lambda: cv2.VideoCapture(target, api))
 
     def isOpened(self):  # noqa: N802 (OpenCV's name)
         return self._cap is not None and bool(self._call(self._cap.isOpened))

@@ -126,6 +126,14 @@ def fd_path(f):
     return proc if os.path.exists(proc) else f.name
 
 
+def video_capture(f):
+    """OpenCV's capture of the open file f, by FFmpeg alone: left to choose, OpenCV tries its
+    image-sequence reader on a file FFmpeg refuses, which takes the digits of /proc/self/fd/12
+    for a frame number and reads /proc/self/fd/13, 14, ...: whatever this process has open
+    there, a pipe that blocks forever among them."""
+    return cv2.VideoCapture(fd_path(f), cv2.CAP_FFMPEG)
+
+
 @dataclass
 class Frame:
     index: int  # frame number in the file
@@ -485,7 +493,7 @@ def _read_video(f, max_frames, budget):
 
 
 def _capture(f):
-    cap = cv2.VideoCapture(fd_path(f))
+    cap = video_capture(f)
     if not cap.isOpened():
         cap.release()
         raise MediaError("cannot open as video")

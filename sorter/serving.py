@@ -20,7 +20,7 @@ import threading
 from urllib.parse import quote
 
 import cv2
-from flask import Response, abort, jsonify, request, send_file
+from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.routing import PathConverter
 
@@ -94,6 +94,14 @@ def _ip(text):
         return None
 
 
+def flask_app(import_name):
+    """A page's Flask app, its URLs taken as written: Werkzeug would answer a `//` in a path with
+    an HTML page redirecting, where it now meets guard's JSON 404."""
+    app = Flask(import_name)
+    app.url_map.merge_slashes = False
+    return app
+
+
 def guard(app, host, port):
     """Every route of app answers only Host headers naming (host, port), and every error as
     JSON {"error": ...}: never a traceback, never an HTML page."""
@@ -107,7 +115,8 @@ def guard(app, host, port):
 
     @app.errorhandler(HTTPException)
     def _http_error(e):
-        return jsonify(error=e.description), e.code
+        allow = [(k, v) for k, v in e.get_headers() if k == "Allow"]  # a 405 says what is allowed
+        return jsonify(error=e.description), e.code, allow
 
     @app.errorhandler(Exception)
     def _error(e):
@@ -139,20 +148,25 @@ class Streams:
 # ---- sticker files ---------------------------------------------------------------------------
 
 def recorded(store, digest):
-    """The readable files recorded with this content hash, by path."""
+    """The readable files recorded with this content hash, by path, each with `followed`: whether
+    its folder's scan followed links (--follow-links), so that it may be one, or lie beyond one."""
     if not SHA256.fullmatch(digest):
         return []
-    return list(store.db.query("select path, root, name, kind, size, mtime_ns, hash from files "
-                               "where hash = ? and error is null order by path", [digest]))
+    return [row | {"followed": bool((store.settings_for(row["root"]) or {}).get("follow_links"))}
+            for row in store.readable_with_hash(digest)]
 
 
 def open_recorded(row):
     """The file a record names, opened, if it still is the file that was scanned: a regular file
     (not a link, a FIFO or a device) inside its scanned root, of the recorded size and mtime or
     else of the recorded content. None otherwise: someone may have put a link to /etc/passwd in
-    its place. The checks are made on the open file, so nothing can be swapped in after them."""
+    its place. The checks are made on the open file, so nothing can be swapped in after them.
+    Where its scan followed links, it is followed too, and beyond the root must hold the recorded
+    content."""
     from .paths import key_path
-    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    if not row.get("followed"):
+        flags |= os.O_NOFOLLOW
     try:
         f = os.fdopen(os.open(key_path(row["path"]), flags), "rb")
     except OSError:
@@ -173,10 +187,11 @@ def _still_scanned(f, row):
         return False
     where = f"/proc/self/fd/{f.fileno()}"
     real = os.readlink(where) if os.path.islink(where) else os.path.realpath(f.name)
-    if not inside(real, row["root"]):
+    if inside(real, row["root"]):
+        if (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"]):
+            return True
+    elif not row.get("followed"):
         return False
-    if (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"]):
-        return True
     return hashlib.file_digest(f, "sha256").hexdigest() == row["hash"]
 
 
@@ -220,7 +235,7 @@ def poster_of(rows):
         if not f:
             continue
         with f:  # decoded from the file checked, not from whatever its path names by now
-            capture = cv2.VideoCapture(media.fd_path(f))
+            capture = media.video_capture(f)
             ok, bgr = capture.read()
             capture.release()
         if ok:

@@ -223,13 +223,15 @@ def _reading(method):
 
 
 class Store:
-    def __init__(self, path, create=True, readonly=False, upgrade=True):
+    def __init__(self, path, create=True, readonly=False, upgrade=True, wait=LOCK_WAIT_S):
         """create: make the database if it is missing (scan, watch); else it must exist. readonly:
         open it read-only (SQLite mode=ro: query, stats, show), which works on a file nobody may
         write. A file that is another program's, damaged, of a newer schema, or for a writer not
         writable, is refused with a one-line StoreError before anything is written. upgrade: False
-        reads an older schema's database as it is, even when it could be brought up."""
+        reads an older schema's database as it is, even when it could be brought up. wait: seconds
+        a statement waits for another process's lock."""
         self.path = Path(path)
+        self.wait = wait
         self.db = None
         self.upgrade = upgrade
         if self.path.is_dir():
@@ -253,9 +255,9 @@ class Store:
             self.db = None
 
     def _connect(self, target, uri=False, readonly=False):
-        conn = sqlite3.connect(target, timeout=LOCK_WAIT_S, isolation_level=None, uri=uri)
+        conn = sqlite3.connect(target, timeout=self.wait, isolation_level=None, uri=uri)
         self.db = _Reading(conn) if readonly else _import_sqlite_utils().Database(conn)
-        self.db.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000}")
+        self.db.execute(f"PRAGMA busy_timeout = {self.wait * 1000}")
 
     def _open_writable(self, create):
         if self.path.exists() and not os.access(self.path, os.W_OK):
@@ -298,6 +300,19 @@ class Store:
             except StoreError:
                 pass
             self._connect_readonly()
+            version = self._version()
+        if version < SCHEMA_VERSION:
+            self._read_as_current()
+
+    def _read_as_current(self):
+        """An older schema read as it is: the columns it lacks read as null, through temporary
+        views of its tables' names, which SQLite looks up before the file's own; the file is not
+        written."""
+        for table, columns in (("files", FILES), ("links", LINKS)):
+            have = {r[1] for r in self.db.execute(f"PRAGMA main.table_info([{table}])")}
+            missing = ", ".join(f"null as [{c}]" for c in columns if c not in have)
+            if missing:
+                self.db.execute(f"create temp view [{table}] as select *, {missing} from main.[{table}]")
 
     def _connect_readonly(self):
         uri = f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(self.path)))}?mode=ro"
@@ -527,7 +542,7 @@ class Store:
     @_reading
     def same_content(self):
         """Readable files whose content another recorded file shares, by hash then path."""
-        return list(self.db.query("select hash, path, size, label from files where error is null and hash in "
+        return list(self.db.query("select hash, path, size, mtime_ns, label from files where error is null and hash in "
                                   "(select hash from files where error is null group by hash having count(*) > 1) "
                                   "order by hash, path"))
 
@@ -599,7 +614,7 @@ class Store:
         where, args = ["error is not null" if label == ERROR else "error is null"], []
         if label and label != ERROR:
             where.append(_matching(include_unsure)); args += [label] * (2 if include_unsure else 1)
-        if min_confidence:
+        if min_confidence and label != ERROR:  # an unreadable file has no confidence to pass
             # A label the user gave is as sure as labels get, whatever the model scored.
             where.append("(confidence >= ? or user_label is not null)"); args.append(min_confidence)
         if root:  # it (a file), or every file under it, whichever folder's scan recorded it
@@ -621,6 +636,13 @@ class Store:
             counts[row["label"]] = row["n"]
         return counts
 
+    @_reading
+    def readable_with_hash(self, digest):
+        """The readable files recorded with this content hash, by path."""
+        return list(self.db.query("select path, root, name, kind, size, mtime_ns, hash from files "
+                                  "where hash = ? and error is null order by path", [digest]))
+
+    @_reading
     def top(self, label, limit):
         """The best stickers for an expression, for `live`, the unsure ones whose best guess it
         is after the confident ones; their content hash is their id there."""

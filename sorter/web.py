@@ -4,17 +4,17 @@ Served as sorter/serving.py serves every page (waitress; Host checked; errors as
 files re-checked before they are sent): every viewer streams from the one capture loop, and a
 viewer that goes away only ends its own response.
 """
-from flask import Flask, Response, abort, jsonify
+from flask import Response, abort, jsonify
 
 from ..model.labels import UNSURE
 from .live import LiveError
 from .paths import shown
-from .serving import Server, ServeError, Streams, exposure_note, guard, sticker_routes
+from .serving import Server, ServeError, Streams, exposure_note, flask_app, guard, sticker_routes
 from .store import StoreError
 
 
 def create_app(live, matches=None):
-    app = Flask(__name__)
+    app = flask_app(__name__)
     streams = Streams()
 
     @app.get("/")

@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import sqlite3
+import urllib.error
+import urllib.request
 
 import pytest
 from click.testing import CliRunner
@@ -145,6 +147,13 @@ def test_a_correction_moves_the_sticker_to_its_shelf_for_good(server, library, b
     assert sqlite3.connect(db).execute("select label, user_label from files where path = ?", [path]).fetchone() == ("sad", "sad")
     link = library["out"] / "sad" / os.path.basename(path)
     assert os.path.realpath(link) == path and not (library["out"] / old / os.path.basename(path)).exists()
+    # The model's own label confirmed makes it yours, as `stickersort label` does (before: the
+    # button did nothing when the label chosen was the one shown).
+    kept = sqlite3.connect(db).execute(
+        "select path from files where label = 'happy' and user_label is null order by path limit 1").fetchone()[0]
+    browser.find_element("css selector", f"#shelf-happy figure[data-path='{kept}'] button.move").click()
+    wait_for(lambda: sqlite3.connect(db).execute("select user_label from files where path = ?", [kept]).fetchone()
+             == ("happy",), "the model's label made the user's")
 
 
 def test_only_the_bound_address_is_answered(server):
@@ -201,6 +210,11 @@ def test_a_sticker_swapped_for_a_link_is_not_served(server, library, tmp_path):
         swap(path)
         status, body = get(url, timeout=10)
         assert status == 404 and b"not for the web" not in body and b"root:" not in body, name
+        # Nor is a correction made through it: a hard link or copy in OUT would be of what it leads to.
+        status, answer = get_json(server.url + "/label", data=json.dumps({"path": path, "label": "sad"}).encode(),
+                                  headers={"Content-Type": "application/json"})
+        assert status == 400 and ("no longer the file that was scanned" in answer["error"]
+                                  or "changed since its scan" in answer["error"]), (name, answer)
         os.unlink(path)
         os.replace(tmp_path / name, path)
         assert get(url)[0] == 200
@@ -250,10 +264,17 @@ def test_a_damaged_database_answers_json(library):
         source.backup(copy)
     served = Served("browse", "--db", broken, "--port", 0)
     try:
-        path = sqlite3.connect(broken).execute("select path from files limit 1").fetchone()[0]
+        path, digest = sqlite3.connect(broken).execute("select path, hash from files limit 1").fetchone()
+        # Its pages past the first damaged: it opens, and fails as it is read (before: 500 "internal error").
+        with open(broken, "r+b") as f:
+            f.seek(4096)
+            f.write(b"\xde\xad" * ((broken.stat().st_size - 4096) // 2))
+        for url in ("/library.json", f"/sticker/{digest}", f"/poster/{digest}"):
+            status, answer = get_json(served.url + url)
+            assert status == 503 and "malformed" in answer["error"], (url, answer)
         broken.write_bytes(b"not a database at all" * 100)
         status, body = get(served.url + "/library.json")
-        assert status in (500, 503) and "error" in json.loads(body) and b"Traceback" not in body
+        assert status == 503 and "error" in json.loads(body) and b"Traceback" not in body
         # A correction meets the same library, and says so the same way (before: 400, as a bad request).
         status, answer = get_json(served.url + "/label", data=json.dumps({"path": path, "label": "sad"}).encode(),
                                   headers={"Content-Type": "application/json"})
@@ -261,6 +282,52 @@ def test_a_damaged_database_answers_json(library):
     finally:
         assert served.stop() == 130
     assert "Traceback" not in "".join(served.stderr)
+
+
+def test_odd_requests_answer_json(server):
+    """Before: `//` was redirected by an HTML page, a 405 had no Allow header, and a body nested
+    past what json decodes was answered 500."""
+    digest = get_json(server.url + "/library.json")[1]["stickers"][0]["id"]
+    status, body = raw(server.url, f"GET /sticker//{digest} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close")
+    assert " 404 " in status and "error" in json.loads(body)
+    try:
+        urllib.request.urlopen(urllib.request.Request(server.url + "/library.json", method="DELETE"), timeout=30)
+    except urllib.error.HTTPError as e:
+        assert e.code == 405 and set(e.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}
+        assert "error" in json.loads(e.read())
+    else:
+        raise AssertionError("DELETE answered")
+    status, answer = get_json(server.url + "/label", data=b"[" * 60000, headers={"Content-Type": "application/json"})
+    assert status == 400 and "expected" in answer["error"]
+
+
+def test_stickers_filed_through_followed_links_are_served(tmp_path):
+    """A scan with --follow-links files a link in DIR and the files of a linked folder; before,
+    the page listed them and answered 404 for each. One swapped for other content still is not."""
+    from stickersort.sorter.cli import cli
+    folder, elsewhere, db = tmp_path / "stickers", tmp_path / "elsewhere", tmp_path / "s.db"
+    folder.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(SAMPLES / "hopper.png", elsewhere / "hopper.png")
+    shutil.copy(SAMPLES / "rocket.png", elsewhere / "rocket.png")
+    (folder / "linked").symlink_to(elsewhere)
+    (folder / "rocket.png").symlink_to(elsewhere / "rocket.png")
+    scanned = CliRunner().invoke(cli, ["scan", str(folder), "--out", str(tmp_path / "out"), "--db", str(db),
+                                       "-q", "--follow-links"])
+    assert scanned.exit_code == 0, scanned.output
+    served = Served("browse", "--db", db, "--port", 0)
+    try:
+        stickers = get_json(served.url + "/library.json")[1]["stickers"]
+        assert len(stickers) == 3
+        for s in stickers:
+            assert get(f"{served.url}/sticker/{s['id']}")[0] == 200, s["path"]
+        (folder / "rocket.png").unlink()
+        (folder / "rocket.png").symlink_to(elsewhere / "hopper.png")
+        (elsewhere / "rocket.png").unlink()
+        rocket = next(s for s in stickers if s["path"] == str(folder / "rocket.png"))
+        assert get(f"{served.url}/sticker/{rocket['id']}")[0] == 404
+    finally:
+        served.stop()
 
 
 def test_a_port_in_use_is_one_line(cli, server, library):

@@ -224,6 +224,12 @@ def _as_made_before_marking(db):
          "pragma application_id = 0", "pragma user_version = 0")
 
 
+def _as_version_1(db):
+    """The database as stickersort made it before a copy's size and mtime were kept."""
+    _sql(db, "alter table links drop column mtime_ns", "alter table links drop column size", "drop table folders",
+         "pragma user_version = 1")
+
+
 def _as_version_2(db):
     """The database as stickersort made it before it kept each folder's settings."""
     _sql(db, "drop table folders", "pragma user_version = 2")
@@ -257,3 +263,26 @@ def test_an_older_stickersorts_database_is_adopted(cli, src, tmp_path, scanned, 
         assert folders == [(str(src), str(tmp_path / "out"), 0 if first == "scan" else None)]
     else:
         assert folders == ([(str(src), str(tmp_path / "out"), 0)] if first == "scan" else [])
+
+
+@pytest.mark.parametrize("made", [_as_made_before_marking, _as_version_1])
+def test_an_older_read_only_database_is_read_as_it_is_by_every_reader(cli, src, tmp_path, scanned, made):
+    """Before: `show` of a database from before the marking, read-only, ended in KeyError (exit
+    70), and `query` in "no such column: user_label"."""
+    paths = sorted(r["path"] for r in json.loads(cli("query", "--db", scanned, "--json").stdout))
+    made(scanned)
+    scanned.chmod(0o444)
+    before = scanned.read_bytes()
+    try:
+        query = _as_a_user("query", "--db", scanned, "--json")
+        assert query.returncode == 0 and sorted(r["path"] for r in json.loads(query.stdout)) == paths, query.stderr
+        show = _as_a_user("show", src / "face.png", "--db", scanned, "--json")
+        assert show.returncode == 0, show.stderr
+        info = json.loads(show.stdout)
+        assert info["user_label"] is None and info["guess"] and info["links"][0]["mode"] == "symlink"
+        for args in (["stats"], ["dupes"], ["query", "happy", "--include-unsure"]):
+            result = _as_a_user(*args, "--db", scanned)
+            assert result.returncode == 0 and not result.stderr.startswith("stickersort: error"), result.stderr
+        assert scanned.read_bytes() == before
+    finally:
+        scanned.chmod(0o644)

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -59,6 +60,40 @@ def many_scans(path, side, scans):
         at = end
     Path(path).write_bytes(data[:at] + last_scan * scans + data[at:])
     return Path(path)
+
+
+_READ_BESIDE_A_PIPE = """
+import os, sys
+from stickersort.sorter import media
+hole = os.open(os.devnull, os.O_RDONLY)
+r, w = os.pipe()  # the fd after the one the file will get: a pipe nobody writes to
+os.close(hole)
+try:
+    media.read(sys.argv[1])
+except media.MediaError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("data", [b"GIF89a", b"\x00\x00\x00\x18ftypmp42"], ids=["gif-magic", "cut-mp4"])
+def test_a_clip_ffmpeg_refuses_never_reads_the_next_open_file(tmp_path, data):
+    """Before: OpenCV, free to choose a reader, took /proc/self/fd/12 for an image sequence and
+    read fd 13, 14, ...: a pipe there (a test run's, a Ray worker's) blocked the scan forever."""
+    clip = tmp_path / "input.mov"
+    clip.write_bytes(data)
+    done = subprocess.run([sys.executable, "-c", _READ_BESIDE_A_PIPE, str(clip)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "cannot open as video", done.stderr
+    assert done.stderr == ""  # nor OpenCV's own words for it (a WARN line, or imread's ERROR before)
+
+
+def test_live_refuses_a_clip_ffmpeg_refuses_at_once(tmp_path):
+    """The same in `live`, whose quieted stderr, a pipe here, was the next open file."""
+    clip = tmp_path / "cut.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    done = subprocess.run([sys.executable, "-m", "stickersort.sorter", "live", "--source", str(clip), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().endswith("cannot open it as a video or stream"), done.stderr
 
 
 def test_a_fifo_swapped_in_after_the_stat_does_not_block_the_readers(tmp_path):
@@ -347,6 +382,12 @@ def test_a_model_that_answers_nan_gives_error_records_naming_it(cli, tmp_path):
     assert cli("query", "--db", tmp_path / "s.db").exit_code == 0
     live = run_cli("live", "--source", src / "face.png", "--json", "--model", model)  # was exit 70, "internal error"
     assert live.returncode == 2 and "NaN" in one_line_error(live), live.stderr
+    data = tmp_path / "mini.csv"
+    data.write_text("emotion,pixels,Usage\n" + "".join(f'{i},"{" ".join(["90"] * 2304)}",PrivateTest\n' for i in range(7)))
+    for args in (["--model", model], ["--against", model]):  # was exit 70 too
+        evaluated = cli("evaluate", data, *args, "-q")
+        assert evaluated.exit_code == 2 and "NaN" in evaluated.stderr and evaluated.stderr.count("\n") == 1, \
+            evaluated.stderr
 
 
 @pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first", "batch_of_1"])

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -357,6 +358,22 @@ def test_models_that_cannot_start_a_run_or_be_scored_are_one_line_errors(cli, tm
     assert len(scored.stderr.strip().splitlines()) == 1
 
 
+def test_a_capitalised_class_folder_and_an_upper_case_gz_are_read(tmp_path):
+    """Before: `Happy/` was skipped without a word (its faces lost), and `DATA.CSV.GZ` refused as
+    text that is not UTF-8."""
+    from stickersort.training.data import load_csv, load_folder
+
+    for i, emotion in enumerate(("angry", "disgust", "fear", "Happy", "sad", "surprise", "neutral")):
+        (tmp_path / "faces" / "Train" / emotion).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "faces" / "Train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
+    faces, labels, usage = load_folder(tmp_path / "faces", quiet=True)
+    assert sorted(labels) == list(range(7)) and set(usage) == {"Training"}
+    plain = write_csv(tmp_path / "plain.csv")
+    with open(plain, "rb") as f, gzip.open(tmp_path / "DATA.CSV.GZ", "wb") as g:
+        g.write(f.read())
+    assert [len(a) for a in load_csv(tmp_path / "DATA.CSV.GZ", quiet=True)] == [len(a) for a in load_csv(plain, quiet=True)]
+
+
 def test_an_empty_out_is_refused_not_taken_for_the_current_folder(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for command in (["train", write_csv(tmp_path / "mini.csv"), "--epochs", "1"],
@@ -447,6 +464,9 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
     ("bad-votes", "votes.csv:3: vote count 'x' is not a number of votes"),  # was a bare ValueError
     ("short-votes", "votes.csv:2: a short row"),  # was read as no votes
     ("no-votes", "votes.csv: no rows after the header"),  # was an IndexError, exit 70
+    # Before: read in that order, every face against another's votes.
+    ("shifted-votes", "votes.csv:2: Usage 'PublicTest', where FER2013's row 1 is Training: not row-aligned"),
+    ("odd-class", "contempt: not an emotion's folder"),  # before: skipped without a word
     # Before: the votes were dealt to the folder's faces in the csv's row order, silently.
     ("folder-votes", "is an image folder, whose faces cannot be matched to them; give the csv"),
     # Before: every epoch trained, then "File not found: filepath=.../best.keras" and a run folder
@@ -483,6 +503,11 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
             cv2.imwrite(str(tmp_path / "faces" / "train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
         (tmp_path / "faces" / "train" / "happy" / "bad.jpg").write_text("not a picture")
         path = tmp_path / "faces"
+    elif problem == "odd-class":
+        for i, emotion in enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt")):
+            (tmp_path / "faces" / "train" / emotion).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / "faces" / "train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
+        path = tmp_path / "faces"
     elif problem.endswith("votes"):
         write_csv(path, per_class=(1, 0, 0))
         if problem == "folder-votes":
@@ -495,6 +520,8 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
         rows[1 if problem == "bad-votes" else 0] = ("Training,b.png,x,0,0,0,0,0,0,0,0,0" if problem == "bad-votes"
                                                     else "Training,b.png,3")
         rows = [] if problem == "no-votes" else rows
+        if problem == "shifted-votes":
+            rows[0] = "PublicTest,a.png,10,0,0,0,0,0,0,0,0,0"
         (tmp_path / "votes.csv").write_text("\n".join([header, *rows]) + "\n")
         result = cli("train", path, "--labels", "blend", "--ferplus", tmp_path / "votes.csv", "--epochs", "1",
                      "--out", tmp_path / "run")
@@ -644,34 +671,36 @@ def test_each_epoch_draws_a_bar_over_its_batches_with_loss_and_accuracy_then_a_l
     assert quiet.getvalue() == ""
 
 
-# `stickersort ARGS` sending itself SIGINT as history.csv's Nth row (the header first) is written.
+# `stickersort ARGS` sending itself a signal as history.csv's Nth row (the header first) is written.
 # tests/procs.py's profile hook does this for any call, but slows TensorFlow's import tenfold.
-_SIGINT_AT_ROW = """
+_SIGNAL_AT_ROW = """
 import csv, os, signal, sys
-nth, rows, write = int(sys.argv[1]), [0], csv.DictWriter.writerow
+nth, sent, rows, write = int(sys.argv[1]), getattr(signal, sys.argv[2]), [0], csv.DictWriter.writerow
 def writerow(self, row):
     rows[0] += 1
     if rows[0] == nth:
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sent)
     return write(self, row)
 csv.DictWriter.writerow = writerow
-sys.argv = ["stickersort", *sys.argv[2:]]
+sys.argv = ["stickersort", *sys.argv[3:]]
 from stickersort.sorter.cli import main
 main()
 """
 
 
-def test_ctrl_c_in_train_exits_130_between_batches_and_resume_finishes_the_run(cli, tmp_path):
+@pytest.mark.parametrize("sent, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_or_sigterm_in_train_stops_between_batches_and_resume_finishes_the_run(cli, tmp_path, sent, status):
     """SIGINT as epoch 2's history row is about to be written: its backup is already saved, so
     an interrupt raised there would leave a run that resumes past an epoch history never saw.
-    Also: TensorFlow's start-up says nothing."""
+    SIGTERM the same (before: no word, and a kill as the backup was written left it in half).
+    Also: TensorFlow's start-up says nothing. A backup damaged all the same (a kill -9) is one line."""
     data = write_csv(tmp_path / "mini.csv")
     out = tmp_path / "run"
     args = ["train", data, "--arch", "sticker", "--epochs", "3", "--batch-size", "16", "--limit", "60", "--out", out]
     fresh = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
-    proc = subprocess.run([sys.executable, "-c", _SIGINT_AT_ROW, "3", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AT_ROW, "3", sent, *map(str, args)], capture_output=True,
                           text=True, timeout=600, env=fresh)
-    assert proc.returncode == 130, proc.stderr
+    assert proc.returncode == status, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"stickersort: interrupted after 2 of 3 epochs; `stickersort {' '.join(map(str, args))} --resume` goes on"
     assert proc.stderr.startswith("epoch 1/3: loss ")  # no TensorFlow start-up lines before it
@@ -679,6 +708,14 @@ def test_ctrl_c_in_train_exits_130_between_batches_and_resume_finishes_the_run(c
         assert noise not in proc.stderr
     metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
     assert metadata["epoch"] == 2 and not (out / "metrics.json").exists()
+    if sent == "SIGTERM":
+        damaged = tmp_path / "damaged"
+        shutil.copytree(out, damaged)
+        weights = damaged / "backup" / "latest.weights.h5"
+        weights.write_bytes(weights.read_bytes()[:90_000])
+        refused = cli(*[damaged if a == out else a for a in args], "--resume")
+        assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "backup is damaged" in refused.stderr and "another --out" in refused.stderr
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "epoch 1/3" not in resumed.stderr and "epoch 3/3: loss" in resumed.stderr

@@ -32,7 +32,7 @@ def _open_text(path):
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")  # -sig: a spreadsheet's byte-order mark
 
@@ -113,8 +113,8 @@ def load_folder(root, quiet=False):
     found = [(img, label, folder_split)
              for split_dir in sorted(p for p in root.iterdir() if p.is_dir())
              if (folder_split := FOLDER_SPLITS.get(split_dir.name.lower()))
-             for label, emotion in enumerate(EMOTIONS)
-             for img in sorted((split_dir / emotion).glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES]
+             for label, folder in _class_folders(split_dir)
+             for img in sorted(folder.glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES]
     faces, labels, usage = [], [], []
     for img, label, folder_split in progress.bar(found, quiet, desc=f"reading {root.name}", unit=" faces"):
         try:
@@ -132,26 +132,49 @@ def load_folder(root, quiet=False):
     return np.stack(faces), np.array(labels), np.array(usage)
 
 
-def load_ferplus(path, n_rows):
-    """FER+ votes (fer2013new.csv), row-aligned with FER2013: vote shares over our 7 classes.
-    Rows whose majority is contempt, unknown or not-a-face get NaN targets."""
+def _class_folders(split_dir):
+    """(label, folder) for each emotion's folder in a split's (`Happy/` is happy's); a folder of
+    another name is refused, where it would have been dropped without a word."""
+    found = []
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name.lower() not in EMOTIONS:
+            raise DataError(f"{folder}: not an emotion's folder (expected {', '.join(EMOTIONS)})")
+        found.append((EMOTIONS.index(folder.name.lower()), folder))
+    return found
+
+
+def load_ferplus(path, usage):
+    """FER+ votes (fer2013new.csv), row-aligned with FER2013, whose rows' splits are `usage`:
+    vote shares over our 7 classes. Rows whose majority is contempt, unknown or not-a-face get
+    NaN targets."""
     with _reading(path, "a FER+ votes file"), _open_text(path) as f:
         reader = csv.DictReader(f)
         missing = set(FERPLUS_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise DataError(f"{path}: not a FER+ votes file (missing columns {sorted(missing)})")
         columns = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER if c in reader.fieldnames)
-        every = np.array([_votes(path, reader.line_num, row, columns) for row in reader], "float32")
+        rows = list(reader)
+        every = np.array([_votes(path, i + 2, row, columns) for i, row in enumerate(rows)], "float32")
     if not len(every):
         raise DataError(f"{path}: no rows after the header")
     votes = every[:, :len(FERPLUS_COLUMNS)]
     outside = every[:, len(FERPLUS_COLUMNS):].max(axis=1, initial=0) >= votes.max(axis=1)
     votes[outside] = 0
-    if len(votes) != n_rows:
-        raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {n_rows}")
+    if len(votes) != len(usage):
+        raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {len(usage)}")
+    _check_aligned(path, rows, usage)
     totals = votes.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, votes / totals, np.nan).astype("float32")
+
+
+def _check_aligned(path, rows, usage):
+    """The votes file's own Usage column (fer2013new.csv has one) against FER2013's rows: a file
+    out of order would score every face against another's votes, without a word."""
+    for i, (row, split) in enumerate(zip(rows, usage)):
+        if row.get("Usage") and row["Usage"] != split:  # an empty cell says nothing
+            raise DataError(f"{path}:{i + 2}: Usage {row['Usage']!r}, where FER2013's row {i + 1} is {split}: "
+                            f"not row-aligned with the FER2013 data")
 
 
 def _votes(path, line, row, columns):
@@ -179,7 +202,7 @@ def load(path, labels="fer2013", ferplus=None, drop_unlabelled=True, quiet=False
     faces, hard, usage = load_folder(path, quiet) if path.is_dir() else load_csv(path, quiet)
     targets = one_hot(hard)
     if labels in ("ferplus", "blend"):
-        votes = load_ferplus(ferplus, len(faces))
+        votes = load_ferplus(ferplus, usage)
         targets = votes if labels == "ferplus" else _blend(targets, votes, usage == "Training")
     keep = ~np.isnan(targets).any(axis=1) if drop_unlabelled else np.ones(len(targets), bool)
     splits = {}

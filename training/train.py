@@ -185,7 +185,7 @@ def fit(x, splits, net, out, config, quiet=False, done=0):
     interrupt = InterruptBetweenBatches()
     callbacks = [
         interrupt,
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        Backup(str(out / "backup"), delete_checkpoint=False),
         EpochSeconds(),  # before the logger, which writes the logs it is handed
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         swa.snapshots(out / "swa", steps_per_epoch, net.get_weights(), max(1, config.epochs // config.swa))
@@ -255,37 +255,58 @@ class KeepBest(keras.callbacks.Callback):
             self.model.layers[-1].save(self.path)  # the net, without augmentation
 
 
+class Interrupted(KeyboardInterrupt):
+    """fit stopped between batches by a signal: `signum`, SIGINT (Ctrl-C) or SIGTERM (a kill)."""
+
+    def __init__(self, signum):
+        super().__init__()
+        self.signum = signum
+
+
 class InterruptBetweenBatches(keras.callbacks.Callback):
-    """Ctrl-C during fit is raised at the next batch's end, not wherever it lands: an epoch ends
-    with its backup's weights, then the backup's epoch number, then its history row, and a
-    Ctrl-C between two of them would leave a run that resumes from the wrong epoch or without a
-    row; a second Ctrl-C stops at once. Python runs signal handlers in the main thread only;
-    elsewhere this does nothing."""
+    """Ctrl-C or SIGTERM during fit is raised at the next batch's end, not wherever it lands: an
+    epoch ends with its backup's weights, then the backup's epoch number, then its history row,
+    and a stop between two of them would leave a run that resumes from the wrong epoch or without
+    a row, or a backup written in half; a second Ctrl-C stops at once. Python runs signal
+    handlers in the main thread only; elsewhere this does nothing."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         super().__init__()
-        self.pressed, self.previous = False, None
+        self.pressed, self.previous = None, {}
 
     def on_train_begin(self, logs=None):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._press)
+            self.previous = {s: signal.signal(s, self._press) for s in self.SIGNALS}
 
     def _press(self, signum, frame):
-        self.pressed = True
+        self.pressed = self.pressed or signum
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
 
     def on_train_batch_end(self, batch, logs=None):
         if self.pressed:
-            raise KeyboardInterrupt
+            raise Interrupted(self.pressed)
 
     on_test_batch_end = on_epoch_begin = on_train_batch_end
 
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-        if self.pressed:  # pressed after the last batch: still a Ctrl-C
-            raise KeyboardInterrupt
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+        if self.pressed:  # pressed after the last batch: still a stop
+            raise Interrupted(self.pressed)
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' backup of each epoch, a damaged one (a run killed outright as it wrote it) told in
+    one line rather than as h5py's error."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except OSError as e:
+            raise ValueError(f"{self.backup_dir} is damaged (the run was killed while writing it?): {e}; "
+                             f"start the run again with another --out") from None
 
 
 class EpochProgress(keras.callbacks.Callback):
