@@ -296,7 +296,7 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
         except Interrupted:
             _stopped(stop, "every file done so far is recorded and linked; scan again to finish")
     if verbose and not as_json:
-        for row in scanner.store.query(root=path_key(root)):
+        for row in _filed(scanner, root):
             click.echo(shown(_row_line(row)))
     _print_summary(summary, as_json)
     sys.exit(EXIT_PARTIAL if summary.errors else EXIT_OK)
@@ -336,6 +336,14 @@ def _print_summary(summary, as_json):
     if len(summary.error_files) > ERRORS_LISTED:
         rest = "scan without --dry-run to record them" if summary.dry_run else "`stickersort query error` lists them"
         click.echo(f"... and {len(summary.error_files) - ERRORS_LISTED} more errors ({rest})", err=True)
+
+
+def _filed(scanner, root):
+    """The readable files under root as the scan left them, best first, as `query` lists them; a
+    dry run's, as it would have left them (what it would change, it did not record)."""
+    rows = {r["path"]: r for r in scanner.store.query(root=path_key(root))}
+    rows.update((k, r) for k, r in scanner.would.items() if not r.get("error"))
+    return sorted(rows.values(), key=lambda r: (r["confidence"] is None, -(r["confidence"] or 0), r["path"]))
 
 
 def _row_line(row):
@@ -891,9 +899,10 @@ def _cwd_gone():
 def _main():
     try:
         cli.main(prog_name="stickersort")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # a second Ctrl-C, or a signal no safe point could wait for
+        from .interrupt import exit_status
         click.echo("stickersort: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(exit_status(getattr(e, "signum", None)))
     except Exception as e:  # the last guard: one line, never a traceback, unless asked for
         if os.environ.get("STICKERSORT_DEBUG"):
             raise

@@ -182,13 +182,18 @@ def _first_line(e):
 
 @contextlib.contextmanager
 def _signals_kept():
-    """ray.init puts a handler of its own on SIGTERM (sys.exit, wherever the scan is); the scan's
-    (sorter/interrupt.py: stop at the next safe point, exit 143) is put back."""
+    """The scan's SIGTERM handler (sorter/interrupt.py: stop at the next safe point, exit 143) kept
+    through ray.init, which puts one of its own first thing (sys.exit, wherever it is: a SIGTERM
+    while Ray started left its agents running, or aborted the process), and put back after."""
     import signal
-    kept = signal.getsignal(signal.SIGTERM)
+
+    import ray._private.utils as ray_utils
+    kept, own = signal.getsignal(signal.SIGTERM), ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
+        ray_utils.set_sigterm_handler = own
         if kept is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, kept)
 

@@ -33,6 +33,15 @@ def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
             signal.signal(s, handler)
 
 
+class Signalled(KeyboardInterrupt):
+    """Work a signal ended where no safe point could wait for it (training between two batches,
+    Ray starting): `signum`, for the exit status."""
+
+    def __init__(self, signum):
+        super().__init__()
+        self.signum = signum
+
+
 def exit_status(signum):
     """The shell's convention for a run a signal ended."""
     return 128 + (signum or signal.SIGINT)

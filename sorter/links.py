@@ -202,7 +202,7 @@ class Linker:
             if not os.path.isdir(self.out.parent):  # an unmounted drive: not made again on the disk beneath
                 raise LinkError(f"{self.out} is gone, and the folder it was in too")
             self._claimed = False  # made and marked again, as at first
-        self._claim()
+        self.claim()
         out = _opened(self.out)
         try:
             try:
@@ -226,7 +226,7 @@ class Linker:
         finally:
             os.close(fd)
 
-    def _claim(self):
+    def claim(self):
         """OUT made, and marked as this database's (refused when it is another's)."""
         if self._claimed:
             return

@@ -230,7 +230,7 @@ class Scanner:
         self._classifier, self._detector = classifier, detector
         self.twins = Twins(db)
         self.cancel = threading.Event()  # set when a scan is abandoned: its readers stop at once
-        self._would = {}
+        self.would = {}
         self._labels_left, self._claimed = {}, {}  # scan()'s: _labels_of
         self._read_ahead()
 
@@ -269,7 +269,7 @@ class Scanner:
             root = root.parent
         summary = Summary(path_key(root), path_key(self.options.out), path_key(self.options.db),
                           dry_run=self.options.dry_run)
-        self._would = {}  # a dry run's files: the label each would get
+        self.would = {}  # a dry run's files: the record each would get (as `query` rows give it)
         started = time.monotonic()
         skip = [self.options.out, self.options.db]
         # Taken before the walk: a file recorded later (by another scan or a watch, after this
@@ -282,6 +282,7 @@ class Scanner:
             raise PathError(f"{root} is empty, but {files} recorded from it (a drive not mounted?): "
                             f"nothing forgotten; `stickersort forget {shlex.quote(str(root))}` drops them")
         if not self.options.dry_run and only == root:  # the next scan's defaults (sorter/cli.py)
+            self.linker.claim()  # made, if no file was linked: else the next scan would take it for gone
             self.store.remember(path_key(root), path_key(self.options.out), self.options.link_mode,
                                 self.options.min_confidence, self.options.follow_links)
         self._unreadable(unreadable, summary)
@@ -325,8 +326,9 @@ class Scanner:
                 summary.vanished += 1
         summary.seconds = time.monotonic() - started
         summary.links = dict(self.linker.counts)
-        summary.labels = self.store.labels_of(seen - self._would.keys())
-        for label in self._would.values():  # a dry run's labels, which it did not record
+        summary.labels = self.store.labels_of(seen - self.would.keys())
+        for row in self.would.values():  # a dry run's labels, which it did not record
+            label = row["label"] or "error"
             summary.labels[label] = summary.labels.get(label, 0) + 1
         return summary
 
@@ -453,7 +455,7 @@ class Scanner:
             summary.errors += 1
             summary.error_files.append({"path": file.key, "error": outcome.error})  # said once, by the summary
             if self.options.dry_run:
-                self._would[file.key] = "error"
+                self.would[file.key] = {"path": file.key, "label": None, "error": outcome.error}
             else:
                 self.linker.unlink_all(file.key)
                 with self.timer("record"):
@@ -468,7 +470,7 @@ class Scanner:
                 summary.unchanged += 1
                 label = self._refiled(file.key, old)
                 if self.options.dry_run:
-                    self._would[file.key] = label
+                    self.would[file.key] = _as_listed({**old, "label": label})
                 self._place(file, label, old["hash"], summary)
         else:
             read = outcome.read
@@ -477,7 +479,7 @@ class Scanner:
                 self.echo(f"{file.key}: {read.record['note']}")
             self._keep_user_label(read.record)
             if self.options.dry_run:
-                self._would[file.key] = read.record["label"]
+                self.would[file.key] = _as_listed(read.record)
                 self.echo(f"{file.key}: {said(read.record['label'], read.record['guess'], read.record['confidence'])}")
             else:
                 with self.timer("record"):
@@ -662,3 +664,8 @@ class Scanner:
             "scores": json.dumps(result.scores), "model_id": self.model_id,
             "scanned_at": now(), "error": None, "note": clip.note}
         return record, faces
+
+
+def _as_listed(record):
+    """A record as `query` lists it: no confidence where no face was scored (no guess)."""
+    return {**record, "confidence": None} if record["guess"] is None else record

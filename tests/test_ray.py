@@ -209,6 +209,27 @@ def test_a_ray_head_passes_the_address_check(local_ray):
     _check_reachable(ray.get_runtime_context().gcs_address)
 
 
+def test_a_sigterm_while_ray_starts_stops_the_scan_in_one_line_and_leaves_no_ray(tmp_path):
+    """Before: ray.init's own handler, in place while Ray started, exited with status 15 or 130 in
+    silence (or aborted, 134), leaving Ray's dashboard and runtime-env agents running."""
+    pytest.importorskip("ray", reason="needs the [ray] extra")
+    root = library(tmp_path / "in", copies=1)
+    args = ["scan", root, "--engine", "ray", "-q", "--out", tmp_path / "out", "--db", tmp_path / "s.db"]
+    started = time.time()
+    proc = subprocess.run(stickersort(args, at_call=("SIGTERM", "start_ray_processes", 1)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("stickersort: interrupted")
+    wait_for(lambda: not _orphans_since(started), "Ray's agents to go", seconds=30)
+
+
+def _orphans_since(started):
+    """Ray processes left to init (parent 1) that were started since `started`."""
+    rows = subprocess.run(["ps", "-eo", "ppid=,etimes=,args="], capture_output=True, text=True).stdout.splitlines()
+    young = time.time() - started + 1
+    return [r for r in rows if (f := r.split(None, 2))[0] == "1" and int(f[1]) <= young and f[2].startswith("ray::")]
+
+
 @pytest.mark.parametrize("signame, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_ctrl_c_leaves_one_ray_and_a_quiet_stderr(tmp_path, signame, status):
     """SIGTERM before: ray.init's own handler exited at once with status 15, a C++ stack on stderr,

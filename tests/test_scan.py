@@ -583,3 +583,36 @@ def test_a_face_too_small_for_the_first_look_is_found_by_the_closer_one(cli, tmp
     (face_row,) = rows(tmp_path, "select * from faces")
     # In the file's own pixels, where the astronaut's face is (x 108, y 80, 156 px on its own).
     assert 90 < face_row["x"] < 130 and 60 < face_row["y"] < 100 and 130 < face_row["w"] < 180
+
+
+@pytest.mark.parametrize("holds", ["nothing", "an unreadable file"])
+def test_a_folder_that_filed_nothing_scans_again(cli, tmp_path, holds):
+    """Before: its first scan remembered an OUT it never made, and the next scan refused, taking
+    OUT for moved or a drive not mounted."""
+    src = tmp_path / "memes"
+    src.mkdir()
+    if holds != "nothing":
+        (src / "bad.png").write_text("not a png")
+    status = 0 if holds == "nothing" else 1
+    for args in (["--out", tmp_path / "out"], [], ["--out", tmp_path / "out"]):
+        result = cli("scan", src, "--db", tmp_path / "s.db", "-q", *args)
+        assert result.exit_code == status, result.output
+    assert (tmp_path / "out" / ".stickersort-db").is_file()
+
+
+def test_a_dry_run_lists_what_its_scan_would_file(cli, tmp_path):
+    """Before: `--dry-run -v` listed the database as it was (nothing, on a first scan), below a
+    summary of other labels."""
+    src, db, out = tmp_path / "memes", tmp_path / "s.db", tmp_path / "out"
+    src.mkdir()
+    for name in ("hopper.png", "astronaut.jpg", "rocket.png"):
+        shutil.copy(SAMPLES / name, src / name)
+
+    def listed(*args):
+        result = cli("scan", src, "--db", db, "--out", out, "-v", *args)
+        return [line for line in result.stdout.splitlines() if str(src) in line]
+    would = listed("--dry-run")
+    assert len(would) == 3 and not db.exists()
+    assert listed() == would
+    raised = listed("--dry-run", "--min-confidence", "0.999")
+    assert sum(line.startswith("unsure") for line in raised) >= 1 and len(raised) == 3

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from ..model.inference import net_inputs
+from ..sorter.interrupt import Signalled
 from . import data as fer_data
 from . import progress, report, run_folder, sam, swa
 from .augment import augmenter
@@ -255,14 +256,6 @@ class KeepBest(keras.callbacks.Callback):
             self.model.layers[-1].save(self.path)  # the net, without augmentation
 
 
-class Interrupted(KeyboardInterrupt):
-    """fit stopped between batches by a signal: `signum`, SIGINT (Ctrl-C) or SIGTERM (a kill)."""
-
-    def __init__(self, signum):
-        super().__init__()
-        self.signum = signum
-
-
 class InterruptBetweenBatches(keras.callbacks.Callback):
     """Ctrl-C or SIGTERM during fit is raised at the next batch's end, not wherever it lands: an
     epoch ends with its backup's weights, then the backup's epoch number, then its history row,
@@ -285,7 +278,7 @@ class InterruptBetweenBatches(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.pressed:
-            raise Interrupted(self.pressed)
+            raise Signalled(self.pressed)
 
     on_test_batch_end = on_epoch_begin = on_train_batch_end
 
@@ -294,7 +287,7 @@ class InterruptBetweenBatches(keras.callbacks.Callback):
             signal.signal(s, handler)
         self.previous = {}
         if self.pressed:  # pressed after the last batch: still a stop
-            raise Interrupted(self.pressed)
+            raise Signalled(self.pressed)
 
 
 class Backup(keras.callbacks.BackupAndRestore):
