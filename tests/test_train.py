@@ -319,7 +319,10 @@ def test_the_shipped_int8_file_rebuilds_into_a_float_net_that_answers_as_it_does
     ours = np.asarray(net.predict(net_inputs(faces[128:]), verbose=0))
     shipped = Classifier().predict(faces[128:])
     assert np.abs(ours - shipped).mean() < 0.03  # int8 rounding apart
-    assert (ours.argmax(1) == shipped.argmax(1)).mean() > 0.85
+    # The same answer where the file's is no near-tie that int8 rounding can flip (on this noise,
+    # a fifth of its answers are; on 512 PublicTest faces the rebuild of stage 9 agrees on 99.4 %).
+    clear = np.diff(np.sort(shipped, axis=1)[:, -2:], axis=1)[:, 0] > 0.1
+    assert clear.sum() > 40 and (ours.argmax(1) == shipped.argmax(1))[clear].mean() > 0.95
 
 
 def test_an_onnx_start_of_another_arch_is_a_one_line_error(cli, tmp_path):
