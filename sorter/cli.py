@@ -68,7 +68,8 @@ _HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 class _Commands(click.Group):
     """The commands. A KeyboardInterrupt that reaches here (a second Ctrl-C, or a first in a command
-    that does not wait for a safe point) ends with one line and status 130, not click's `Aborted!` and 1.
+    that does not wait for a safe point) ends with one line and status 130 (interrupt.Signalled's
+    128 + its signal), not click's `Aborted!` and 1.
     A bad option or argument is one line too, not click's usage block."""
 
     def make_context(self, *args, **kwargs):
@@ -79,9 +80,10 @@ class _Commands(click.Group):
         try:
             with _one_line_usage():
                 return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            from .interrupt import exit_status
             click.echo("stickersort: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(exit_status(getattr(e, "signum", None)))
 
 
 @contextmanager
@@ -342,7 +344,9 @@ def _filed(scanner, root):
     """The readable files under root as the scan left them, best first, as `query` lists them; a
     dry run's, as it would have left them (what it would change, it did not record)."""
     rows = {r["path"]: r for r in scanner.store.query(root=path_key(root))}
-    rows.update((k, r) for k, r in scanner.would.items() if not r.get("error"))
+    rows.update(scanner.would)
+    for key in [k for k, r in rows.items() if r.get("error") or r.get("gone")]:  # as `query` lists none of them
+        del rows[key]
     return sorted(rows.values(), key=lambda r: (r["confidence"] is None, -(r["confidence"] or 0), r["path"]))
 
 
@@ -899,10 +903,9 @@ def _cwd_gone():
 def _main():
     try:
         cli.main(prog_name="stickersort")
-    except KeyboardInterrupt as e:  # a second Ctrl-C, or a signal no safe point could wait for
-        from .interrupt import exit_status
+    except KeyboardInterrupt:
         click.echo("stickersort: interrupted", err=True)
-        sys.exit(exit_status(getattr(e, "signum", None)))
+        sys.exit(130)
     except Exception as e:  # the last guard: one line, never a traceback, unless asked for
         if os.environ.get("STICKERSORT_DEBUG"):
             raise

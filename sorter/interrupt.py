@@ -34,8 +34,8 @@ def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
 
 
 class Signalled(KeyboardInterrupt):
-    """Work a signal ended where no safe point could wait for it (training between two batches,
-    Ray starting): `signum`, for the exit status."""
+    """Work a signal ended at a point of its own choosing, not a Stop's (training, between two
+    batches): `signum`, for the exit status."""
 
     def __init__(self, signum):
         super().__init__()

@@ -282,6 +282,7 @@ class Scanner:
             raise PathError(f"{root} is empty, but {files} recorded from it (a drive not mounted?): "
                             f"nothing forgotten; `stickersort forget {shlex.quote(str(root))}` drops them")
         if not self.options.dry_run and only == root:  # the next scan's defaults (sorter/cli.py)
+            self._go_on()  # stopped before it began: nothing made
             self.linker.claim()  # made, if no file was linked: else the next scan would take it for gone
             self.store.remember(path_key(root), path_key(self.options.out), self.options.link_mode,
                                 self.options.min_confidence, self.options.follow_links)
@@ -328,6 +329,8 @@ class Scanner:
         summary.links = dict(self.linker.counts)
         summary.labels = self.store.labels_of(seen - self.would.keys())
         for row in self.would.values():  # a dry run's labels, which it did not record
+            if row.get("gone"):
+                continue
             label = row["label"] or "error"
             summary.labels[label] = summary.labels.get(label, 0) + 1
         return summary
@@ -399,6 +402,7 @@ class Scanner:
         self.linker.unlink_all(key)  # in a dry run, only says what it would do
         if self.options.dry_run:
             self.echo(f"would forget: {key}")
+            self.would[key] = {"path": key, "label": None, "gone": True}
         else:
             self.store.forget(key)
 
@@ -667,5 +671,6 @@ class Scanner:
 
 
 def _as_listed(record):
-    """A record as `query` lists it: no confidence where no face was scored (no guess)."""
-    return {**record, "confidence": None} if record["guess"] is None else record
+    """A record as `query` lists it (store._UNLESS_NOFACE): no confidence where nothing was scored."""
+    unscored = (record["label"] == NOFACE) if not record.get("user_label") else record["guess"] is None
+    return {**record, "confidence": None} if unscored else record

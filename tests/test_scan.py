@@ -616,3 +616,8 @@ def test_a_dry_run_lists_what_its_scan_would_file(cli, tmp_path):
     assert listed() == would
     raised = listed("--dry-run", "--min-confidence", "0.999")
     assert sum(line.startswith("unsure") for line in raised) >= 1 and len(raised) == 3
+    # A file since made unreadable, and one deleted, are listed by neither.
+    (src / "astronaut.jpg").write_bytes(b"not a jpeg")
+    (src / "rocket.png").unlink()
+    after = listed("--dry-run")
+    assert len(after) == 1 and after == listed()
