@@ -7,7 +7,6 @@ re-checked before they are sent. A correction comes only as a JSON POST from the
 origin: a form on another site cannot send one (CSRF).
 """
 import os
-import sqlite3
 import threading
 
 from flask import abort, jsonify, request
@@ -23,14 +22,6 @@ SHELVES = (*EMOTIONS, UNSURE, NOFACE)
 PAGE_LOCK_WAIT_S = 5
 
 
-def shelves(store):
-    """Every readable sticker, shelf by shelf in SHELVES' order, best first on each."""
-    order = " ".join(f"when '{label}' then {i}" for i, label in enumerate(SHELVES))
-    return list(store.db.query(
-        f"select path, name, hash, kind, label, user_label, guess, confidence from files "
-        f"where error is null and label is not null order by case label {order} end, confidence desc, path"))
-
-
 def create_app(db):
     app = flask_app(__name__)
 
@@ -44,8 +35,8 @@ def create_app(db):
         s = store()
         try:
             return what(s, *args)
-        except (sqlite3.Error, StoreError) as e:  # damaged, or locked, since the open
-            abort(503, str(e) if isinstance(e, StoreError) else f"cannot read database {db}: {e}")
+        except StoreError as e:  # damaged, or locked, since the open
+            abort(503, str(e))
         finally:
             s.close()
 
@@ -55,7 +46,7 @@ def create_app(db):
 
     @app.get("/library.json")
     def library():
-        rows = read(shelves)
+        rows = read(Store.shelved, SHELVES)
         return jsonify(shelves=list(SHELVES), corrections=[*EMOTIONS, NOFACE],
                        stickers=[{"id": r["hash"], "name": shown(r["name"]), "path": r["path"], "kind": r["kind"],
                                   "label": r["label"], "yours": r["user_label"] is not None, "guess": r["guess"],

@@ -17,8 +17,12 @@ class Stop(threading.Event):
 
 @contextmanager
 def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
-    """Within the block (in the main thread), those signals set the Stop it yields."""
+    """Within the block, those signals set the Stop it yields. Python runs signal handlers in
+    the main thread only: elsewhere nothing sets it."""
     stop = Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
 
     def asked(signum, frame):
         stop.signum = stop.signum or signum

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
-from .links import MODES, LinkError, Linker, is_ours
+from .links import MODES, LinkError, Linker, as_recorded, is_ours
 from .paths import OWNER_FILE, PathError, bare as is_bare, key_path, out_owner, path_key, scanned_as
 from .store import Store, StoreError, dry_run_copy
 
@@ -114,17 +114,12 @@ def _still_a_sticker(store, row, source):
         raise LibraryError(f"{row['path']} no longer exists (`stickersort prune` forgets it)") from None
     except OSError as e:
         raise LibraryError(f"cannot read {row['path']}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode) or (not _followed(store, os.path.dirname(row["path"])) and os.path.realpath(source) != source):
+    through_a_link = not store.follows_links(os.path.dirname(row["path"])) and os.path.realpath(source) != source
+    if not stat.S_ISREG(st.st_mode) or through_a_link:
         raise LibraryError(f"{row['path']} is no longer the file that was scanned (a link or other "
                            f"thing in its place): scan its folder again")
-    if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+    if not as_recorded(st, row):
         raise LibraryError(f"{row['path']} changed since its scan: scan its folder again, then label it")
-
-
-def _followed(store, folder):
-    """Whether the scan that recorded the files in folder (a key) followed links: each may be
-    one, or lie beyond one."""
-    return bool((store.settings_for(folder) or {}).get("follow_links"))
 
 
 def _relink(store, row, source, label):
@@ -174,7 +169,8 @@ def show_file(db_path, file_path):
     guess = row["guess"] or (ranked[0][0] if ranked and not row["error"] else None)
     scored = bool(scores) and not row["error"]  # no face, no score: null, as `query` gives it
     return {
-        "path": row["path"], "exists": not _gone(row["path"], _followed(store, os.path.dirname(row["path"]))), "label": row["label"],
+        "path": row["path"], "exists": not _gone(row["path"], store.follows_links(os.path.dirname(row["path"]))),
+        "label": row["label"],
         "user_label": row["user_label"], "guess": guess,
         "confidence": row["confidence"] if scored else None, "margin": row["margin"] if scored else None,
         "runner_up": dict([ranked[1]]) if len(ranked) > 1 else None, "scores": scores,
@@ -252,7 +248,7 @@ def prune(db_path, dry_run=False, report=None):
         for row in store.paths_and_roots():
             root = row["root"]
             if root not in followed:
-                followed[root] = _followed(store, root)
+                followed[root] = store.follows_links(root)
             if not _gone(row["path"], followed[root]):
                 continue
             if root not in bare:
@@ -345,5 +341,4 @@ def _holding(row):
         st = os.stat(key_path(row["path"]))
     except OSError:
         return None
-    unchanged = stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
-    return (st.st_dev, st.st_ino) if unchanged else None
+    return (st.st_dev, st.st_ino) if as_recorded(st, row) else None

@@ -27,6 +27,7 @@ import secrets
 import shutil
 import stat
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class Linker:
         self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0, "last_copies": 0}
         self._planned = set()  # a dry run's names, so its plan does not give one twice
         self._freed = set()  # and the names of the entries it would remove, free again
-        self._unnamed = {}  # and how many names of each hard-linked file it would remove
+        self._unnamed = Counter()  # and how many names of each hard-linked file it would remove
         self._claimed = False
 
     def place(self, source, key, label, file_hash=""):
@@ -264,7 +265,7 @@ class Linker:
             return False  # nothing there to keep
         except OSError:
             return True
-        if row["mode"] == "hardlink" and entry.st_nlink - self._unnamed.get((entry.st_dev, entry.st_ino), 0) > 1:
+        if row["mode"] == "hardlink" and entry.st_nlink - self._unnamed[entry.st_dev, entry.st_ino] > 1:
             return False
         record = self.store.get(key)
         if record is None or not record["hash"]:
@@ -282,7 +283,7 @@ class Linker:
             except OSError:
                 return False
             if row["mode"] == "hardlink":  # one name fewer for _last_copy to count, as there would be
-                self._unnamed[st.st_dev, st.st_ino] = self._unnamed.get((st.st_dev, st.st_ino), 0) + 1
+                self._unnamed[st.st_dev, st.st_ino] += 1
             return True
         removed = False
         try:
@@ -402,19 +403,19 @@ def is_ours(row, db):
 
 def _label_folder(folder, db):
     """OUT/<label> opened as a folder, not a link. A record names OUT by its real path, so a link
-    put there since leads elsewhere (ELOOP, or ENOTDIR with O_DIRECTORY), to what is not ours, unless to the folder marked as
-    db's OUT: the user moved OUT and linked it back."""
+    put there since leads elsewhere (ELOOP, or ENOTDIR with O_DIRECTORY), to what is not ours,
+    unless to the folder marked as db's OUT: the user moved OUT and linked it back."""
     out = os.path.dirname(folder)
     try:
-        out = os.open(out, _FOLDER)
+        fd = os.open(out, _FOLDER)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENOTDIR) or not _marked_for(out, db):
             raise
-        out = os.open(out, _FOLDER & ~os.O_NOFOLLOW)
+        fd = os.open(out, _FOLDER & ~os.O_NOFOLLOW)
     try:
-        return os.open(os.path.basename(folder), _FOLDER, dir_fd=out)
+        return os.open(os.path.basename(folder), _FOLDER, dir_fd=fd)
     finally:
-        os.close(out)
+        os.close(fd)
 
 
 def _marked_for(out, db):
@@ -521,8 +522,13 @@ def _holds(path, record, entry):
         st = os.stat(path)
     except OSError:
         return False
-    return (stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"])
-            and (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino))
+    return as_recorded(st, record) and (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino)
+
+
+def as_recorded(st, record):
+    """Whether a file's stat is its record's: a regular file of the recorded size and mtime, as a
+    scan tells it unchanged."""
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"])
 
 
 def _exists(fd, name):

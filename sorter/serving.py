@@ -152,8 +152,7 @@ def recorded(store, digest):
     its folder's scan followed links (--follow-links), so that it may be one, or lie beyond one."""
     if not SHA256.fullmatch(digest):
         return []
-    return [row | {"followed": bool((store.settings_for(row["root"]) or {}).get("follow_links"))}
-            for row in store.readable_with_hash(digest)]
+    return [row | {"followed": store.follows_links(row["root"])} for row in store.readable_with_hash(digest)]
 
 
 def open_recorded(row):

@@ -570,6 +570,11 @@ class Store:
         rows = [r for r in self._folder_rows() if within(folder, [r["path"]])]
         return max(rows, key=lambda r: len(r["path"]), default=None)
 
+    def follows_links(self, folder):
+        """Whether the scan that recorded the files in folder (a key) followed links: each may be
+        one, or lie beyond one."""
+        return bool((self.settings_for(folder) or {}).get("follow_links"))
+
     @_reading
     def settings_within(self, folder):
         """The FOLDERS rows of folder and of the folders under it."""
@@ -635,6 +640,14 @@ class Store:
         for row in self.db.query(f"select coalesce(label, '{ERROR}') as label, count(*) as n from files group by 1"):
             counts[row["label"]] = row["n"]
         return counts
+
+    @_reading
+    def shelved(self, labels):
+        """Every readable, labelled file, label by label in `labels`' order, best first on each."""
+        order = " ".join(f"when '{label}' then {i}" for i, label in enumerate(labels))
+        return list(self.db.query(
+            f"select path, name, hash, kind, label, user_label, guess, confidence from files "
+            f"where error is null and label is not null order by case label {order} end, confidence desc, path"))
 
     @_reading
     def readable_with_hash(self, digest):

@@ -10,8 +10,6 @@ import dataclasses
 import json
 import os
 import shlex
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import keras
 import numpy as np
 
 from ..model.inference import net_inputs
-from ..sorter.interrupt import Signalled
+from ..sorter.interrupt import Signalled, deferred
 from . import data as fer_data
 from . import progress, report, run_folder, sam, swa
 from .augment import augmenter
@@ -183,21 +181,20 @@ def fit(x, splits, net, out, config, quiet=False, done=0):
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if soft else config.label_smoothing),
         metrics=["accuracy"])
     history_csv = out / "history.csv"
-    interrupt = InterruptBetweenBatches()
-    callbacks = [
-        interrupt,
-        Backup(str(out / "backup"), delete_checkpoint=False),
-        EpochSeconds(),  # before the logger, which writes the logs it is handed
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
-        swa.snapshots(out / "swa", steps_per_epoch, net.get_weights(), max(1, config.epochs // config.swa))
-        if config.swa else KeepBest(out / "best.keras", history_csv),
-        EpochProgress(config.epochs, steps_per_epoch, quiet),
-    ]
-    try:
+    with deferred() as stop:
+        callbacks = [
+            InterruptBetweenBatches(stop),
+            Backup(str(out / "backup"), delete_checkpoint=False),
+            EpochSeconds(),  # before the logger, which writes the logs it is handed
+            keras.callbacks.CSVLogger(str(history_csv), append=True),
+            swa.snapshots(out / "swa", steps_per_epoch, net.get_weights(), max(1, config.epochs // config.swa))
+            if config.swa else KeepBest(out / "best.keras", history_csv),
+            EpochProgress(config.epochs, steps_per_epoch, quiet),
+        ]
         trainer.fit(Batches(x, y, config.batch_size, config.seed, done), epochs=config.epochs,
                     validation_data=(net_inputs(xv), yv), callbacks=callbacks, verbose=0)
-    finally:
-        interrupt.restore()
+        if stop.is_set():  # asked after the last batch: still a stop
+            raise Signalled(stop.signum)
     if config.swa:
         swa.average(net, out / "swa", x, starts=config.swa)
         net.save(out / "best.keras")
@@ -257,37 +254,21 @@ class KeepBest(keras.callbacks.Callback):
 
 
 class InterruptBetweenBatches(keras.callbacks.Callback):
-    """Ctrl-C or SIGTERM during fit is raised at the next batch's end, not wherever it lands: an
-    epoch ends with its backup's weights, then the backup's epoch number, then its history row,
-    and a stop between two of them would leave a run that resumes from the wrong epoch or without
-    a row, or a backup written in half; a second Ctrl-C stops at once. Python runs signal
-    handlers in the main thread only; elsewhere this does nothing."""
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    """Ctrl-C or SIGTERM during fit (interrupt.deferred's Stop) is raised at the next batch's end,
+    not wherever it lands: an epoch ends with its backup's weights, then the backup's epoch
+    number, then its history row, and a stop between two of them would leave a run that resumes
+    from the wrong epoch or without a row, or a backup written in half; a second Ctrl-C stops at
+    once."""
 
-    def __init__(self):
+    def __init__(self, stop):
         super().__init__()
-        self.pressed, self.previous = None, {}
-
-    def on_train_begin(self, logs=None):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._press) for s in self.SIGNALS}
-
-    def _press(self, signum, frame):
-        self.pressed = self.pressed or signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        self.stop = stop
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.pressed:
-            raise Signalled(self.pressed)
+        if self.stop.is_set():
+            raise Signalled(self.stop.signum)
 
     on_test_batch_end = on_epoch_begin = on_train_batch_end
-
-    def restore(self):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        self.previous = {}
-        if self.pressed:  # pressed after the last batch: still a stop
-            raise Signalled(self.pressed)
 
 
 class Backup(keras.callbacks.BackupAndRestore):
