@@ -31,6 +31,13 @@ def fer2013():
     return need(FER2013)
 
 
+def refused(result, *words):
+    """A CliRunner result refused in one line on stderr, with exit status 2, naming each of words."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
+
+
 def tree_hash(root):
     """Digest of every name, link target and file content under root: originals untouched?"""
     h = hashlib.sha256()

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import refused
 from invariants import check_db
 from media_makers import blank, hopper
 from stickersort.sorter.store import ADDED, APPLICATION_ID, SCHEMA_VERSION
@@ -52,12 +53,6 @@ def _snapshot(db):
     return db.read_bytes(), sorted(set(os.listdir(db.parent)) - readers_own)
 
 
-def _refused(result, *words):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
-
-
 def _every_command(src, out, db):
     return [["scan", src, "--out", out, "--db", db], ["query", "--db", db], ["stats", "--db", db]]
 
@@ -78,7 +73,7 @@ def test_another_programs_database_is_refused_untouched(cli, src, tmp_path, kind
     _sql(db, *FOREIGN[kind])
     before = _snapshot(db)
     for args in _every_command(src, tmp_path / "out", db):
-        _refused(cli(*args), "not a stickersort database", str(db))
+        refused(cli(*args), "not a stickersort database", str(db))
         assert _snapshot(db) == before
     assert not (tmp_path / "out").exists()
 
@@ -88,7 +83,7 @@ def test_a_file_that_is_not_a_database_is_refused_untouched(cli, src, tmp_path):
     db.write_text("my notes, not SQLite\n" * 400)
     before = _snapshot(db)
     for args in _every_command(src, tmp_path / "out", db):
-        _refused(cli(*args), "not an SQLite database")
+        refused(cli(*args), "not an SQLite database")
         assert _snapshot(db) == before
 
 
@@ -99,9 +94,9 @@ def test_a_damaged_database_is_refused(cli, src, tmp_path, scanned):
         f.write(b"\xa5" * (scanned.stat().st_size - size))
     before = _snapshot(scanned)
     scan, query, stats = _every_command(src, tmp_path / "out", scanned)
-    _refused(cli(*scan), "is damaged", "nothing was written")
+    refused(cli(*scan), "is damaged", "nothing was written")
     for args in (query, stats):
-        _refused(cli(*args), str(scanned))
+        refused(cli(*args), str(scanned))
     assert _snapshot(scanned) == before
 
 
@@ -109,7 +104,7 @@ def test_a_newer_schema_is_refused_untouched(cli, src, tmp_path, scanned):
     _sql(scanned, f"pragma user_version = {SCHEMA_VERSION + 1}")
     before = _snapshot(scanned)
     for args in _every_command(src, tmp_path / "out", scanned):
-        _refused(cli(*args), f"schema version {SCHEMA_VERSION + 1}", "upgrade stickersort")
+        refused(cli(*args), f"schema version {SCHEMA_VERSION + 1}", "upgrade stickersort")
         assert _snapshot(scanned) == before
 
 
@@ -184,14 +179,14 @@ def _fill(folder, leave=0):
 def test_a_full_disk_is_one_line_and_loses_nothing(cli, src, tmp_path, small_disk):
     db, out = small_disk / "s.db", tmp_path / "out"
     _fill(small_disk)
-    _refused(cli("scan", src, "--out", out, "--db", db), "full")
+    refused(cli("scan", src, "--out", out, "--db", db), "full")
     (small_disk / "filler").unlink()
 
     assert cli("scan", src, "--out", out, "--db", db, "-q").exit_code == 0
     for i in range(40):  # more records than the space left can hold
         blank(color=(i, 2 * i, 3 * i)).save(src / f"new{i}.png")
     _fill(small_disk, leave=48 << 10)
-    _refused(cli("scan", src, "--out", out, "--db", db, "-q"), "full")
+    refused(cli("scan", src, "--out", out, "--db", db, "-q"), "full")
     gc.collect()
     check_db(db)
     recorded = _sql(db, "select count(*) from files")[0][0][0]
@@ -213,7 +208,7 @@ def test_a_lock_file_that_is_not_a_file_is_refused(cli, src, tmp_path, kind):
         lock.mkdir()
     else:
         lock.symlink_to(tmp_path / "elsewhere")
-    _refused(cli("scan", src, "--out", tmp_path / "out", "--db", db), str(lock), "lock file")
+    refused(cli("scan", src, "--out", tmp_path / "out", "--db", db), str(lock), "lock file")
     assert not db.exists() and not (tmp_path / "elsewhere").exists() and not (tmp_path / "out").exists()
 
 

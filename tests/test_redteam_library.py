@@ -8,13 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import SAMPLES, tree_hash
-
-
-def _refused(result, *words):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
+from conftest import SAMPLES, refused, tree_hash
 
 
 def _small(cli, tmp_path, mode="symlink", names=("hopper.png", "rocket.png")):
@@ -39,12 +33,12 @@ def test_label_never_marks_or_fills_a_folder_put_in_outs_place(cli, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out.symlink_to(elsewhere)
-    _refused(cli("label", src / "hopper.png", "happy", "--db", db), str(out), "no longer marked", "is gone")
+    refused(cli("label", src / "hopper.png", "happy", "--db", db), str(out), "no longer marked", "is gone")
     assert list(elsewhere.iterdir()) == []
 
     out.unlink()
     out.mkdir()  # a folder of the user's, unmarked, where OUT was
-    _refused(cli("label", src / "hopper.png", "happy", "--db", db), "no longer marked", "is gone")
+    refused(cli("label", src / "hopper.png", "happy", "--db", db), "no longer marked", "is gone")
     assert list(out.iterdir()) == []
     assert json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)["user_label"] is None
 
@@ -97,7 +91,7 @@ def test_label_refuses_a_link_or_fifo_put_in_the_files_place(cli, tmp_path, mode
     else:
         os.mkfifo(src / "hopper.png")
     before = tree_hash(out)
-    _refused(cli("label", src / "hopper.png", "happy", "--db", db), "no longer the file that was scanned")
+    refused(cli("label", src / "hopper.png", "happy", "--db", db), "no longer the file that was scanned")
     assert tree_hash(out) == before and os.stat(secret).st_nlink == 1
 
 
@@ -125,7 +119,7 @@ def test_label_refuses_a_folder_led_elsewhere_a_link_retargeted_or_an_edited_fil
         with open(src / "sub" / "hopper.png", "ab") as f:
             f.write(b"edited")
     before = tree_hash(out)
-    _refused(cli("label", src / "sub" / name, "happy", "--db", db),
+    refused(cli("label", src / "sub" / name, "happy", "--db", db),
              "changed since its scan" if swap != "folder" else "no longer the file that was scanned")
     assert tree_hash(out) == before
 
@@ -139,7 +133,7 @@ def test_forget_with_a_lock_file_that_is_no_file_changes_nothing(cli, tmp_path):
     for args in (["forget", src], ["prune"]):
         if args == ["prune"]:
             (src / "rocket.png").unlink()
-        _refused(cli(*args, "--db", db), "lock file")
+        refused(cli(*args, "--db", db), "lock file")
         conn = sqlite3.connect(db)
         assert conn.execute("select count(*) from files").fetchone() == before[0]
         assert conn.execute("select path from folders").fetchall() == [(str(src),)]
@@ -242,4 +236,4 @@ def test_label_twice_says_nothing_changed_and_an_empty_file_is_refused(cli, tmp_
     assert "(yours), linked at" in first.stdout and "nothing changed" not in first.stdout
     assert "(yours) already" in second.stdout and "nothing changed" in second.stdout
     for args in (["show", ""], ["label", "", "sad"]):
-        _refused(cli(*args, "--db", db), "empty FILE")
+        refused(cli(*args, "--db", db), "empty FILE")
