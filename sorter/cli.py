@@ -165,8 +165,8 @@ def scan_options(dry_run=False):
                      help="Frames sampled per file, evenly by time"),
         click.option("--min-confidence", type=_Number(0, 1),
                      help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
-                          f"kept in the database (query LABEL --include-unsure finds it) [default: the last scan's, "
-                          f"else {DEFAULT_MIN_CONFIDENCE}]"),
+                          f"kept in the database (query LABEL --include-unsure finds it) [default: the last scan's if "
+                          f"it was given one, else {DEFAULT_MIN_CONFIDENCE}, the shipped model's]"),
         click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]),
                      help="How OUT points at the originals (relative symlinks; hardlinks or copies where symlinks "
                           "are not possible); a rescan with another mode converts the links it made [default: the "
@@ -207,8 +207,8 @@ def _scan_setup(directory, out, db, model, link_mode, min_confidence, follow_lin
         raise Fail(f"{directory} is a symlink, which only a scan of {root.parent} following links files: scan "
                    f"its target ({os.path.realpath(root)}), or {root.parent} with --follow-links")
     _check_model(model)
-    if min_confidence is None:
-        min_confidence = last.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
+    if min_confidence is None:  # None again where the last scan was given none: the model's default
+        min_confidence = last.get("min_confidence")
     if follow_links is None:
         follow_links = bool(last.get("follow_links"))
         if not follow_links and (under := following_within(path_key(root), db)):  # else dropped unasked

@@ -22,7 +22,7 @@ from .paths import OWNER_FILE, PathError, bare, is_out, key_path, path_key, scan
 from .pipeline import no_timer, read_file
 from .store import Store, dry_run_copy, now
 from .twins import Twins
-from .vote import DEFAULT_MIN_CONFIDENCE, filed_label, said
+from .vote import filed_label, said
 
 # What an error record keeps of an earlier reading of its path: nothing (a guess of a file
 # now unreadable would answer for bytes that are gone).
@@ -41,8 +41,9 @@ class Options:
     detector: str = "blazeface"
     model: Path = None
     follow_links: bool = False
-    # A face file whose vote wins with less goes to OUT/unsure/, its best guess kept.
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    # A face file whose vote wins with less goes to OUT/unsure/, its best guess kept (None: the
+    # shipped model's default, vote.threshold).
+    min_confidence: float | None = None
     # Files decoded and searched at once. Decoders, detector and classifier release the GIL;
     # records and links stay in the scanning thread, in walk order.
     jobs: int = min(4, os.cpu_count() or 1)

@@ -43,7 +43,13 @@ def said(label, guess, confidence, user_label=None):
     return label + ("" if not guess else f" ({confidence:.2f})" if guess == label else f" ({vote})")
 
 
-def filed_label(label, confidence, min_confidence=DEFAULT_MIN_CONFIDENCE):
+def threshold(min_confidence):
+    """A scan's --min-confidence as it files: None, a scan given none, is the shipped model's
+    default, remembered as None so that a folder's next scan follows a new model's default."""
+    return DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+
+
+def filed_label(label, confidence, min_confidence=None):
     """The folder a vote files into: its expression, or `unsure` when the winner is too weak.
     noface stays noface: there is no guess to doubt."""
-    return UNSURE if label in EMOTIONS and confidence < min_confidence else label
+    return UNSURE if label in EMOTIONS and confidence < threshold(min_confidence) else label

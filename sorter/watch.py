@@ -30,7 +30,7 @@ from watchdog.observers.polling import PollingObserver
 from . import media
 from .paths import is_out, key_path, path_key, shown, within
 from .scan import Scanner, Summary, file_hash, unwalked, walk
-from .vote import said
+from .vote import said, threshold
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
 RESCAN_GAP_S = 2.0  # while the kernel's queue keeps overflowing: at most one rescan this often
@@ -97,10 +97,17 @@ def _watch_limit():
         return "?"
 
 
+def _filing(name, value):
+    """A setting as it files: a --min-confidence not given is the model's default."""
+    return threshold(value) if name == "min_confidence" else value
+
+
 def _as_option(name, value):
     """A setting as the scan that chose it was given it: `--out DIR`, `--no-follow-links`."""
     if isinstance(value, bool):
         return f"--{'' if value else 'no-'}{name.replace('_', '-')}"
+    if value is None:  # --min-confidence not given
+        return f"the default --{name.replace('_', '-')} ({threshold(value)})"
     return f"--{name.replace('_', '-')} {shown(value)}"
 
 
@@ -237,7 +244,7 @@ class Watcher:
                 "min_confidence": self.options.min_confidence, "follow_links": self.options.follow_links}
         for last in [cover, *store.settings_within(root)]:
             last = {**last, "follow_links": bool(last.get("follow_links"))}  # null: from before it was kept
-            changed = [_as_option(k, last[k]) for k in mine if last[k] != mine[k]]
+            changed = [_as_option(k, last[k]) for k in mine if _filing(k, last[k]) != _filing(k, mine[k])]
             if changed and last["scanned_at"] >= self.settings_since:
                 under = last["path"] != root and within(last["path"], [root])  # a folder in DIR, not DIR or above
                 again = (f"a watch of {shown(self.root)} would file that folder by its own settings again" if under

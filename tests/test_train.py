@@ -776,6 +776,21 @@ def test_samples_title_each_face_with_its_prediction_and_mark_mistakes(tmp_path)
     assert (tmp_path / "samples.png").stat().st_size > 0
 
 
+def test_evaluate_ferplus_counts_only_the_faces_passed_over_on_the_way_to_the_limit(cli, tmp_path):
+    data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 1))  # 7 faces a split, Training first
+    votes = ["0,10,0,0,0,0,0,0,0,0", "5,5,0,0,0,0,0,0,0,0", "0,0,0,0,0,0,0,0,0,10"]  # happy, a tie, not a face
+    private = [votes[1], votes[0], votes[2], votes[0], votes[1], votes[1], votes[0]]
+    rows = [f"{usage},x.png,{v}" for usage, vs in (("Training", votes[:1] * 7), ("PublicTest", votes[:1] * 7),
+                                                   ("PrivateTest", private)) for v in vs]
+    header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    (tmp_path / "votes.csv").write_text("\n".join([header, *rows]) + "\n")
+    scored = lambda *limit: json.loads(cli("evaluate", data, "--labels", "ferplus", "--ferplus", tmp_path / "votes.csv",
+                                           *limit, "--json", "-q").stdout)
+    counts = lambda result: (result["n"], result["skipped_no_majority"])
+    assert counts(scored()) == (3, 4)
+    assert counts(scored("--limit", "2")) == (2, 2)  # not the two ties after the second face
+
+
 def test_evaluate_names_model_data_and_split_and_draws_its_figures(cli, tmp_path):
     from stickersort.model.inference import SHIPPED_MODEL
 

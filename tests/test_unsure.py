@@ -107,6 +107,23 @@ def test_a_new_threshold_refiles_without_reading_again(cli, tmp_path):
     assert [line.endswith(" (unsure)") for line in lines] == [label == "unsure" for label in labels]
 
 
+def test_a_threshold_not_given_is_remembered_as_the_models_default(cli, tmp_path):
+    """So a folder's next scan follows the default of the model it runs with; one given stays."""
+    from stickersort.model.labels import DEFAULT_MIN_CONFIDENCE
+
+    remembered = lambda: [r[0] for r in sqlite3.connect(tmp_path / "s.db").execute("select min_confidence from folders")]
+    unsure = lambda summary: summary["labels"].get("unsure", 0)
+    by_default = scan(cli, tmp_path)
+    assert remembered() == [None]
+    rows = records(tmp_path)
+    weak = {n for n, r in rows.items() if r["guess"] and r["confidence"] < DEFAULT_MIN_CONFIDENCE}
+    assert {n for n, r in rows.items() if r["label"] == "unsure"} == weak and unsure(by_default) == len(weak)
+
+    assert unsure(scan(cli, tmp_path, "--min-confidence", EVERY_FACE)) == len(face_files())
+    assert remembered() == [1.0]
+    assert unsure(scan(cli, tmp_path)) == len(face_files()) and remembered() == [1.0]  # given once, kept
+
+
 def test_a_database_from_before_unsure_still_opens_and_scans(cli, tmp_path):
     scan(cli, tmp_path, "--min-confidence", "0")
     with sqlite3.connect(tmp_path / "s.db") as conn:  # as an older stickersort made it

@@ -300,11 +300,13 @@ def test_a_subfolder_scanned_with_other_settings_stops_the_watch_too(tmp_path):
     hopper().save(sub / "a.png")
     watch = Watch(tmp_path)
     try:
-        same = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(sub), "--db", str(watch.db),
-                               "-q"], capture_output=True, text=True)  # the watch's own settings: no change
-        assert same.returncode == 0, same.stderr
-        time.sleep(2.5)
-        assert watch.proc.poll() is None
+        from stickersort.model.labels import DEFAULT_MIN_CONFIDENCE
+        for given in ([], ["--min-confidence", str(DEFAULT_MIN_CONFIDENCE)]):  # both file as the watch does
+            same = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(sub), "--db", str(watch.db),
+                                   "-q", *given], capture_output=True, text=True)
+            assert same.returncode == 0, same.stderr
+            time.sleep(2.5)
+            assert watch.proc.poll() is None
         other = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(sub), "--db", str(watch.db),
                                 "--min-confidence", "0.9", "-q"], capture_output=True, text=True)
         assert other.returncode == 0, other.stderr

@@ -148,8 +148,12 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     skipped = 0
     if labels == "ferplus":
         keep = majority_only(targets)
+        end = len(keep)
+        if limit and keep.sum() > limit:  # only the faces passed over on the way to the limit's last
+            end = int(np.flatnonzero(keep)[limit - 1]) + 1
+        keep = keep[:end]
         skipped = int((~keep).sum())
-        faces, targets = faces[keep], targets[keep]
+        faces, targets = faces[:end][keep], targets[:end][keep]
     if limit:
         faces, targets = faces[:limit], targets[:limit]
     if not len(faces):  # else an accuracy of NaN, which is not even JSON
