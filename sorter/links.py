@@ -85,17 +85,20 @@ class Linker:
             # An entry of another mode here (a rescan with another --link-mode) goes first, so
             # the new one can take its name.
             replaced = [] if kept else [row for row in current if _path(row).parent == folder]
-            for row in replaced:
-                self._remove(row)
+            removed = [row for row in replaced if self._remove(row)]
             if kept:
                 self.counts["kept"] += 1
             link = kept or str(self._make(Path(source), key, folder, file_hash))
             # Older entries go, among them one that a kill left between making and moving.
             stale = [row for row in current if row["link"] != path_key(link) and row not in replaced]
-            for row in stale:
-                self._remove(row)
-            if not kept:
-                moved = any(row["mode"] != TEMPORARY for row in stale + replaced)
+            try:
+                removed += [row for row in stale if self._remove(row)]
+            except LinkError:  # one cannot go: nor does the new one come, so no file has two
+                if not kept:
+                    self._remove({"link": path_key(link), "mode": self.mode})
+                raise
+            if not kept:  # a link the user deleted, made again, is made, not moved
+                moved = any(row["mode"] != TEMPORARY for row in removed)
                 self.counts["moved" if moved else "created"] += 1
                 self.report("move" if moved else "link", link, key)  # a key, as every report names a file
             return link
@@ -293,6 +296,8 @@ class Linker:
         if fd is not None:
             try:
                 removed = _unlink(fd, link.name)
+            except OSError as e:  # an immutable or read-only label folder: kept, and so its record
+                raise LinkError(f"cannot remove {link}: {e.strerror or e}") from None
             finally:
                 os.close(fd)
         self.store.drop_link(row["link"])

@@ -237,3 +237,34 @@ def test_label_twice_says_nothing_changed_and_an_empty_file_is_refused(cli, tmp_
     assert "(yours) already" in second.stdout and "nothing changed" in second.stdout
     for args in (["show", ""], ["label", "", "sad"]):
         refused(cli(*args, "--db", db), "empty FILE")
+
+
+def test_a_link_that_cannot_be_removed_leaves_label_forget_and_prune_undone(cli, tmp_path):
+    """Before: the new link was made and the old one stayed (two links, the label given), or a
+    traceback's internal error (exit 70) for forget and prune."""
+    from test_redteam_files import run
+    src, out, db = _small(cli, tmp_path)  # rocket.png stays: the folder is not away
+    old = _link_of(cli, db, src / "hopper.png")
+    folder = os.path.dirname(old)
+    before = cli("show", src / "hopper.png", "--db", db, "--json").stdout
+    os.chmod(folder, 0o555)  # a label folder its link cannot leave (run as a user: root obeys it)
+    try:
+        other = "sad" if os.path.basename(folder) != "sad" else "angry"
+        for args in (["label", src / "hopper.png", other], ["forget", src / "hopper.png"]):
+            result = run(*args, "--db", db, as_user=True)
+            assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("Error: cannot remove")
+            assert cli("show", src / "hopper.png", "--db", db, "--json").stdout == before  # the label, its one link
+            assert not (out / other).exists() and os.path.lexists(old)
+        (src / "hopper.png").unlink()
+        result = run("prune", "--db", db, as_user=True)
+        assert result.returncode == 2 and "cannot remove" in result.stderr and os.path.lexists(old)
+    finally:
+        os.chmod(folder, 0o755)
+    assert cli("prune", "--db", db).exit_code == 0 and not os.path.lexists(old)
+
+
+def test_a_link_the_user_deleted_is_made_again_not_moved(cli, tmp_path):
+    src, out, db = _small(cli, tmp_path)
+    os.unlink(_link_of(cli, db, src / "hopper.png"))
+    again = json.loads(cli("scan", src, "--db", db, "--json", "-q").stdout)["links"]
+    assert (again["created"], again["moved"], again["kept"]) == (1, 0, 1)
