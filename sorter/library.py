@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker, as_recorded, is_ours
-from .paths import OWNER_FILE, PathError, bare as is_bare, key_path, out_owner, path_key, scanned_as
+from .paths import OWNER_FILE, PathError, bare as is_bare, is_out, key_path, out_owner, path_key, scanned_as
 from .store import Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
@@ -226,9 +226,8 @@ def forget(db_path, path, dry_run=False, report=None):
     them; the files themselves are never touched. report(action, path) hears each step."""
     if not str(path).strip():
         raise LibraryError("an empty PATH would mean the current folder; name it (`.`) if that is meant")
-    named = _keys(path)
     with _forgetting_store(db_path, dry_run) as store:
-        keys = {k for key in named for k in store.paths_within(key)}
+        named, keys = _named(store, path)
         if not keys:  # an entry in OUT, as show and label take it (in every link mode)
             keys = {row["path"] for key in named if (row := _linked(store, key))}
         done = _forget(store, sorted(keys), dry_run, report)
@@ -236,6 +235,23 @@ def forget(db_path, path, dry_run=False, report=None):
             for key in named:
                 store.forget_folders(key)  # what its scans were told, too
         return done
+
+
+def _named(store, path):
+    """The keys PATH names for forget, and the records at or under them. A link in a scanned
+    folder is itself, not what it leads to: the records of a file it leads to, or of a folder
+    scanned without following links, are not under PATH. Only a link to a folder under which
+    nothing was recorded stands for its target, as a scan of it did (`scan LINK` scans the folder
+    it leads to). An entry in an OUT stands for a sticker, as show and label take it."""
+    records = lambda keys: {k for key in keys for k in store.paths_within(key)}
+    bare = str(path).rstrip(os.sep) or str(path)
+    if os.path.islink(bare) and not is_out(os.path.dirname(os.path.dirname(_as_given(bare)))):
+        head, name = os.path.split(_as_given(bare))
+        own = list(dict.fromkeys(path_key(p) for p in (_as_given(bare), os.path.join(os.path.realpath(head), name))))
+        if (keys := records(own)) or not os.path.isdir(bare):
+            return own, keys
+    named = _keys(path)
+    return named, records(named)
 
 
 def prune(db_path, dry_run=False, report=None):

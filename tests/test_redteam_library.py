@@ -268,3 +268,22 @@ def test_a_link_the_user_deleted_is_made_again_not_moved(cli, tmp_path):
     os.unlink(_link_of(cli, db, src / "hopper.png"))
     again = json.loads(cli("scan", src, "--db", db, "--json", "-q").stdout)["links"]
     assert (again["created"], again["moved"], again["kept"]) == (1, 0, 1)
+
+
+def test_forget_of_a_link_drops_the_links_records_not_its_targets(cli, tmp_path):
+    """Before: forget resolved PATH, so naming a link to a file, or a followed linked folder,
+    dropped the target's records, the user's label and the target folder's settings."""
+    src, out, db = _small(cli, tmp_path)
+    (src / "alias.png").symlink_to("hopper.png")  # never recorded: the scan does not follow links
+    assert cli("label", src / "hopper.png", "sad", "--db", db).exit_code == 0
+    assert "no records at or under" in cli("forget", src / "alias.png", "--db", db).output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "linked").symlink_to(src)
+    assert cli("scan", other, "--follow-links", "--out", tmp_path / "out2", "--db", db, "-q").exit_code == 0
+    result = cli("forget", other / "linked", "--db", db)
+    assert result.exit_code == 0 and "forgot 3 files" in result.output, result.output  # alias.png too
+    shown = json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)
+    assert shown["user_label"] == "sad" and shown["links"][0]["link"].startswith(str(out))
+    folders = [r[0] for r in sqlite3.connect(db).execute("select path from folders")]
+    assert str(src) in folders
