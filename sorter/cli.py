@@ -14,7 +14,7 @@ import click
 from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
 from ..training.config import ARCHS, Config  # the train knobs' defaults; no TensorFlow
 from . import __version__
-from .paths import default_db, path_key, shown
+from .paths import default_db, inside, path_key, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -77,8 +77,9 @@ class _Commands(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
+        from .interrupt import terminated_as_interrupted
         try:
-            with _one_line_usage():
+            with _one_line_usage(), terminated_as_interrupted():
                 return super().invoke(ctx)
         except KeyboardInterrupt as e:
             from .interrupt import exit_status
@@ -551,7 +552,8 @@ def soup(data, models, arch, out, int8, cards):
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True,
               help="Score against FER2013's labels or the FER+ majority (faces without one are skipped and counted)")
 @click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file [default: ferplus/fer2013new.csv.gz beside DATA's folder]")
-@click.option("--tta", is_flag=True, help="Average with the mirrored face (reported apart from the plain pass)")
+@click.option("--tta", is_flag=True, help="Score each face with its mirror image too, their probabilities averaged (the figures "
+                   "are then TTA's; the model card's bar counts the plain pass)")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N faces of the split")
 @click.option("--against", type=click.Path(path_type=Path, dir_okay=False),
               help="Also score this model on the same faces (or stickers) and say whether the gap is beyond noise")
@@ -586,6 +588,9 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
             raise Fail(f"--plot {plot}: no folder {plot.parent} to write it in")
         if os.path.lexists(plot):  # a sticker, a run's own plot, a link to anything: none is written over
             raise Fail(f"--plot {plot} exists: the plot is written only as a new file; choose another name")
+    for place, name, read in ((plot, "--plot", stickers), (figures, "--figures", data)):
+        if place and read and os.path.isdir(read) and inside(place, read):  # read as faces next time
+            raise Fail(f"{name} {place} is inside {read}, which is evaluated: choose a place outside it")
     if figures:
         from ..training.evaluate import FIGURES
         taken = [name for name in FIGURES if os.path.lexists(figures / name)]

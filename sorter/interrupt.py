@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM for the commands that run until stopped (scan, watch, live).
+"""Ctrl-C and SIGTERM: for the commands that run until stopped (scan, watch, live), a stop at a
+safe point; for the others, SIGTERM as Ctrl-C (terminated_as_interrupted).
 
 The first signal only asks the work to end at its next safe point (between two files, between two
 frames), so the database and OUT are left as a finished step leaves them; a second Ctrl-C stops at
@@ -44,6 +45,26 @@ class Signalled(KeyboardInterrupt):
     def __init__(self, signum):
         super().__init__()
         self.signum = signum
+
+
+@contextmanager
+def terminated_as_interrupted():
+    """Within the block, SIGTERM ends the work as Ctrl-C does, by an exception (Signalled), so
+    that what a command cleans up on the way out (a temporary database, a transaction) is cleaned
+    up: its default ends the process where it stands. deferred() blocks inside take it over."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupted(signum, frame):
+        raise Signalled(signum)
+
+    before = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def exit_status(signum):

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..model.labels import EMOTIONS, NOFACE
+from .paths import key_path
 
 AMBIGUOUS = "ambiguous"
+NO_SOURCE = "(none)"  # by_source's group of the files whose source column is empty
 TRUTHS = (*EMOTIONS, NOFACE, AMBIGUOUS)
 # The lowest threshold is sought in steps of 0.01; the curve shown and drawn is every fifth step.
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.0, 0.96, 0.01))
@@ -80,7 +82,7 @@ def read_labels(folder):
     if unread:
         raise EvalError(f"{path}: {unread} is not a file the scan reads (a link, or not a sticker by its name's "
                         f"ending)")
-    return {r["file"]: (r["label"], r.get("source") or "all") for r in rows}
+    return {r["file"]: (r["label"], r.get("source") or NO_SOURCE) for r in rows}
 
 
 def scan_records(folder, model=None, detector="blazeface", frames=8):
@@ -92,9 +94,11 @@ def scan_records(folder, model=None, detector="blazeface", frames=8):
                           detector=detector, frames=frames)
         scanner = Scanner(options)
         scanner.scan(folder)
-        # DIR's own files: one of the same name in a subfolder is another file.
-        return {Path(r["path"]).name: r for r in scanner.store.db.query("select * from files")
-                if Path(r["path"]).parent == Path(r["root"])}
+        # DIR's own files: one of the same name in a subfolder is another file. Records name
+        # them by key (paths.path_key: a backslash is \x5c), labels.csv by name.
+        paths = lambda r: (Path(key_path(r["path"])), Path(key_path(r["root"])))
+        return {path.name: r for r in scanner.store.db.query("select * from files")
+                for path, root in [paths(r)] if path.parent == root}
 
 
 def prediction(record):
@@ -173,8 +177,10 @@ def compare(labels, records, other_records):
         a, b = prediction(records.get(name))[0] == truth, prediction(other_records.get(name))[0] == truth
         if a != b:
             (mine if a else theirs).append(name)
-    return {"only_this": sorted(mine), "only_other": sorted(theirs), "gap": len(mine) - len(theirs),
-            "sd": round(float(np.sqrt(len(mine) + len(theirs))), 1)}
+    sd = np.sqrt(len(mine) + len(theirs))
+    gap = len(mine) - len(theirs)  # a tie under one SD, as for FER2013 faces (training.evaluate.paired)
+    return {"only_this": sorted(mine), "only_other": sorted(theirs), "gap": gap, "sd": round(float(sd), 1),
+            "tie": bool(abs(gap) < max(1.0, sd))}
 
 
 def threshold_for(curve, min_precision=0.8, min_coverage=0.6):
@@ -191,8 +197,8 @@ def format_report(report):
         return f"{r['right']}/{r['n']} ({100 * r['share']:.1f} %)" if r["n"] else "none"
 
     lines = [f"stickers in {report['folder']}, model {report['model']}: {report['files']} files"]
-    groups = {"all": report, **report.get("by_source", {})}
-    for name, g in groups.items():
+    groups = [("all", report), *((f"source {s}", g) for s, g in report.get("by_source", {}).items())]
+    for name, g in groups:
         lines.append(f"  {name}: emotion {pct(g['emotion_accuracy'])}, noface right {pct(g['noface_right'])}, "
                      f"face found {pct(g['face_found'])}")
     lines.append("per class (all): " + ", ".join(f"{e} {c['right']}/{c['n']}" for e, c in report["per_class"].items()))
@@ -210,7 +216,8 @@ def format_report(report):
                  f"{'at least' if t['coverage_at_least_60'] else 'under'} 0.60)"))
     if report.get("against"):
         a = report["against"]
-        lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}); only this model right: "
+        verdict = "a tie (under 1 SD)" if a["tie"] else ("better" if a["gap"] > 0 else "worse")
+        lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}: {verdict}); only this model right: "
                      f"{', '.join(a['only_this']) or 'none'}; only the other: {', '.join(a['only_other']) or 'none'}")
     return "\n".join(lines)
 

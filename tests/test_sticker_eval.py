@@ -180,3 +180,39 @@ def test_a_file_in_a_subfolder_is_not_taken_for_the_listed_file_of_its_name(cli,
     result = cli("evaluate", "--stickers", folder, "-q", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["per_file"]["hopper.png"]["predicted"] == "neutral"
+
+
+def test_names_with_a_backslash_and_rows_without_a_source_are_scored_as_listed(cli, tmp_path):
+    """Before: a\\b.png was matched against its record's key (a\\x5cb.png), so scored unreadable;
+    rows with an empty source were grouped as "all", which replaced the whole set's line."""
+    folder = labelled_folder(tmp_path, {"hopper.png": "neutral", "rocket.png": "noface"})
+    (folder / "hopper.png").rename(folder / "a\\b.png")
+    (folder / "labels.csv").write_text("file,label,source\n\"a\\b.png\",neutral,\nrocket.png,noface,drawn\n")
+    report = json.loads(cli("evaluate", "--stickers", folder, "-q", "--json").stdout)
+    assert report["per_file"]["a\\b.png"]["predicted"] == "neutral"
+    assert report["emotion_accuracy"]["n"] == 1 and set(report["by_source"]) == {"(none)", "drawn"}
+    text = cli("evaluate", "--stickers", folder, "-q").stdout
+    assert "  all: emotion 1/1 (100.0 %), noface right 1/1 (100.0 %)" in text
+    assert "  source (none): emotion 1/1" in text and "  source drawn: emotion none" in text
+
+
+def test_sigterm_ends_a_sticker_evaluation_in_one_line_and_leaves_no_scratch(tmp_path):
+    """Before: SIGTERM ended it where it stood, without a word, its temporary database and OUT
+    left behind in the temp folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    folder = labelled_folder(tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "evaluate", "--stickers", str(folder), "-q"],
+                            env={**os.environ, "TMPDIR": str(scratch)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("stickersort-eval-*/eval.db")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert proc.stderr.read().strip().splitlines() == ["stickersort: interrupted"]
+    assert list(scratch.iterdir()) == []

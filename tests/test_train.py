@@ -789,6 +789,8 @@ def test_evaluate_ferplus_counts_only_the_faces_passed_over_on_the_way_to_the_li
     counts = lambda result: (result["n"], result["skipped_no_majority"])
     assert counts(scored()) == (3, 4)
     assert counts(scored("--limit", "2")) == (2, 2)  # not the two ties after the second face
+    text = cli("evaluate", data, "--labels", "ferplus", "--ferplus", tmp_path / "votes.csv", "-q").stdout
+    assert "skipped 4 faces without a FER+ majority" in text  # before: in --json alone
 
 
 def test_evaluate_names_model_data_and_split_and_draws_its_figures(cli, tmp_path):
@@ -864,6 +866,10 @@ def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_
     (run / "confusion.png").write_bytes(b"train's")
     assert "already holds confusion.png;" in refused(csv_file, "--figures", run)
     assert sticker.read_bytes() == b"not ours" and (run / "confusion.png").read_bytes() == b"train's"
+    # Before: written into the folder evaluated, whose next evaluation read them as faces.
+    assert "inside" in refused("--stickers", tmp_path, "--plot", tmp_path / "new.png")
+    assert "inside" in refused(tmp_path, "--figures", tmp_path / "test" / "happy")
+    assert not (tmp_path / "new.png").exists()
     # Before: exit 0 with an accuracy of NaN (and --json that is not JSON).
     assert "mini.csv: no PublicTest faces" in refused(csv_file, "--split", "PublicTest", "--json")
     # Before: --ferplus read by nothing, without a word; --pipeline with a .keras model exit 70
@@ -874,6 +880,8 @@ def test_evaluate_refuses_options_its_mode_would_ignore_and_places_it_could_not_
     gray = tmp_path / "gray.csv"
     gray.write_text("emotion,pixels,Usage\n" + f'0,"{" ".join(["128"] * 2304)}",PrivateTest\n' * 2)
     assert "found none of the 2 PrivateTest faces" in refused(gray, "--calibrate", "--split", "PrivateTest", "--json")
+    blank = cli("evaluate", gray, "--pipeline", "-q")  # before: exit 70, formatting the accuracy of no face
+    assert blank.exit_code == 0 and "face found 0.0000, no face found on any card" in blank.stdout, blank.output
     only_test = write_csv(tmp_path / "test-only.csv", per_class=(0, 0, 1), classes=3)
     scored = cli("evaluate", only_test, "--json", "-q")
     assert scored.exit_code == 0 and json.loads(scored.stdout)["n"] == 3, scored.output

@@ -211,11 +211,14 @@ def format_result(result):
     head = (f"model {result['model']} on {result['split']} of {result.get('data', 'the data')} "
             f"({result['labels']} labels{', flip TTA' if result['tta'] else ''})")
     lines = [head, format_table(result)]
+    if "skipped_no_majority" in result:
+        lines.append(f"skipped {result['skipped_no_majority']} faces without a FER+ majority among the seven")
     p = result.get("pipeline")
     if p:
+        found = ("no face found on any card" if p["accuracy_found"] is None
+                 else f"accuracy {p['accuracy_found']:.4f} of found faces")
         lines.append(f"through the scan pipeline (faces on generated cards): face found {p['face_found']:.4f}, "
-                     f"accuracy {p['accuracy_found']:.4f} of found faces, {p['accuracy_all']:.4f} of all; "
-                     f"direct {p['direct']:.4f}")
+                     f"{found}, {p['accuracy_all']:.4f} of all; direct {p['direct']:.4f}")
     if result.get("against"):
         lines.append(format_paired(result["against"], result["against"]["model"]))
     return "\n".join(lines)
