@@ -391,7 +391,7 @@ status is 0.""")
               help="With an expression LABEL, also list the unsure stickers whose best guess it is, after the sure ones")
 @click.option("--limit", type=click.IntRange(1), default=None, metavar="N", help="List at most N stickers")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list on stdout, one object per sticker (noface ones have confidence null)")
+              help="Print a JSON list on stdout, one object per sticker (confidence null where the model found no face)")
 def query(label, db, min_confidence, include_unsure, limit, as_json):
     if label and label not in LABELS:
         raise Fail(f"unknown label {label!r}; choose from {', '.join(LABELS)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker, as_recorded, is_ours
-from .paths import OWNER_FILE, PathError, bare as is_bare, is_out, key_path, out_owner, path_key, scanned_as
+from .paths import OWNER_FILE, PathError, bare as is_bare, is_out, key_path, names_db, out_owner, path_key, scanned_as
 from .store import Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
@@ -150,7 +150,7 @@ def _check_own_out(out, store):
     if owner is None:
         raise LinkError(f"{out}, where its link was, is no longer marked as this database's OUT ({OWNER_FILE} "
                         f"is gone: a folder put in its place?): {again}")
-    if owner != os.path.realpath(store.path):
+    if not names_db(owner, store.path):
         raise LinkError(f"{out} belongs to the database {owner}: use --db {owner}")
 
 

@@ -31,7 +31,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from .paths import OWNER_FILE, PathError, key_path, lock_path, out_owner, path_key
+from .paths import OWNER_FILE, PathError, key_path, lock_path, names_db, out_owner, path_key
 from .say import say
 
 MODES = ("symlink", "hardlink", "copy")
@@ -248,7 +248,7 @@ class Linker:
                 owner = out_owner(self.out)
             except PathError as e:
                 raise LinkError(str(e)) from None
-            if owner != db:
+            if not names_db(owner, db):
                 raise LinkError(f"{self.out} belongs to the database {owner}: use --db {owner}, or choose "
                                 f"another --out") from None
         except OSError as e:
@@ -426,7 +426,7 @@ def _label_folder(folder, db):
 def _marked_for(out, db):
     """Whether OUT's marker names the database at db."""
     try:
-        return out_owner(out) == os.path.realpath(db)
+        return names_db(out_owner(out), db)
     except PathError:
         return False
 

@@ -146,7 +146,7 @@ def _check_out(out, db):
     file that is not a file."""
     from ..model.labels import EMOTIONS, NOFACE, UNSURE
     owner = out_owner(out)
-    if owner is not None and owner != str(db):
+    if owner is not None and not names_db(owner, db):
         raise PathError(f"{out} belongs to the database {owner}: use --db {owner}, or choose another "
                         f"--out (or delete {out / OWNER_FILE} to give it to {db})")
     for label in (*EMOTIONS, NOFACE, UNSURE):
@@ -162,6 +162,19 @@ def _check_out(out, db):
 def is_out(folder):
     """Whether folder is marked as some database's OUT."""
     return os.path.lexists(os.path.join(folder, OWNER_FILE))
+
+
+def names_db(owner, db):
+    """Whether an OUT marker's text (out_owner) names the database at db: its path, or the same
+    file by another (its folder moved and linked back where it was)."""
+    if owner is None:
+        return False
+    if owner == os.path.realpath(db):
+        return True
+    try:
+        return os.path.samefile(owner, db)
+    except OSError:
+        return False
 
 
 def out_owner(out):

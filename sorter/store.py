@@ -236,6 +236,8 @@ class Store:
         self.upgrade = upgrade
         if self.path.is_dir():
             raise StoreError(f"--db {self.path} is a directory; give the database file")
+        if self.path.exists() and not self.path.is_file():  # a FIFO's open waits for a writer, for ever
+            raise StoreError(f"--db {self.path} is not a regular file (a pipe or device); give the database file")
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `stickersort scan` first, or pass --db)")
         try:

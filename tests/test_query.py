@@ -1,5 +1,6 @@
 """`stickersort query` and `stats` read what `scan` wrote, without TensorFlow or ONNX Runtime."""
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -115,3 +116,13 @@ def test_query_and_stats_import_nothing_heavy(db, args):
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+@pytest.mark.parametrize("command", [["query"], ["stats"], ["dupes"], ["prune", "--dry-run"], ["label", "a.png", "sad"]])
+def test_a_pipe_named_as_the_database_is_refused_not_waited_on(tmp_path, command):
+    """Before: the readers waited for ever on the pipe's open (the writers said "disk I/O error")."""
+    os.mkfifo(tmp_path / "f.db")
+    result = subprocess.run([sys.executable, "-m", "stickersort.sorter", *command, "--db", str(tmp_path / "f.db")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"Error: --db {tmp_path / 'f.db'} is not a regular file (a pipe or device); give the database file"]

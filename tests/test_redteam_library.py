@@ -287,3 +287,19 @@ def test_forget_of_a_link_drops_the_links_records_not_its_targets(cli, tmp_path)
     assert shown["user_label"] == "sad" and shown["links"][0]["link"].startswith(str(out))
     folders = [r[0] for r in sqlite3.connect(db).execute("select path from folders")]
     assert str(src) in folders
+
+
+def test_a_database_whose_folder_moved_and_was_linked_back_still_owns_its_out(cli, tmp_path):
+    """Before: OUT's marker named the old path, so label and scan refused with `use --db` naming
+    the very --db given."""
+    data = tmp_path / "data"
+    data.mkdir()
+    src, out, _ = _small(cli, tmp_path)
+    db = data / "l.db"
+    assert cli("scan", src, "--out", tmp_path / "out3", "--db", db, "-q").exit_code == 0
+    data.rename(tmp_path / "data2")
+    data.symlink_to(tmp_path / "data2")
+    result = cli("label", src / "hopper.png", "sad", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert json.loads(cli("scan", src, "--db", db, "--json", "-q").stdout)["links"]["kept"] == 2
+    assert sorted(p.name for p in (tmp_path / "out3" / "sad").iterdir()) == ["hopper.png"]
