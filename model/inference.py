@@ -66,7 +66,7 @@ class Classifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: an error is raised, and said in one line, by us
         # Scans interleave decoding, detection and classification: threads that spin waiting
         # for the next batch only steal the core the decoder needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -93,13 +93,13 @@ class Classifier:
         if isinstance(shape[0], int):  # else it fails at the first frame with two faces, or a batch
             raise ModelError(f"model {self.path}: takes batches of {shape[0]} faces only; export it with the "
                              f"batch size left open, [N, 48, 48, 1]")
-        try:
-            out = session.run(None, {inputs[0].name: np.zeros((1, *FACE_SHAPE), "float32")})[0]
+        try:  # two faces: a net whose graph fixes one face a run (a reshape to [1, ...]) fails here
+            out = session.run(None, {inputs[0].name: np.zeros((2, *FACE_SHAPE), "float32")})[0]
         except Exception as e:
-            raise ModelError(f"model {self.path}: fails on a face ({_first_line(e)})") from None
-        if np.shape(out) != (1, N_CLASSES):
-            raise ModelError(f"model {self.path}: gives {list(np.shape(out))} for one face, not the "
-                             f"{N_CLASSES} expression scores")
+            raise ModelError(f"model {self.path}: fails on a batch of two faces ({_first_line(e)})") from None
+        if np.shape(out) != (2, N_CLASSES):
+            raise ModelError(f"model {self.path}: gives {list(np.shape(out))} for two faces, not "
+                             f"{N_CLASSES} expression scores each")
 
     @cached_property
     def id(self):

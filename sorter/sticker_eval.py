@@ -124,6 +124,9 @@ def score(labels, records):
         report["by_source"] = {s: _figures([f for f in files if f[2] == s]) for s in sources}
     report["per_file"] = {name: {"truth": truth, "predicted": pred, "confidence": round(conf, 4)}
                           for name, truth, _, pred, conf in files}
+    # Scored as errors: why, since a model that fails (NaN scores, say) looks like one that is wrong.
+    report["unreadable"] = {name: (records.get(name) or {}).get("error") or "not recorded by the scan"
+                            for name, _, _, pred, _ in files if pred is None}
     return report
 
 
@@ -201,6 +204,9 @@ def format_report(report):
     for name, g in groups:
         lines.append(f"  {name}: emotion {pct(g['emotion_accuracy'])}, noface right {pct(g['noface_right'])}, "
                      f"face found {pct(g['face_found'])}")
+    if report.get("unreadable"):
+        name, why = next(iter(report["unreadable"].items()))
+        lines.append(f"  could not read {len(report['unreadable'])} (scored as errors), e.g. {name}: {why}")
     lines.append("per class (all): " + ", ".join(f"{e} {c['right']}/{c['n']}" for e, c in report["per_class"].items()))
     lines.append("confusion (rows truth, columns predicted): " + " ".join(c[:4] for c in (*EMOTIONS, NOFACE, "error")))
     for truth, row in report["confusion"].items():

@@ -354,16 +354,20 @@ def test_a_truncated_gif_keeps_its_whole_frames_flagged(cli, tmp_path):
     assert got["cut_in_frame0.gif"]["error"].startswith("cannot decode")
 
 
-def onnx_model(path, input_shape=("N", 48, 48, 1), weight=np.nan):
-    """A real ONNX model: flatten, then a matrix of `weight` to 7 scores."""
+def onnx_model(path, input_shape=("N", 48, 48, 1), weight=np.nan, one_face=False):
+    """A real ONNX model: flatten, then a matrix of `weight` to 7 scores. one_face: the flattening
+    a reshape to [1, ...], so that only one face a run passes."""
     onnx = pytest.importorskip("onnx", reason="building test models needs onnx (the [train] extra)")
     from onnx import TensorProto, helper, numpy_helper
     size = int(np.prod(input_shape[1:]))
     w = numpy_helper.from_array(np.full((size, 7), weight, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, size], np.int64), "shape")
+    flatten = (helper.make_node("Reshape", ["x", "shape"], ["flat"]) if one_face
+               else helper.make_node("Flatten", ["x"], ["flat"]))
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])],
+        [flatten, helper.make_node("MatMul", ["flat", "w"], ["y"])],
         "test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], [w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7])], [w, shape])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return Path(path)
 
@@ -388,13 +392,19 @@ def test_a_model_that_answers_nan_gives_error_records_naming_it(cli, tmp_path):
         evaluated = cli("evaluate", data, *args, "-q")
         assert evaluated.exit_code == 2 and "NaN" in evaluated.stderr and evaluated.stderr.count("\n") == 1, \
             evaluated.stderr
+    (src / "labels.csv").write_text("file,label\nface.png,neutral\nplain.png,noface\n")
+    stickers = cli("evaluate", "--stickers", src, "--model", model, "-q")  # before: 0/1 right, no word why
+    assert stickers.exit_code == 0 and "could not read 1 (scored as errors), e.g. face.png: model nan.onnx" \
+        in stickers.stdout, stickers.output
 
 
-@pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first", "batch_of_1"])
+@pytest.mark.parametrize("kind", ["text", "input_64", "input_channels_first", "batch_of_1", "one_face_a_run"])
 def test_a_bad_model_is_refused_before_scanning(tmp_path, kind):
     model = tmp_path / f"{kind}.onnx"
     if kind == "text":
         model.write_text("not a model\n")
+    elif kind == "one_face_a_run":  # before: its batches failed in evaluate, exit 70 and ONNX Runtime's log
+        onnx_model(model, weight=0.0, one_face=True)
     else:  # batch_of_1: before, live failed at its first frame with two faces, exit 70
         onnx_model(model, {"input_64": ("N", 64, 64, 1), "input_channels_first": ("N", 1, 48, 48),
                            "batch_of_1": (1, 48, 48, 1)}[kind], weight=0.0)
