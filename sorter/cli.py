@@ -77,9 +77,8 @@ class _Commands(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        from .interrupt import terminated_as_interrupted
         try:
-            with _one_line_usage(), terminated_as_interrupted():
+            with _one_line_usage():
                 return super().invoke(ctx)
         except KeyboardInterrupt as e:
             from .interrupt import exit_status
@@ -658,8 +657,9 @@ def _refuse_unused(ctx, stickers, calibrate):
 
 def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
     from . import sticker_eval
+    from .interrupt import terminated_as_interrupted
     _echo(quiet)(f"evaluating {model} on the stickers in {folder}")
-    with _failing(sticker_eval.EvalError):
+    with _failing(sticker_eval.EvalError), terminated_as_interrupted():  # its scratch database removed
         report = sticker_eval.evaluate(folder, model, against)
     click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
     if plot:  # after the report, which a failed write would otherwise take with it
@@ -825,7 +825,10 @@ def forget(path, db, dry_run):
     scan of PATH records them again. A hard link or copy in OUT that is the last copy of a file
     now gone stays, as the user's."""
     from .library import forget as forget_files
-    _forgetting(forget_files, db, dry_run, f"no records at or under {path}", path=path)
+    nothing = f"no records at or under {path}"
+    if os.path.islink(path.rstrip(os.sep) or path):
+        nothing += f" (a link, which names itself: `stickersort forget {shlex.quote(os.path.realpath(path))}` forgets what it leads to)"
+    _forgetting(forget_files, db, dry_run, nothing, path=path)
 
 
 @cli.command()

@@ -238,17 +238,18 @@ def forget(db_path, path, dry_run=False, report=None):
 
 
 def _named(store, path):
-    """The keys PATH names for forget, and the records at or under them. A link in a scanned
-    folder is itself, not what it leads to: the records of a file it leads to, or of a folder
-    scanned without following links, are not under PATH. Only a link to a folder under which
-    nothing was recorded stands for its target, as a scan of it did (`scan LINK` scans the folder
-    it leads to). An entry in an OUT stands for a sticker, as show and label take it."""
+    """The keys PATH names for forget, and the records at or under them. A link is itself, not
+    what it leads to: the records of a file it leads to, or of a folder scanned without following
+    links, are not under PATH. Only a link to a folder that lies outside every scanned folder
+    stands for its target, as a scan of it did (`scan LINK` scans the folder it leads to). An
+    entry in an OUT stands for a sticker, as show and label take it."""
     records = lambda keys: {k for key in keys for k in store.paths_within(key)}
     bare = str(path).rstrip(os.sep) or str(path)
     if os.path.islink(bare) and not is_out(os.path.dirname(os.path.dirname(_as_given(bare)))):
         head, name = os.path.split(_as_given(bare))
         own = list(dict.fromkeys(path_key(p) for p in (_as_given(bare), os.path.join(os.path.realpath(head), name))))
-        if (keys := records(own)) or not os.path.isdir(bare):
+        scanned = store.settings_for(path_key(os.path.realpath(head))) is not None  # the link is an item there
+        if (keys := records(own)) or scanned or not os.path.isdir(bare):
             return own, keys
     named = _keys(path)
     return named, records(named)

@@ -165,16 +165,10 @@ def is_out(folder):
 
 
 def names_db(owner, db):
-    """Whether an OUT marker's text (out_owner) names the database at db: its path, or the same
-    file by another (its folder moved and linked back where it was)."""
-    if owner is None:
-        return False
-    if owner == os.path.realpath(db):
-        return True
-    try:
-        return os.path.samefile(owner, db)
-    except OSError:
-        return False
+    """Whether an OUT marker's text (out_owner) names the database at db, both resolved: a folder
+    moved and linked back is where it was. Not a hard link's other name: SQLite keeps a WAL and a
+    lock beside each name, so two names are two databases that would corrupt each other."""
+    return owner is not None and os.path.realpath(owner) == os.path.realpath(db)
 
 
 def out_owner(out):

@@ -127,11 +127,17 @@ def _add_follow_links(db):
         db["folders"].add_column("follow_links", int)
 
 
+def _threshold_may_be_the_default(db):
+    """Nothing to change: the version alone tells an older stickersort, which would take a null
+    folders.min_confidence for a number, that this database is newer than it knows."""
+
+
 UPGRADES = (
     _add_missing_columns,  # 1: marked; the ADDED columns
     _add_copy_times,  # 2: links.mtime_ns and size, a copy's as made (one edited in place is the user's)
     _add_folders,  # 3: folders, each scanned folder's settings
     _add_follow_links,  # 4: folders.follow_links (null in a row from before: not followed)
+    _threshold_may_be_the_default,  # 5: folders.min_confidence null: the default of the scan's day
 )
 SCHEMA_VERSION = len(UPGRADES)
 
@@ -161,10 +167,19 @@ def snapshot(path, into):
         store.close()
 
 
+def _check_a_file(path):
+    """A --db that exists is a file (a FIFO's open would wait for a writer for ever)."""
+    if path.is_dir():
+        raise StoreError(f"--db {path} is a directory; give the database file")
+    if path.exists() and not path.is_file():
+        raise StoreError(f"--db {path} is not a regular file (a pipe or device); give the database file")
+
+
 def dry_run_copy(path):
     """A dry run's own copy of the database at path (none yet: a new one), so that it writes
     nothing of its own, not even a schema's upgrade: (the temporary folder holding it, to keep
     while the copy is in use; the copy's path). StoreError as snapshot() gives it."""
+    _check_a_file(Path(path))
     scratch = tempfile.TemporaryDirectory(prefix="stickersort-dry-run-")
     copy = Path(scratch.name) / "dry-run.db"
     if os.path.isfile(path):
@@ -234,10 +249,7 @@ class Store:
         self.wait = wait
         self.db = None
         self.upgrade = upgrade
-        if self.path.is_dir():
-            raise StoreError(f"--db {self.path} is a directory; give the database file")
-        if self.path.exists() and not self.path.is_file():  # a FIFO's open waits for a writer, for ever
-            raise StoreError(f"--db {self.path} is not a regular file (a pipe or device); give the database file")
+        _check_a_file(self.path)
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `stickersort scan` first, or pass --db)")
         try:

@@ -118,11 +118,15 @@ def test_query_and_stats_import_nothing_heavy(db, args):
     assert "HEAVY []" in out
 
 
-@pytest.mark.parametrize("command", [["query"], ["stats"], ["dupes"], ["prune", "--dry-run"], ["label", "a.png", "sad"]])
+@pytest.mark.parametrize("command", [["query"], ["stats"], ["dupes"], ["prune", "--dry-run"], ["label", "a.png", "sad"],
+                                     ["scan", "src", "--out", "out", "--dry-run"]])
 def test_a_pipe_named_as_the_database_is_refused_not_waited_on(tmp_path, command):
-    """Before: the readers waited for ever on the pipe's open (the writers said "disk I/O error")."""
+    """Before: the readers waited for ever on the pipe's open (the writers said "disk I/O error");
+    a scan's dry run took it for no database yet, and planned a whole scan."""
     os.mkfifo(tmp_path / "f.db")
+    (tmp_path / "src").mkdir()
+    blank().save(tmp_path / "src" / "a.png")
     result = subprocess.run([sys.executable, "-m", "stickersort.sorter", *command, "--db", str(tmp_path / "f.db")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"Error: --db {tmp_path / 'f.db'} is not a regular file (a pipe or device); give the database file"]

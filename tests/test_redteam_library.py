@@ -280,7 +280,10 @@ def test_forget_of_a_link_drops_the_links_records_not_its_targets(cli, tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     (other / "linked").symlink_to(src)
-    assert cli("scan", other, "--follow-links", "--out", tmp_path / "out2", "--db", db, "-q").exit_code == 0
+    shutil.copy2(SAMPLES / "rocket.png", other / "rocket.png")
+    assert cli("scan", other, "--out", tmp_path / "out2", "--db", db, "-q").exit_code == 0  # the link passed over
+    assert "(a link, which names itself" in cli("forget", other / "linked", "--db", db).output
+    assert cli("scan", other, "--follow-links", "--db", db, "-q").exit_code == 0
     result = cli("forget", other / "linked", "--db", db)
     assert result.exit_code == 0 and "forgot 3 files" in result.output, result.output  # alias.png too
     shown = json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)
@@ -303,3 +306,6 @@ def test_a_database_whose_folder_moved_and_was_linked_back_still_owns_its_out(cl
     assert result.exit_code == 0, result.output
     assert json.loads(cli("scan", src, "--db", db, "--json", "-q").stdout)["links"]["kept"] == 2
     assert sorted(p.name for p in (tmp_path / "out3" / "sad").iterdir()) == ["hopper.png"]
+    os.link(db, tmp_path / "hard.db")  # another name is another WAL and lock: another database
+    assert cli("label", src / "hopper.png", "happy", "--db", tmp_path / "hard.db").exit_code == 2
+    assert json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)["user_label"] == "sad"

@@ -779,7 +779,7 @@ def test_samples_title_each_face_with_its_prediction_and_mark_mistakes(tmp_path)
 def test_evaluate_ferplus_counts_only_the_faces_passed_over_on_the_way_to_the_limit(cli, tmp_path):
     data = write_csv(tmp_path / "mini.csv", per_class=(1, 1, 1))  # 7 faces a split, Training first
     votes = ["0,10,0,0,0,0,0,0,0,0", "5,5,0,0,0,0,0,0,0,0", "0,0,0,0,0,0,0,0,0,10"]  # happy, a tie, not a face
-    private = [votes[1], votes[0], votes[2], votes[0], votes[1], votes[1], votes[0]]
+    private = [votes[1], votes[0], votes[2], votes[0], votes[1], votes[0], votes[1]]
     rows = [f"{usage},x.png,{v}" for usage, vs in (("Training", votes[:1] * 7), ("PublicTest", votes[:1] * 7),
                                                    ("PrivateTest", private)) for v in vs]
     header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
@@ -789,6 +789,7 @@ def test_evaluate_ferplus_counts_only_the_faces_passed_over_on_the_way_to_the_li
     counts = lambda result: (result["n"], result["skipped_no_majority"])
     assert counts(scored()) == (3, 4)
     assert counts(scored("--limit", "2")) == (2, 2)  # not the two ties after the second face
+    assert counts(scored("--limit", "3")) == (3, 3)  # nor the tie after the last
     text = cli("evaluate", data, "--labels", "ferplus", "--ferplus", tmp_path / "votes.csv", "-q").stdout
     assert "skipped 4 faces without a FER+ majority" in text  # before: in --json alone
 

@@ -149,7 +149,7 @@ def evaluate_split(data, split, model, labels="fer2013", ferplus=None, tta=False
     if labels == "ferplus":
         keep = majority_only(targets)
         end = len(keep)
-        if limit and keep.sum() > limit:  # only the faces passed over on the way to the limit's last
+        if limit and keep.sum() >= limit:  # only the faces passed over on the way to the limit's last
             end = int(np.flatnonzero(keep)[limit - 1]) + 1
         keep = keep[:end]
         skipped = int((~keep).sum())
