@@ -30,6 +30,17 @@ class _Number(click.FloatRange):
         return number
 
 
+class _NumberOrDefault(_Number):
+    """A number, or `default`: the shipped model's, remembered as such (DEFAULT)."""
+    name = "number or default"
+
+    def convert(self, value, param, ctx):
+        return DEFAULT if value == DEFAULT else super().convert(value, param, ctx)
+
+
+DEFAULT = "default"
+
+
 class Fail(click.ClickException):
     """A one-line error for the user; exit status 2."""
     exit_code = EXIT_USAGE
@@ -163,10 +174,11 @@ def scan_options(dry_run=False):
         _db_option,
         click.option("--frames", default=8, show_default=True, type=click.IntRange(1, 64),
                      help="Frames sampled per file, evenly by time"),
-        click.option("--min-confidence", type=_Number(0, 1),
+        click.option("--min-confidence", type=_NumberOrDefault(0, 1),
                      help="A face file whose winning expression scores below this goes to OUT/unsure/, its best guess "
-                          f"kept in the database (query LABEL --include-unsure finds it) [default: the last scan's if "
-                          f"it was given one, else {DEFAULT_MIN_CONFIDENCE}, the shipped model's]"),
+                          f"kept in the database (query LABEL --include-unsure finds it); `default`: the shipped "
+                          f"model's, now {DEFAULT_MIN_CONFIDENCE}, followed as models change [default: the last "
+                          f"scan's]"),
         click.option("--link-mode", type=click.Choice(["symlink", "hardlink", "copy"]),
                      help="How OUT points at the originals (relative symlinks; hardlinks or copies where symlinks "
                           "are not possible); a rescan with another mode converts the links it made [default: the "
@@ -209,6 +221,8 @@ def _scan_setup(directory, out, db, model, link_mode, min_confidence, follow_lin
     _check_model(model)
     if min_confidence is None:  # None again where the last scan was given none: the model's default
         min_confidence = last.get("min_confidence")
+    elif min_confidence == DEFAULT:
+        min_confidence = None
     if follow_links is None:
         follow_links = bool(last.get("follow_links"))
         if not follow_links and (under := following_within(path_key(root), db)):  # else dropped unasked

@@ -315,11 +315,12 @@ def _forget(store, keys, dry_run, report):
     report = report or (lambda action, path: None)
     linker = Linker(Path(os.sep), store, dry_run=dry_run,  # unlink_all works from the records, not OUT
                     report=lambda action, link, source: report(action, link))
-    for key in keys:
+    for done, key in enumerate(keys):
         try:
             linker.unlink_all(key)
-        except LinkError as e:  # the lock file: told before the first file, so nothing is half done
-            raise LibraryError(str(e)) from None
+        except LinkError as e:  # the lock file, before the first; a link that cannot go, its file kept
+            before = f"; the {done} file{'s' if done > 1 else ''} before it forgotten" if done and not dry_run else ""
+            raise LibraryError(f"{e}{before}") from None
         report("forget", key)
         if not dry_run:
             store.forget(key)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.labels import EMOTIONS, NOFACE
+from .paired import is_tie, verdict
 from .paths import key_path
 
 AMBIGUOUS = "ambiguous"
@@ -180,10 +181,9 @@ def compare(labels, records, other_records):
         a, b = prediction(records.get(name))[0] == truth, prediction(other_records.get(name))[0] == truth
         if a != b:
             (mine if a else theirs).append(name)
-    sd = np.sqrt(len(mine) + len(theirs))
-    gap = len(mine) - len(theirs)  # a tie under one SD, as for FER2013 faces (training.evaluate.paired)
-    return {"only_this": sorted(mine), "only_other": sorted(theirs), "gap": gap, "sd": round(float(sd), 1),
-            "tie": bool(abs(gap) < max(1.0, sd))}
+    gap, discordant = len(mine) - len(theirs), len(mine) + len(theirs)
+    return {"only_this": sorted(mine), "only_other": sorted(theirs), "gap": gap,
+            "sd": round(float(np.sqrt(discordant)), 1), "tie": is_tie(gap, discordant)}
 
 
 def threshold_for(curve, min_precision=0.8, min_coverage=0.6):
@@ -222,8 +222,8 @@ def format_report(report):
                  f"{'at least' if t['coverage_at_least_60'] else 'under'} 0.60)"))
     if report.get("against"):
         a = report["against"]
-        verdict = "a tie (under 1 SD)" if a["tie"] else ("better" if a["gap"] > 0 else "worse")
-        lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}: {verdict}); only this model right: "
+        lines.append(f"against {a['model']}: {a['gap']:+d} files (SD {a['sd']}: {verdict(a['gap'], a['tie'])}); "
+                     f"only this model right: "
                      f"{', '.join(a['only_this']) or 'none'}; only the other: {', '.join(a['only_other']) or 'none'}")
     return "\n".join(lines)
 

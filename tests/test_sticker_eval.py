@@ -43,7 +43,7 @@ def test_a_labelled_folder_is_scored_through_the_scan_with_its_curve_and_plot(cl
     curve = report["curve"]
     assert curve[0]["threshold"] == 0.0 and curve[0]["coverage"] == 1.0
     assert all(a["given"] >= b["given"] for a, b in zip(curve, curve[1:]))
-    assert report["against"]["gap"] == 0 and report["against"]["only_this"] == []
+    assert report["against"]["gap"] == 0 and report["against"]["only_this"] == [] and report["against"]["tie"]
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert tree_hash(folder) == before and not (folder / "labelled-by-emotion").exists()
     text = cli("evaluate", "--stickers", folder)

@@ -122,6 +122,9 @@ def test_a_threshold_not_given_is_remembered_as_the_models_default(cli, tmp_path
     assert unsure(scan(cli, tmp_path, "--min-confidence", EVERY_FACE)) == len(face_files())
     assert remembered() == [1.0]
     assert unsure(scan(cli, tmp_path)) == len(face_files()) and remembered() == [1.0]  # given once, kept
+    assert unsure(scan(cli, tmp_path, "--min-confidence", "default")) == len(weak) and remembered() == [None]
+    wrong = cli("scan", SAMPLES, "--db", tmp_path / "s.db", "--min-confidence", "defaults")
+    assert wrong.exit_code == 2 and "'defaults' is not a valid number or default" in wrong.stderr, wrong.stderr
 
 
 def test_a_database_from_before_unsure_still_opens_and_scans(cli, tmp_path):

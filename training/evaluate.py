@@ -5,6 +5,7 @@ import numpy as np
 
 from ..model.inference import Classifier, net_inputs
 from ..model.labels import EMOTIONS
+from ..sorter.paired import is_tie, verdict
 from . import progress
 
 BATCH = 256  # faces per model call: the progress bar's step (ONNX Runtime's batch in Classifier too)
@@ -55,14 +56,13 @@ def scores(probs, targets):
 
 
 def paired(probs, other, targets):
-    """Two models on the same faces. Only the faces one gets right and the other wrong tell them
-    apart; with D such faces a gap under sqrt(D) (one SD, McNemar) is a tie."""
+    """Two models on the same faces (sorter/paired.py)."""
     true = targets.argmax(1)
     right, other_right = (_right(p, true) for p in (probs, other))
     discordant = int((right != other_right).sum())
     gap = int(right.sum()) - int(other_right.sum())
     return {"correct": int(right.sum()), "other_correct": int(other_right.sum()), "discordant": discordant,
-            "sd": round(float(np.sqrt(discordant)), 1), "tie": bool(abs(gap) < max(1.0, np.sqrt(discordant)))}
+            "sd": round(float(np.sqrt(discordant)), 1), "tie": is_tie(gap, discordant)}
 
 
 def _right(probs, true):
@@ -71,9 +71,8 @@ def _right(probs, true):
 
 def format_paired(p, other):
     gap = p["correct"] - p["other_correct"]
-    verdict = "a tie (under 1 SD)" if p["tie"] else ("better" if gap > 0 else "worse")
     return (f"against {other}: {p['correct']} vs {p['other_correct']} faces right ({gap:+d}); "
-            f"{p['discordant']} discordant, SD {p['sd']}: {verdict}")
+            f"{p['discordant']} discordant, SD {p['sd']}: {verdict(gap, p['tie'])}")
 
 
 def majority_only(targets):
