@@ -57,9 +57,10 @@ def read_labels(folder):
         raise EvalError(f"{path}: not a UTF-8 csv ({type(e).__name__})") from None
     if not rows:
         raise EvalError(f"{path}: no rows after the header")
-    short = next((i for i, r in enumerate(rows, start=2) if r["file"] is None or r["label"] is None), None)
-    if short:
-        raise EvalError(f"{path}:{short}: expected file,label")
+    short = next((i for i, r in enumerate(rows, start=2) if not (r["file"] or "").strip()
+                  or not (r["label"] or "").strip()), None)
+    if short:  # a short row, or an empty cell
+        raise EvalError(f"{path}:{short}: expected a file name and a label")
     for row in rows:  # as a person types them: "Happy", " sad"
         row["label"] = row["label"].strip().lower()
     bad = sorted({r["label"] for r in rows} - set(TRUTHS))

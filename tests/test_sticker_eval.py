@@ -82,7 +82,9 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
     """Before: a short row or a Latin-1 file ended in exit 70; a BOM read as missing columns; a
     path outside DIR or a file listed twice was scored silently (as wrong, or by its last row)."""
     folder = labelled_folder(tmp_path, {"rocket.png": "noface", "hopper.png": "neutral"})
-    cases = {"file,label\nrocket.png\n".encode(): "expected file,label",
+    cases = {"file,label\nrocket.png\n".encode(): "labels.csv:2: expected a file name and a label",
+             b"file,label\nrocket.png,noface\n,happy\n": "labels.csv:3: expected",  # before: "missing, e.g. "
+             b"file,label\nrocket.png,\n": "labels.csv:2: expected",  # before: "unknown labels ;"
              "file,label\nrocket.png,noface\ncafé.png,happy\n".encode("latin-1"): "not a UTF-8 csv",
              b"file,label\n": "no rows",
              b"file,label\n../labelled/rocket.png,noface\n": "not a file name",
