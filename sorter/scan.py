@@ -28,6 +28,7 @@ from .vote import filed_label, said
 # now unreadable would answer for bytes that are gone).
 UNREAD = dict.fromkeys(("kind", "width", "height", "frames_total", "frames_sampled", "frames_with_faces", "faces",
                         "guess", "confidence", "margin", "scores"))
+PERMISSION_DENIED = "permission denied"  # an error record's, read again once it may be read
 
 
 @dataclass
@@ -118,6 +119,12 @@ class Outcome:
     old: dict | None = None
     error: str | None = None
     vanished: bool = False
+
+
+def readable_again(record, path):
+    """Whether an error record of a file unchanged since is worth reading again: it was denied,
+    and may be read now (a chmod changes neither size nor mtime)."""
+    return record["error"] == PERMISSION_DENIED and os.access(path, os.R_OK)
 
 
 def file_hash(path, cancel=None):
@@ -548,7 +555,7 @@ class Scanner:
         except FileNotFoundError:
             return Outcome(outcome.file, vanished=True)
         except PermissionError:
-            return Outcome(outcome.file, error="permission denied")
+            return Outcome(outcome.file, error=PERMISSION_DENIED)
         except OSError as e:
             return Outcome(outcome.file, error=f"cannot read: {e.strerror or e}")
 
@@ -627,7 +634,7 @@ class Scanner:
         if old["size"] != file.st.st_size:
             return False
         if old["error"]:
-            return old["mtime_ns"] == file.st.st_mtime_ns
+            return old["mtime_ns"] == file.st.st_mtime_ns and not readable_again(old, file.path)
         if old["model_id"] != self.model_id:
             return False
         if old["mtime_ns"] == file.st.st_mtime_ns:

@@ -29,7 +29,7 @@ from watchdog.observers.polling import PollingObserver
 
 from . import media
 from .paths import is_out, key_path, path_key, shown, within
-from .scan import Scanner, Summary, file_hash, unwalked, walk
+from .scan import Scanner, Summary, file_hash, readable_again, unwalked, walk
 from .vote import said, threshold
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
@@ -464,12 +464,12 @@ class Watcher:
                 return
             try:
                 st = _stat(path)
+                signature = (st.st_size, st.st_mtime_ns)
             except FileNotFoundError:
                 del self.pending[path]  # its deleted event does the rest
                 continue
-            except OSError:
-                continue  # unreadable for now: looked at again on the next round
-            signature = (st.st_size, st.st_mtime_ns)
+            except OSError as e:  # a link loop, no search permission: once settled, an error record as a scan's
+                signature = ("cannot stat", e.errno)
             if seen is None or seen[0] != signature:
                 self.pending[path] = (signature, now)
             elif now - seen[1] >= self.settle:
@@ -481,7 +481,7 @@ class Watcher:
             return
         key = path_key(path)
         old = self.scanner.store.get(key)
-        if old and old["error"] and signature == (old["size"], old["mtime_ns"]):
+        if old and old["error"] and signature == (old["size"], old["mtime_ns"]) and not readable_again(old, path):
             return  # woken by its own reading's events: its error was said when it was read
         if self.gone and not old:
             self._adopt(path)

@@ -309,15 +309,18 @@ def test_unreadable_file(tmp_path):
     if os.geteuid() == 0 and not sys.platform.startswith("linux"):
         pytest.skip("root reads any file; dropping that needs Linux capabilities")
     before = tree_hash(src)
-    proc = subprocess.run(
+    scan = lambda: subprocess.run(
         [sys.executable, "-m", "stickersort.sorter", "scan", str(src), "--out", str(tmp_path / "out"),
          "--db", str(tmp_path / "s.db"), "-q"], capture_output=True, text=True,
         preexec_fn=_without_root_file_access if os.geteuid() == 0 else None)
+    proc = scan()
     assert proc.returncode == 1, proc.stderr
     assert "secret.png: permission denied" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "out" / "noface" / "ok.png").is_symlink()
     os.chmod(src / "secret.png", 0o644)
     assert tree_hash(src) == before
+    # Before: its size and mtime unchanged by the chmod, it stayed an error until --rescan.
+    assert scan().returncode == 0 and (tmp_path / "out" / "noface" / "secret.png").is_symlink()
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "out-contains-dir", "db-unwritable", "db-dir", "nan", "inf",

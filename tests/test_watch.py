@@ -723,6 +723,9 @@ def test_a_link_to_nothing_made_while_following_links_is_an_error_event(tmp_path
         row = wait_for(lambda: w.rows().get("dangling.png"), "dangling.png's record")
         assert "broken link" in row["error"]
         w.wait_line('"event": "error"')
+        os.symlink("loop.png", w.dir / "loop.png")  # before: stat'ed every round for ever, never recorded
+        row = wait_for(lambda: w.rows().get("loop.png"), "loop.png's record")
+        assert "cannot stat" in row["error"]
         assert w.stop() == 130
     finally:
         if w.proc.poll() is None:
