@@ -72,7 +72,7 @@ def create_app(db):
         if not os.path.isabs(path) or "\0" in path or not _is_utf8(path):
             abort(400, "expected a recorded file's full path")
         try:
-            row = label_file(db, key_path(path), label)
+            row = label_file(db, key_path(path), label, wait=PAGE_LOCK_WAIT_S)
         except LibraryError as e:  # the library unusable, as /library.json answers it, or this request
             abort(503 if isinstance(e, NoLibrary) else 400, str(e))
         return jsonify(path=row["path"], label=row["label"], link=row["link"])

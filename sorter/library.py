@@ -14,7 +14,7 @@ from pathlib import Path
 from ..model.labels import EMOTIONS, NOFACE
 from .links import MODES, LinkError, Linker, as_recorded, is_ours
 from .paths import OWNER_FILE, PathError, bare as is_bare, is_out, key_path, names_db, out_owner, path_key, scanned_as
-from .store import Store, StoreError, dry_run_copy
+from .store import LOCK_WAIT_S, Store, StoreError, dry_run_copy
 
 # What a user may file a sticker under: an expression, or "there is no face here".
 USER_LABELS = (*EMOTIONS, NOFACE)
@@ -28,9 +28,9 @@ class NoLibrary(LibraryError):
     """The database itself cannot be used: gone, damaged, locked, of another program."""
 
 
-def open_store(db_path, readonly=False, upgrade=True):
+def open_store(db_path, readonly=False, upgrade=True, wait=LOCK_WAIT_S):
     try:
-        return Store(db_path, create=False, readonly=readonly, upgrade=upgrade)
+        return Store(db_path, create=False, readonly=readonly, upgrade=upgrade, wait=wait)
     except StoreError as e:
         raise NoLibrary(str(e)) from None
 
@@ -81,14 +81,22 @@ def _linked(store, key):
 
 # ---- label --------------------------------------------------------------------------------
 
-def label_file(db_path, file_path, emotion):
+def label_file(db_path, file_path, emotion, wait=LOCK_WAIT_S):
     """Files file_path under emotion for good: the record keeps it as the user's label (no scan,
     --rescan or new model overrides it) and its link moves to OUT/<emotion>/. Returns the updated
     record, with `link`: where its link is now (None when it has none; the next scan makes it),
-    and `changed`: False when it was the user's label already, its link in place."""
+    and `changed`: False when it was the user's label already, its link in place. wait: seconds
+    for another process's write lock (the browse page answers sooner)."""
     if emotion not in USER_LABELS:
         raise LibraryError(f"unknown label {emotion!r}; choose from {', '.join(USER_LABELS)}")
-    store = open_store(db_path)
+    store = open_store(db_path, wait=wait)
+    try:  # closed, since a server labels many times
+        return _label(store, file_path, emotion)
+    finally:
+        store.close()
+
+
+def _label(store, file_path, emotion):
     row = find(store, file_path)
     if row["error"]:
         raise LibraryError(f"{row['path']} could not be read ({row['error']}): nothing to label")

@@ -194,6 +194,13 @@ def _still_scanned(f, row):
     return hashlib.file_digest(f, "sha256").hexdigest() == row["hash"]
 
 
+def _servable(row):
+    f = open_recorded(row)
+    if f:
+        f.close()
+    return f is not None
+
+
 def send_recorded(rows):
     """The first of rows whose file is still what was scanned, as a response; 404 if none is."""
     for row in rows:
@@ -202,7 +209,10 @@ def send_recorded(rows):
             # A header cannot hold a name's line break or other control character.
             name = re.sub(r"[\x00-\x1f\x7f]", "_", row["name"])
             return send_file(f, download_name=name, conditional=False, max_age=0)
-    return jsonify(error="no such sticker (or its file changed since the scan: scan again)"), 404
+    return jsonify(error=NO_SUCH_STICKER), 404
+
+
+NO_SUCH_STICKER = "no such sticker (or its file changed since the scan: scan again)"
 
 
 VIEW = """<!doctype html>
@@ -217,8 +227,9 @@ def view_page(rows, name=None):
     """A page of its own for a sticker, titled with its file name (not its hash; of the copies of
     its content, the one named): the sticker, or for a clip a player with a frame as its poster
     (browsers play few clip codecs)."""
+    rows = [r for r in rows if _servable(r)]  # else a page of a picture that cannot load, as 200
     if not rows:
-        abort(404, "no such sticker")
+        return jsonify(error=NO_SUCH_STICKER), 404
     row = next((r for r in rows if r["name"] == name), rows[0])
     src = f"/sticker/{row['hash']}/{quote(row['name'])}"
     title = html.escape(shown(row["name"]))

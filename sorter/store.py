@@ -423,9 +423,10 @@ class Store:
             raise StoreError(f"cannot write database {self.path}: {e}") from None
 
     def _begin(self):
-        """BEGIN IMMEDIATE, saying so on stderr when another process holds the write lock for more
-        than a moment: a wait of up to a minute is otherwise a silent hang."""
-        self.db.execute(f"PRAGMA busy_timeout = {LOCK_NOTE_S * 1000}")
+        """BEGIN IMMEDIATE within the store's wait, saying so on stderr when another process holds
+        the write lock for more than a moment: a wait of up to a minute is otherwise a silent hang."""
+        note = min(LOCK_NOTE_S, self.wait)
+        self.db.execute(f"PRAGMA busy_timeout = {note * 1000}")
         try:
             self.db.execute("BEGIN IMMEDIATE")
             return
@@ -433,15 +434,20 @@ class Store:
             if "locked" not in str(e):
                 raise
         finally:
-            self.db.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_S * 1000}")
-        say(f"waiting for {self.path}: another process is writing to it (up to {LOCK_WAIT_S} s)")
+            self.db.execute(f"PRAGMA busy_timeout = {self.wait * 1000}")
         try:
+            if self.wait <= note:
+                raise sqlite3.OperationalError("database is locked")
+            say(f"waiting for {self.path}: another process is writing to it (up to {self.wait} s)")
+            self.db.execute(f"PRAGMA busy_timeout = {(self.wait - note) * 1000}")
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             if "locked" not in str(e):
                 raise
-            raise StoreError(f"database {self.path} stayed locked by another process for over {LOCK_WAIT_S} s; "
+            raise StoreError(f"database {self.path} stayed locked by another process for over {self.wait} s; "
                              f"nothing was written (is a stopped stickersort or another program holding it?)") from None
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {self.wait * 1000}")
 
     def _rows(self, sql, args):
         """Rows as dicts, straight from the connection: sqlite-utils' query() wraps each read in

@@ -210,6 +210,7 @@ def test_a_sticker_swapped_for_a_link_is_not_served(server, library, tmp_path):
         swap(path)
         status, body = get(url, timeout=10)
         assert status == 404 and b"not for the web" not in body and b"root:" not in body, name
+        assert get(f"{server.url}/view/{digest}/{name}", timeout=10)[0] == 404  # before: 200, a page of nothing
         # Nor is a correction made through it: a hard link or copy in OUT would be of what it leads to.
         status, answer = get_json(server.url + "/label", data=json.dumps({"path": path, "label": "sad"}).encode(),
                                   headers={"Content-Type": "application/json"})
@@ -333,3 +334,30 @@ def test_stickers_filed_through_followed_links_are_served(tmp_path):
 def test_a_port_in_use_is_one_line(cli, server, library):
     result = cli("browse", "--db", library["db"], "--port", server.port)
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "cannot listen" in result.output
+
+
+def test_a_correction_under_another_programs_lock_is_answered_soon_and_leaks_nothing(server, library):
+    """Before: a correction waited out a write's minute (eight of them held every request thread,
+    so the page too), and each left its database connection open for the server's life."""
+    import time
+    path = sqlite3.connect(library["db"]).execute("select path from files where label = 'noface' limit 1").fetchone()[0]
+    json_type = {"Content-Type": "application/json"}
+    correct = lambda label: get_json(server.url + "/label", data=json.dumps({"path": path, "label": label}).encode(),
+                                     headers=json_type)
+    open_files = lambda: sum(os.path.realpath(f"/proc/{server.proc.pid}/fd/{fd}").startswith(str(library["db"]))
+                             for fd in os.listdir(f"/proc/{server.proc.pid}/fd"))
+    assert correct("noface")[0] == 200
+    before = open_files()
+    for label in ("sad", "noface") * 5:
+        assert correct(label)[0] == 200
+    assert open_files() == before
+    holder = sqlite3.connect(library["db"], isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        status, answer = correct("sad")
+        assert status == 503 and "stayed locked" in answer["error"], answer
+        assert time.monotonic() - started < 10
+    finally:
+        holder.execute("ROLLBACK")
+    assert sqlite3.connect(library["db"]).execute("select label from files where path = ?", [path]).fetchone()[0] == "noface"
