@@ -63,6 +63,28 @@ def test_train_writes_every_output_then_resumes(cli, tmp_path):
     assert resumed_metrics["train_seconds"] == pytest.approx(sum(seconds), abs=0.2)  # both sessions
     evaluated = cli("evaluate", data, "--model", out / "stickernet.onnx", "--split", "PrivateTest", "--json")
     assert json.loads(evaluated.stdout)["n"] == 21
+    # Before: nothing trained, without a word; and without its backup, a run started afresh and
+    # appended a second epoch 0 to the history.
+    args = ["train", data, "--epochs", "2", "--batch-size", "16", "--out", out, "--limit", "60", "--resume"]
+    done = cli(*args)
+    assert done.exit_code == 2 and "has trained 2 of its epochs already" in done.stderr
+    shutil.rmtree(out / "backup")
+    gone = cli(*args[:3], "3", *args[4:])
+    assert gone.exit_code == 2 and "backup, from which the run goes on, is gone" in gone.stderr
+
+
+def test_a_diverging_run_stops_at_once_and_odd_knobs_or_data_are_one_line(cli, tmp_path):
+    """Before: every epoch ran on NaN weights, then the export failed; --swa past --epochs was
+    recorded as trajectories never run; a link loop as DATA was an internal error (70)."""
+    data = write_csv(tmp_path / "mini.csv")
+    diverged = cli("train", data, "--epochs", "2", "--lr", "1e30", "--limit", "30", "--out", tmp_path / "run")
+    assert diverged.exit_code == 2 and "the training diverged" in diverged.stderr, diverged.stderr
+    assert "epoch 2/2" not in diverged.stderr and not (tmp_path / "run" / "stickernet.onnx").exists()
+    swa = cli("train", data, "--epochs", "1", "--swa", "3", "--out", tmp_path / "swa")
+    assert swa.exit_code == 2 and "need --epochs 3 or more" in swa.stderr
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    loop = cli("train", tmp_path / "loop", "--epochs", "1", "--out", tmp_path / "l")
+    assert loop.exit_code == 2 and len(loop.stderr.strip().splitlines()) == 1, loop.stderr
 
 
 def test_every_train_option_takes_its_default_from_the_config():
@@ -329,9 +351,10 @@ def test_an_onnx_start_of_another_arch_is_a_one_line_error(cli, tmp_path):
     from stickersort.model.inference import SHIPPED_MODEL
 
     result = cli("train", write_csv(tmp_path / "mini.csv"), "--init", SHIPPED_MODEL, "--arch", "sticker-deep",
-                 "--epochs", "1", "--out", tmp_path / "run")
+                 "--teacher", SHIPPED_MODEL, "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 2
     assert "is not a sticker-deep net" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "distilling" not in result.stderr  # before: told only after the teachers' and the cards' minutes
     assert not (tmp_path / "run").exists()  # refused: nothing to trip a later run
 
 
@@ -371,6 +394,12 @@ def test_a_capitalised_class_folder_and_an_upper_case_gz_are_read(tmp_path):
         cv2.imwrite(str(tmp_path / "faces" / "Train" / emotion / "a.png"), np.full((48, 48), 20 * i, np.uint8))
     faces, labels, usage = load_folder(tmp_path / "faces", quiet=True)
     assert sorted(labels) == list(range(7)) and set(usage) == {"Training"}
+    # Before: a FIFO named as an image hung the run for ever; a 16-bit PNG was read as white.
+    os.mkfifo(tmp_path / "faces" / "Train" / "sad" / "pipe.png")
+    cv2.imwrite(str(tmp_path / "faces" / "Train" / "fear" / "wide.png"), np.full((48, 48), 100 * 257, np.uint16))
+    faces, labels, _ = load_folder(tmp_path / "faces", quiet=True)
+    assert len(faces) == 8 and faces[list(labels).index(2, 0)].mean() == 40  # the 8-bit fear face
+    assert sorted(f.mean() for f, label in zip(faces, labels) if label == 2) == [40, 100]
     plain = write_csv(tmp_path / "plain.csv")
     with open(plain, "rb") as f, gzip.open(tmp_path / "DATA.CSV.GZ", "wb") as g:
         g.write(f.read())

@@ -104,6 +104,17 @@ def _usage(path, line, text):
     return text.strip()
 
 
+def _gray(im):
+    """A 48x48 uint8 face from any image: Pillow's convert("L") clips a 16-bit one to white."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im, dtype=np.float64)
+        sixteen = im.mode.startswith("I;16") or wide.max() > 255  # "I": a 16-bit PNG, or 32-bit values
+        im = Image.fromarray((wide / 257 if sixteen else wide).clip(0, 255).astype(np.uint8))
+    return np.asarray(im.convert("L").resize((48, 48)))
+
+
 def load_folder(root, quiet=False):
     """train/<emotion>/*.jpg with validation/ or test/; Training_/PublicTest_/PrivateTest_ name
     prefixes, when present, mark the official split instead of the folder."""
@@ -114,12 +125,13 @@ def load_folder(root, quiet=False):
              for split_dir in sorted(p for p in root.iterdir() if p.is_dir())
              if (folder_split := FOLDER_SPLITS.get(split_dir.name.lower()))
              for label, folder in _class_folders(split_dir)
-             for img in sorted(folder.glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES]
+             # A FIFO's open would wait for ever; a folder, a device: no image either.
+             for img in sorted(folder.glob("*")) if img.suffix.lower() in IMAGE_SUFFIXES and img.is_file()]
     faces, labels, usage = [], [], []
     for img, label, folder_split in progress.bar(found, quiet, desc=f"reading {root.name}", unit=" faces"):
         try:
             with Image.open(img) as im:
-                faces.append(np.asarray(im.convert("L").resize((48, 48))))
+                faces.append(_gray(im))
         except (OSError, ValueError, Image.DecompressionBombError):  # PIL's UnidentifiedImageError is an OSError
             raise DataError(f"{img}: not an image that can be read") from None
         labels.append(label)

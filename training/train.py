@@ -28,6 +28,12 @@ from .rebuild import from_onnx
 
 # The knobs a --resume may change: more epochs make a longer run, int8 is an export choice.
 RESUMABLE = ("epochs", "int8")
+BN_FACES = 2048  # the faces an --init .onnx model's batch norm is measured on (rebuild.py)
+
+
+def session_seed(config, done):
+    """The seed of a session that starts after DONE epochs, within what the generators take."""
+    return (config.seed + done) % 2**32
 
 
 def run(data, out, config=Config(), resume=False, quiet=False):
@@ -40,18 +46,20 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     fer_data.require(data, splits)
     if config.limit:
         splits = fer_data.limit(splits, config.limit, config.seed)
+    done = len(read_history(out / "history.csv")) if resume else 0
+    # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
+    # not the random generators, which would deal epoch 0's masks and views again.
+    keras.utils.set_random_seed(session_seed(config, done))
+    # Before the teachers and cards (minutes): an --init of another arch is told first. Its batch
+    # norm is measured on Training's first faces, which the card views only follow.
+    net = start_net(config.init, config.arch, net_inputs(splits["Training"][0][:BN_FACES]))
     if config.teachers:
         progress.say(f"distilling from {len(config.teachers)} teacher(s)", quiet)
         splits = distil(splits, config.teachers, config.teacher_weight)
     if config.cards:
         progress.say(f"adding {config.cards} card view(s) of each Training face", quiet)
         splits = with_scanner_views(splits, config.cards, config.seed)
-    done = len(read_history(out / "history.csv")) if resume else 0
-    # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
-    # not the random generators, which would deal epoch 0's masks and views again.
-    keras.utils.set_random_seed(config.seed + done)
     x = net_inputs(splits["Training"][0])  # once: 28,709 faces in float32 are 265 MB
-    net = start_net(config.init, config.arch, x)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad data or a bad --init leaves no run folder
     (out / "options.json").write_text(json.dumps(record, indent=1))
     history = fit(x, splits, net, out, config, quiet, done)
@@ -67,7 +75,7 @@ def check_run(out, config, resume, command, data):
     an OUT of its own. --resume must continue the same run: a teacher or a label set left off
     would silently change every target, so only the RESUMABLE knobs may differ."""
     check_options(config)
-    options, data = recorded(config), str(Path(data).resolve())
+    options, data = recorded(config), os.path.realpath(data)  # realpath: no error for a link loop
     saved = out / "options.json"
     if not resume:
         run_folder.check_new(out, "pass --resume to go on with its training, or another --out"
@@ -77,6 +85,13 @@ def check_run(out, config, resume, command, data):
         raise fer_data.DataError(f"{out} holds no training run to resume; leave out --resume to start one")
     run_folder.check_writable(out)
     stored = _stored(saved)
+    done = len(read_history(out / "history.csv"))
+    if done and not (out / "backup").is_dir():  # else it would start afresh and append to the history
+        raise fer_data.DataError(f"{out}/backup, from which the run goes on, is gone: it cannot continue where it "
+                                 f"stopped; start it again with another --out")
+    if done >= config.epochs and (out / "metrics.json").exists():  # else only its export is left to do
+        raise fer_data.DataError(f"{out} has trained {done} of its epochs already: give --epochs more than {done} "
+                                 f"to train on")
     if stored.get("data", data) != data:  # a run recorded before DATA was counts as its own
         raise fer_data.DataError(f"{out} was trained on {stored['data']}, not {data}: "
                                  f"resume with `{resume_hint(stored)}`")
@@ -119,6 +134,8 @@ def check_options(config):
     """What the CLI's option types check, checked for a Python caller too, before any data."""
     if config.arch not in ARCHS:
         raise fer_data.DataError(f"unknown arch {config.arch!r}; choose from {', '.join(ARCHS)}")
+    if config.swa > config.epochs:  # else fewer trajectories than recorded
+        raise fer_data.DataError(f"--swa {config.swa}: {config.swa} trajectories need --epochs {config.swa} or more")
     if config.ferplus and config.labels not in ("ferplus", "blend"):  # else recorded, and read by nothing
         raise fer_data.DataError("--ferplus: the FER+ votes are read only with --labels ferplus or blend")
     for path in filter(None, (config.init, *config.teachers)):
@@ -131,9 +148,9 @@ def recorded(config):
     so that a resume started from another folder is the same run."""
     def value(name, v):
         if name == "teachers":
-            return [str(Path(t).resolve()) for t in v]
+            return [os.path.realpath(t) for t in v]
         if name in ("ferplus", "init") and v:
-            return str(Path(v).resolve())
+            return os.path.realpath(v)
         return v
 
     return {f.name: value(f.name, getattr(config, f.name))
@@ -165,7 +182,7 @@ def fit(x, splits, net, out, config, quiet=False, done=0):
     never while the epoch's backup is written."""
     y = splits["Training"][1]
     xv, yv = splits["PublicTest"]
-    views = augmenter(config.seed + done, config.augment)
+    views = augmenter(session_seed(config, done), config.augment)
     trainer = (sam.trainer(views, net, config.sam) if config.sam
                else keras.Sequential([keras.Input(net.input_shape[1:]), views, net]))
     steps_per_epoch = int(np.ceil(len(x) / config.batch_size))
@@ -184,6 +201,7 @@ def fit(x, splits, net, out, config, quiet=False, done=0):
     with deferred() as stop:
         callbacks = [
             InterruptBetweenBatches(stop),
+            StopWhenDiverged(out),
             Backup(str(out / "backup"), delete_checkpoint=False),
             EpochSeconds(),  # before the logger, which writes the logs it is handed
             keras.callbacks.CSVLogger(str(history_csv), append=True),
@@ -269,6 +287,21 @@ class InterruptBetweenBatches(keras.callbacks.Callback):
             raise Signalled(self.stop.signum)
 
     on_test_batch_end = on_epoch_begin = on_train_batch_end
+
+
+class StopWhenDiverged(keras.callbacks.Callback):
+    """A NaN or infinite loss ends the run at once: every later batch and the export would only
+    carry NaN weights on (keras' TerminateOnNaN would still export them)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise fer_data.DataError(f"the training diverged (loss {float(loss)} at batch {batch + 1}): try a lower "
+                                     f"--lr, with another --out (or delete {self.out})")
 
 
 class Backup(keras.callbacks.BackupAndRestore):
