@@ -534,7 +534,8 @@ def _run_folder(out):
 @click.option("--arch", type=click.Choice(ARCHS), default="sticker-wide", show_default=True,
               help="The arch of any .onnx --model")
 @click.option("--out", type=click.Path(), default="runs/soup", show_default=True,
-              help="What train writes (less history and curves), plus soup.json: every mixture tried")
+              help="best.keras, stickernet.onnx, metrics.json and the figures, as train writes them, plus soup.json: "
+                   "every mixture tried")
 @click.option("--int8", is_flag=True, help="Export stickernet.onnx quantized to int8 (about 2x faces/s)")
 @click.option("--cards", type=click.IntRange(min=0), default=0, show_default=True,
               help="The models were trained with train --cards N: batch norm is recomputed on the same "
