@@ -7,6 +7,7 @@ sorter/links.py, so only entries stickersort made and that are still what it mad
 """
 import json
 import os
+import sqlite3
 import stat
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,10 @@ def label_file(db_path, file_path, emotion, wait=LOCK_WAIT_S):
     store = open_store(db_path, wait=wait)
     try:  # closed, since a server labels many times
         return _label(store, file_path, emotion)
+    except StoreError as e:  # a write that waited out the lock, say
+        raise NoLibrary(str(e)) from None
+    except sqlite3.OperationalError as e:  # a link's record, locked out the same way
+        raise NoLibrary(f"database {store.path}: {e}") from None
     finally:
         store.close()
 

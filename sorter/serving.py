@@ -227,10 +227,11 @@ def view_page(rows, name=None):
     """A page of its own for a sticker, titled with its file name (not its hash; of the copies of
     its content, the one named): the sticker, or for a clip a player with a frame as its poster
     (browsers play few clip codecs)."""
-    rows = [r for r in rows if _servable(r)]  # else a page of a picture that cannot load, as 200
-    if not rows:
+    # The named copy, else the first that can be served: not a page of a picture that cannot load.
+    named = [r for r in rows if r["name"] == name]
+    row = next((r for r in named + [r for r in rows if r not in named] if _servable(r)), None)
+    if row is None:
         return jsonify(error=NO_SUCH_STICKER), 404
-    row = next((r for r in rows if r["name"] == name), rows[0])
     src = f"/sticker/{row['hash']}/{quote(row['name'])}"
     title = html.escape(shown(row["name"]))
     content = (f'<video src="{src}" poster="/poster/{row["hash"]}" controls autoplay muted loop></video>'

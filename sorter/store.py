@@ -543,7 +543,8 @@ class Store:
     def set_label(self, path, label, user_label):
         """A file's label and the user's own (`stickersort label`: both the same, and no scan
         overrides it; None: the model's)."""
-        self.db.execute("update files set user_label = ?, label = ? where path = ?", [user_label, label, path])
+        with self._writing():  # the lock waited for within the store's wait, else a StoreError
+            self.db.execute("update files set user_label = ?, label = ? where path = ?", [user_label, label, path])
 
     def paths_and_roots(self):
         """Every recorded file's path and the folder it was scanned from, by path."""

@@ -29,7 +29,7 @@ from watchdog.observers.polling import PollingObserver
 
 from . import media
 from .paths import is_out, key_path, path_key, shown, within
-from .scan import Scanner, Summary, file_hash, readable_again, unwalked, walk
+from .scan import PERMISSION_DENIED, Scanner, Summary, file_hash, readable_again, unwalked, walk
 from .vote import said, threshold
 
 POLL_S = 5.0  # past the watch limit: seconds between two looks at the whole tree
@@ -290,11 +290,18 @@ class Watcher:
             self._moved(src, os.fsdecode(event.dest_path), event.is_directory)
         elif event.event_type == "deleted":
             self._deleted(src, event.is_directory)
+        elif event.event_type == "attrib" and not event.is_directory:
+            if self._denied(src):  # a chmod may let it be read (scan.readable_again); else nothing
+                self.pending.setdefault(src, None)  # to do: a hard link made in OUT is an attrib too
         elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
             if self._wanted(src):
                 self.pending.setdefault(src, None)
             elif not self._in_an_out(src):  # an OUT's entries are none of the watch's business
                 self._deleted(src, False)  # a recorded sticker swapped for a link: gone, as a scan sees it
+
+    def _denied(self, path):
+        record = self.scanner.store.get(path_key(path))
+        return bool(record) and record["error"] == PERMISSION_DENIED
 
     def _check_room(self):
         """A new folder may have taken the last inotify watch, or found none: then poll instead,
@@ -468,8 +475,10 @@ class Watcher:
             except FileNotFoundError:
                 del self.pending[path]  # its deleted event does the rest
                 continue
-            except OSError as e:  # a link loop, no search permission: once settled, an error record as a scan's
-                signature = ("cannot stat", e.errno)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    continue  # no search permission, say: for now, looked at again on the next round
+                signature = ("cannot stat", e.errno)  # a link loop stays one: an error record, as a scan's
             if seen is None or seen[0] != signature:
                 self.pending[path] = (signature, now)
             elif now - seen[1] >= self.settle:

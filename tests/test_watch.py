@@ -824,3 +824,30 @@ def test_a_folder_deleted_under_the_watch_takes_the_records_a_scan_of_it_made(tm
     finally:
         if w.proc.poll() is None:
             w.proc.kill()
+
+
+def test_a_file_denied_reading_is_read_once_a_chmod_allows_it(tmp_path):
+    """A chmod changes neither size nor mtime. Before: the file stayed an error until --rescan."""
+    from test_scan import _without_root_file_access
+    if os.geteuid() == 0 and not sys.platform.startswith("linux"):
+        pytest.skip("root reads any file; dropping that needs Linux capabilities")
+    memes, db = tmp_path / "memes", tmp_path / "s.db"
+    memes.mkdir()
+    hopper().save(memes / "a.png")
+    os.chmod(memes / "a.png", 0)
+    proc = subprocess.Popen([sys.executable, "-m", "stickersort.sorter", "watch", str(memes), "--out", str(tmp_path / "out"),
+                             "--db", str(db), "--settle", str(SETTLE), "-q"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=_without_root_file_access if os.geteuid() == 0 else None)
+    def record():
+        try:
+            return sqlite3.connect(db).execute("select label, error from files").fetchone()
+        except sqlite3.OperationalError:  # not made yet
+            return None
+    try:
+        wait_for(lambda: record() == (None, "permission denied"), "the error record", STARTUP_S)
+        os.chmod(memes / "a.png", 0o644)
+        wait_for(lambda: (record() or (None, ""))[0] is not None, "a.png read and filed")
+        assert record()[1] is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)

@@ -8,6 +8,9 @@ that training-mode batch norm starts as the same function as the file.
 import numpy as np
 
 
+BN_FACES = 2048  # the first faces, whose statistics a rebuilt net's batch norm takes
+
+
 def from_onnx(path, arch, faces):
     """ARCH's net with PATH's weights; FACES (float net inputs) give the BN statistics."""
     import keras
@@ -88,7 +91,7 @@ def _bn_after(layer, net):
                 and l.input._keras_history.operation is layer)
 
 
-def _set_batch_norms(net, bns, biases, faces, n=2048):
+def _set_batch_norms(net, bns, biases, faces):
     """Moving statistics = each BN input's batch statistics, gamma and beta chosen so that
     BN(x) = x + bias, the folded conv's output, either way batch norm runs."""
     import keras
@@ -98,7 +101,7 @@ def _set_batch_norms(net, bns, biases, faces, n=2048):
         bn.set_weights([np.ones(c, "float32"), bias, np.zeros(c, "float32"),
                         np.full(c, 1 - bn.epsilon, "float32")])
     probe = keras.Model(net.input, [bn.input for bn in bns])
-    outs = probe.predict(faces[:n], batch_size=256, verbose=0)
+    outs = probe.predict(faces[:BN_FACES], batch_size=256, verbose=0)
     for bn, bias, out in zip(bns, biases, outs):
         mean, var = out.mean((0, 1, 2)), out.var((0, 1, 2))
         bn.set_weights([np.sqrt(var + bn.epsilon), mean + bias, mean, var])

@@ -24,11 +24,10 @@ from .augment import augmenter
 from .cards import scanner_views
 from .config import ARCHS, Config
 from .network import build, load
-from .rebuild import from_onnx
+from .rebuild import BN_FACES, from_onnx
 
 # The knobs a --resume may change: more epochs make a longer run, int8 is an export choice.
 RESUMABLE = ("epochs", "int8")
-BN_FACES = 2048  # the faces an --init .onnx model's batch norm is measured on (rebuild.py)
 
 
 def session_seed(config, done):
@@ -47,6 +46,9 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     if config.limit:
         splits = fer_data.limit(splits, config.limit, config.seed)
     done = len(read_history(out / "history.csv")) if resume else 0
+    if done >= config.epochs:  # a run stopped in its export, or exported again (--int8)
+        progress.say(f"{out} has trained its {done} epochs: only exporting (give --epochs more than {done} to "
+                     f"train on)", quiet)
     # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
     # not the random generators, which would deal epoch 0's masks and views again.
     keras.utils.set_random_seed(session_seed(config, done))
@@ -89,9 +91,7 @@ def check_run(out, config, resume, command, data):
     if done and not (out / "backup").is_dir():  # else it would start afresh and append to the history
         raise fer_data.DataError(f"{out}/backup, from which the run goes on, is gone: it cannot continue where it "
                                  f"stopped; start it again with another --out")
-    if done >= config.epochs and (out / "metrics.json").exists():  # else only its export is left to do
-        raise fer_data.DataError(f"{out} has trained {done} of its epochs already: give --epochs more than {done} "
-                                 f"to train on")
+
     if stored.get("data", data) != data:  # a run recorded before DATA was counts as its own
         raise fer_data.DataError(f"{out} was trained on {stored['data']}, not {data}: "
                                  f"resume with `{resume_hint(stored)}`")
@@ -298,9 +298,15 @@ class StopWhenDiverged(keras.callbacks.Callback):
         self.out = out
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            raise fer_data.DataError(f"the training diverged (loss {float(loss)} at batch {batch + 1}): try a lower "
+        self._check(logs, f"batch {batch + 1}", ("loss",))
+
+    def on_epoch_end(self, epoch, logs=None):  # before the backup and best.keras: the last batch's update
+        self._check(logs, f"epoch {epoch + 1}", ("loss", "val_loss"))
+
+    def _check(self, logs, where, keys):
+        bad = next((k for k in keys if k in (logs or {}) and not np.isfinite(float(logs[k]))), None)
+        if bad:
+            raise fer_data.DataError(f"the training diverged ({bad} {float(logs[bad])} at {where}): try a lower "
                                      f"--lr, with another --out (or delete {self.out})")
 
 
