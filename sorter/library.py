@@ -144,7 +144,7 @@ def _relink(store, row, source, label):
     last = links[-1]
     out = Path(key_path(last["link"])).parent.parent
     _check_own_out(out, store)
-    linker = Linker(out, store, last["mode"])
+    linker = Linker(out, store, last["mode"], wait=store.wait)
     link = linker.place(source, row["path"], label, row["hash"])
     return link, linker.counts["kept"] == 1
 

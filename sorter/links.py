@@ -27,6 +27,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +52,9 @@ class LinkError(Exception):
 
 
 class Linker:
-    def __init__(self, out, store, mode="symlink", dry_run=False, report=None):
+    def __init__(self, out, store, mode="symlink", dry_run=False, report=None, wait=None):
+        """wait: seconds for another process's turn at the links (None: as long as it takes, as a
+        scan waits for another; a correction from the browse page gives up sooner)."""
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}")
         # Resolved: a relative link is followed from where its folder really is.
@@ -59,6 +62,7 @@ class Linker:
         self.store = store
         self.mode = mode
         self.dry_run = dry_run
+        self.wait = wait
         self.report = report or (lambda action, link, source: None)
         self.counts = {"created": 0, "moved": 0, "removed": 0, "kept": 0, "last_copies": 0}
         self._planned = set()  # a dry run's names, so its plan does not give one twice
@@ -136,7 +140,7 @@ class Linker:
         except OSError as e:
             raise LinkError(f"cannot use the lock file {lock}: {e.strerror}; remove it") from None
         try:
-            _wait_for_turn(fd, lock)
+            _wait_for_turn(fd, lock, self.wait)
             yield
         finally:
             os.close(fd)
@@ -590,9 +594,10 @@ def _shortened(name):
     return re.sub(r"\\(x[0-9a-f]?)?$", "", stem) + suffix  # no \xNN escape cut in half
 
 
-def _wait_for_turn(fd, lock, note_after=TURN_NOTE_S):
+def _wait_for_turn(fd, lock, wait=None, note_after=TURN_NOTE_S):
     """flock, saying so on stderr when another process keeps the turn for more than a moment: one
-    stopped with Ctrl-Z keeps it, and the wait is otherwise a silent hang."""
+    stopped with Ctrl-Z keeps it, and the wait is otherwise a silent hang. wait: give up after so
+    many seconds (LinkError); None: never."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the usual case: no thread for the note
         return
@@ -602,6 +607,18 @@ def _wait_for_turn(fd, lock, note_after=TURN_NOTE_S):
     note.daemon = True
     note.start()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if wait is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LinkError(f"another stickersort has kept {lock} for over {wait:g} s (one stopped with "
+                                    f"Ctrl-Z?); nothing changed") from None
+                time.sleep(0.05)
     finally:
         note.cancel()

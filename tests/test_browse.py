@@ -360,4 +360,13 @@ def test_a_correction_under_another_programs_lock_is_answered_soon_and_leaks_not
         assert time.monotonic() - started < 10
     finally:
         holder.execute("ROLLBACK")
+    import fcntl  # the links' turn, as a scan stopped with Ctrl-Z keeps it: before, waited on for ever
+    turn = os.open(f"{library['db']}.lock", os.O_RDWR)
+    try:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        started = time.monotonic()
+        status, answer = correct("sad")
+        assert status == 400 and "for over 5 s" in answer["error"] and time.monotonic() - started < 10, answer
+    finally:
+        os.close(turn)
     assert sqlite3.connect(library["db"]).execute("select label from files where path = ?", [path]).fetchone()[0] == "noface"
