@@ -108,6 +108,7 @@ def test_a_resume_compares_every_knob_and_a_knob_newer_than_the_run_counts_at_it
     del first["data"]  # and before DATA was recorded
     (tmp_path / "options.json").write_text(json.dumps(first))
     (tmp_path / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n")
+    (tmp_path / "backup").mkdir()  # what the epoch left to go on from
     assert check_run(tmp_path, Config(seed=3, epochs=9, int8=True), True, "stickersort train", "fer.csv") == first
     with pytest.raises(DataError, match="other cards, lr: resume with `stickersort train fer.csv --seed 3 --resume`"):
         check_run(tmp_path, Config(seed=3, cards=1, lr=0.1), True, "stickersort train", "fer.csv")
