@@ -542,6 +542,9 @@ def _run_folder(out):
                    "mix, and each mixture is also judged on a card view of each PublicTest face")
 def soup(data, models, arch, out, int8, cards):
     """Average the weights of several fine-tunes of one start (a greedy model soup, chosen on PublicTest)."""
+    twice = next((m for i, m in enumerate(models) if any(os.path.samefile(m, o) for o in models[:i])), None)
+    if twice:  # else counted as two of its ingredients, its weight doubled
+        raise Fail(f"--model {twice} is given twice")
     _need("stickersort soup", *TRAINING)
     from ..training.quiet import import_tensorflow
     import_tensorflow()

@@ -663,6 +663,10 @@ def test_a_misspelt_arch_or_a_missing_votes_file_is_refused_before_any_data_is_r
     stray = cli("train", broken, "--ferplus", tmp_path / "nope.csv", "--out", tmp_path / "bad")  # was ignored
     assert stray.exit_code == 2 and "read only with --labels ferplus or blend" in stray.stderr
     assert not (tmp_path / "bad").exists()
+    from stickersort.model.inference import SHIPPED_MODEL  # before: "2 of 2 models kept", one weighed twice
+    (tmp_path / "same.onnx").symlink_to(SHIPPED_MODEL)
+    twice = cli("soup", data, "--model", SHIPPED_MODEL, "--model", tmp_path / "same.onnx", "--out", tmp_path / "bad")
+    assert twice.exit_code == 2 and "is given twice" in twice.stderr and not (tmp_path / "bad").exists()
     with pytest.raises(DataError, match="unknown arch 'x'; choose from sticker-deep"):  # a Python caller too
         check_run(tmp_path / "bad", Config(arch="x"), False, "", "fer.csv")
 
