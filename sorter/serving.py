@@ -241,6 +241,7 @@ def view_page(rows, name=None):
 
 def poster_of(rows):
     """The first frame of the first of rows still as scanned, as a JPEG response; 404 if none."""
+    undecoded = False
     for row in rows:
         f = open_recorded(row)
         if not f:
@@ -251,7 +252,9 @@ def poster_of(rows):
             capture.release()
         if ok:
             return Response(cv2.imencode(".jpg", bgr)[1].tobytes(), mimetype="image/jpeg")
-    abort(404, "no such sticker (or its file changed since the scan: scan again)")
+        undecoded = True
+    # A file still as scanned that the video reader cannot open (an animated WebP): no scan helps.
+    abort(404, "no poster: the video reader cannot decode this sticker" if undecoded else NO_SUCH_STICKER)
 
 
 class _Name(PathConverter):
