@@ -291,8 +291,10 @@ class Watcher:
         elif event.event_type == "deleted":
             self._deleted(src, event.is_directory)
         elif event.event_type == "attrib" and not event.is_directory:
-            if self._denied(src):  # a chmod may let it be read (scan.readable_again); else nothing
-                self.pending.setdefault(src, None)  # to do: a hard link made in OUT is an attrib too
+            # A chmod may let a file denied reading be read (scan.readable_again). Only such a file:
+            # every hard link made in OUT is an attrib event on its original too.
+            if self._denied(src):
+                self.pending.setdefault(src, None)
         elif event.event_type in ("created", "modified", "closed") and not event.is_directory:
             if self._wanted(src):
                 self.pending.setdefault(src, None)
