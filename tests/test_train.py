@@ -858,7 +858,8 @@ def test_a_soup_of_card_trained_models_sets_batch_norm_on_faces_and_card_views(c
             for i in np.concatenate([np.flatnonzero(labels == k)[:n] for k in range(7)]):
                 f.write(f'{labels[i]},"{" ".join(map(str, faces[i].ravel()))}",{split}\n')
     out = tmp_path / "soup"
-    result = cli("soup", data, "--model", SHIPPED_MODEL, "--model", SHIPPED_MODEL, "--cards", "1", "--out", out)
+    shutil.copy(SHIPPED_MODEL, tmp_path / "copy.onnx")  # another file: the same one twice is refused
+    result = cli("soup", data, "--model", SHIPPED_MODEL, "--model", tmp_path / "copy.onnx", "--cards", "1", "--out", out)
     assert result.exit_code == 0, result.output
     tried = json.loads((out / "soup.json").read_text())["tried"]
     assert len(tried) == 3 and all(0.5 * 42 <= t["publictest_card_faces"] <= 42 for t in tried)
