@@ -675,10 +675,16 @@ def _refuse_unused(ctx, stickers, calibrate):
 
 def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
     from . import sticker_eval
-    from .interrupt import terminated_as_interrupted
+    from .interrupt import deferred
+    from .media import Interrupted
     _echo(quiet)(f"evaluating {model} on the stickers in {folder}")
-    with _failing(sticker_eval.EvalError), terminated_as_interrupted():  # its scratch database removed
-        report = sticker_eval.evaluate(folder, model, against)
+    with _failing(sticker_eval.EvalError), deferred() as stop:  # a stop between files: its scratch removed
+        try:
+            report = sticker_eval.evaluate(folder, model, against, stop=stop)
+        except Interrupted:
+            _stopped(stop, "nothing was kept")
+    if stop.is_set():  # asked after the scans
+        _stopped(stop, "nothing was kept")
     click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
     if plot:  # after the report, which a failed write would otherwise take with it
         try:

@@ -1,6 +1,5 @@
-"""Ctrl-C and SIGTERM: for the commands that run until stopped (scan, watch, live), a stop at a
-safe point; for work with scratch files to remove (evaluate --stickers), SIGTERM as Ctrl-C
-(terminated_as_interrupted).
+"""Ctrl-C and SIGTERM for the commands that run until stopped or keep scratch files (scan, watch,
+live, evaluate --stickers).
 
 The first signal only asks the work to end at its next safe point (between two files, between two
 frames), so the database and OUT are left as a finished step leaves them; a second Ctrl-C stops at
@@ -46,27 +45,6 @@ class Signalled(KeyboardInterrupt):
     def __init__(self, signum):
         super().__init__()
         self.signum = signum
-
-
-@contextmanager
-def terminated_as_interrupted():
-    """Within the block, SIGTERM ends the work as Ctrl-C does, by an exception (Signalled), so
-    that what it cleans up on the way out (a temporary database) is cleaned up: the default ends
-    the process where it stands. Not for every command: a handler runs only between Python's
-    steps, so one waiting a minute for SQLite's lock would wait it out first."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def interrupted(signum, frame):
-        raise Signalled(signum)
-
-    before = signal.signal(signal.SIGTERM, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def exit_status(signum):

@@ -30,14 +30,15 @@ class EvalError(Exception):
     """A folder that cannot be evaluated; the message is one line for the user."""
 
 
-def evaluate(folder, model=None, against=None):
-    """The whole report for a labelled folder; with against, which files only one model gets right."""
+def evaluate(folder, model=None, against=None, stop=None):
+    """The whole report for a labelled folder; with against, which files only one model gets right.
+    stop: an Event that ends the scans between two files (media.Interrupted), their scratch removed."""
     labels = read_labels(folder)
-    records = scan_records(folder, model)
+    records = scan_records(folder, model, stop=stop)
     report = score(labels, records)
     report["folder"], report["model"] = str(folder), str(model)
     if against:
-        report["against"] = {"model": str(against), **compare(labels, records, scan_records(folder, against))}
+        report["against"] = {"model": str(against), **compare(labels, records, scan_records(folder, against, stop=stop))}
     return report
 
 
@@ -87,7 +88,7 @@ def read_labels(folder):
     return {r["file"]: (r["label"], r.get("source") or NO_SOURCE) for r in rows}
 
 
-def scan_records(folder, model=None, detector="blazeface", frames=8):
+def scan_records(folder, model=None, detector="blazeface", frames=8, stop=None):
     """{file name: its record} from a scan of folder into a throwaway database and OUT."""
     from .scan import Options, Scanner
 
@@ -95,7 +96,7 @@ def scan_records(folder, model=None, detector="blazeface", frames=8):
         options = Options(out=Path(tmp) / "out", db=Path(tmp) / "eval.db", model=model,
                           detector=detector, frames=frames)
         scanner = Scanner(options)
-        scanner.scan(folder)
+        scanner.scan(folder, stop=stop)
         # DIR's own files: one of the same name in a subfolder is another file. Records name
         # them by key (paths.path_key: a backslash is \x5c), labels.csv by name.
         paths = lambda r: (Path(key_path(r["path"])), Path(key_path(r["root"])))
