@@ -30,15 +30,15 @@ class _Number(click.FloatRange):
         return number
 
 
+DEFAULT = "default"
+
+
 class _NumberOrDefault(_Number):
     """A number, or `default`: the shipped model's, remembered as such (DEFAULT)."""
     name = "number or default"
 
     def convert(self, value, param, ctx):
         return DEFAULT if value == DEFAULT else super().convert(value, param, ctx)
-
-
-DEFAULT = "default"
 
 
 class Fail(click.ClickException):
@@ -681,9 +681,9 @@ def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
     with _failing(sticker_eval.EvalError), deferred() as stop:  # a stop between files: its scratch removed
         try:
             report = sticker_eval.evaluate(folder, model, against, stop=stop)
-        except Interrupted:
-            _stopped(stop, "nothing was kept")
-    if stop.is_set():  # asked after the scans
+        except Interrupted:  # stop is set: said below
+            pass
+    if stop.is_set():  # during the scans, or after them
         _stopped(stop, "nothing was kept")
     click.echo(json.dumps(report, indent=2) if as_json else sticker_eval.format_report(report))
     if plot:  # after the report, which a failed write would otherwise take with it

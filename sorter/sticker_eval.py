@@ -99,9 +99,12 @@ def scan_records(folder, model=None, detector="blazeface", frames=8, stop=None):
         scanner.scan(folder, stop=stop)
         # DIR's own files: one of the same name in a subfolder is another file. Records name
         # them by key (paths.path_key: a backslash is \x5c), labels.csv by name.
-        paths = lambda r: (Path(key_path(r["path"])), Path(key_path(r["root"])))
-        return {path.name: r for r in scanner.store.db.query("select * from files")
-                for path, root in [paths(r)] if path.parent == root}
+        own = {}
+        for r in scanner.store.db.query("select * from files"):
+            path = Path(key_path(r["path"]))
+            if path.parent == Path(key_path(r["root"])):
+                own[path.name] = r
+        return own
 
 
 def prediction(record):

@@ -426,28 +426,28 @@ class Store:
         """BEGIN IMMEDIATE within the store's wait, saying so on stderr when another process holds
         the write lock for more than a moment: a wait of up to a minute is otherwise a silent hang."""
         note = min(LOCK_NOTE_S, self.wait)
-        self.db.execute(f"PRAGMA busy_timeout = {note * 1000}")
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise
-        finally:
-            self.db.execute(f"PRAGMA busy_timeout = {self.wait * 1000}")
-        try:
-            if self.wait <= note:
-                raise sqlite3.OperationalError("database is locked")
-            say(f"waiting for {self.path}: another process is writing to it (up to {self.wait} s)")
-            self.db.execute(f"PRAGMA busy_timeout = {(self.wait - note) * 1000}")
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise
+            if self._began_within(note):
+                return
+            if self.wait > note:
+                say(f"waiting for {self.path}: another process is writing to it (up to {self.wait} s)")
+                if self._began_within(self.wait - note):
+                    return
             raise StoreError(f"database {self.path} stayed locked by another process for over {self.wait} s; "
-                             f"nothing was written (is a stopped stickersort or another program holding it?)") from None
+                             f"nothing was written (is a stopped stickersort or another program holding it?)")
         finally:
             self.db.execute(f"PRAGMA busy_timeout = {self.wait * 1000}")
+
+    def _began_within(self, seconds):
+        """BEGIN IMMEDIATE, waiting up to seconds for another process's write lock: whether it began."""
+        self.db.execute(f"PRAGMA busy_timeout = {seconds * 1000}")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            return False
 
     def _rows(self, sql, args):
         """Rows as dicts, straight from the connection: sqlite-utils' query() wraps each read in

@@ -91,7 +91,6 @@ def check_run(out, config, resume, command, data):
     if done and not (out / "backup").is_dir():  # else it would start afresh and append to the history
         raise fer_data.DataError(f"{out}/backup, from which the run goes on, is gone: it cannot continue where it "
                                  f"stopped; start it again with another --out")
-
     if stored.get("data", data) != data:  # a run recorded before DATA was counts as its own
         raise fer_data.DataError(f"{out} was trained on {stored['data']}, not {data}: "
                                  f"resume with `{resume_hint(stored)}`")
