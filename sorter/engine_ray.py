@@ -128,11 +128,23 @@ def joined(address=None):
     holds only what the scan prints after it (--json). One a Ctrl-C ends leaves its job as it is,
     and a Ray this process had joined before is left to whoever joined it."""
     joining = connect(address)
+    if joining:
+        threading.excepthook = _quiet_once_ray_is_gone
     with contextlib.redirect_stdout(sys.stderr):
         yield
         if joining:
             import ray
             ray.shutdown()
+
+
+def _quiet_once_ray_is_gone(args, said=threading.excepthook):
+    """A job a stop left running is torn down by Ray's exit handler, under threads of its own that
+    go on calling Ray (Ray Data's metadata prefetch, say): each failed with a traceback on stderr,
+    after the scan's last line. A thread's failure while Ray is joined is said as before."""
+    import ray
+
+    if ray.is_initialized():
+        said(args)
 
 
 def connect(address=None):
