@@ -30,6 +30,16 @@ class _Number(click.FloatRange):
         return number
 
 
+class _Named(click.Path):
+    """A path that must be named: Path("") is the current folder, so `--stickers "$DIR"` with $DIR
+    unset evaluated the folder the user stood in."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty name would mean the current folder; name it (`.`) if that is meant", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 DEFAULT = "default"
 
 
@@ -151,7 +161,7 @@ def _options(*options):
 
 def _db_option(f):
     # Resolved when the command runs, so the help names the rule, not this machine's home.
-    return click.option("--db", type=click.Path(path_type=Path), default=None,
+    return click.option("--db", type=_Named(path_type=Path), default=None,
                         callback=lambda ctx, param, value: value or default_db(),
                         help="SQLite database [default: $STICKERSORT_DB, else "
                              "$XDG_DATA_HOME/stickersort/stickersort.db, ~/.local/share/... without it]")(f)
@@ -162,7 +172,7 @@ model_options = _options(
     # The names of model.faces.DETECTORS, spelled out so --help does not import OpenCV.
     click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True,
                  help="Face finder (BlazeFace chosen by measurement: docs/detectors.md)"),
-    click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]"))
+    click.option("--model", type=_Named(path_type=Path, dir_okay=False), help="ONNX model [default: the bundled one]"))
 
 
 def scan_options(dry_run=False):
@@ -451,7 +461,7 @@ def stats(db, as_json):
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=_Named(path_type=Path))
 @click.option("--arch", type=click.Choice(ARCHS), default=Config.arch, show_default=True,
               help="The net to build (sticker-wide is the shipped one, in int8); --init brings its own")
 @click.option("--epochs", default=Config.epochs, show_default=True, type=click.IntRange(1), help="Passes over Training")
@@ -466,14 +476,14 @@ def stats(db, as_json):
               help="Seeds weights, shuffling and augmentation")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus", "blend"]), default=Config.labels, show_default=True,
               help="blend: FER2013 labels with 30 % FER+ vote shares mixed into Training's targets")
-@click.option("--ferplus", type=click.Path(path_type=Path), default=Config.ferplus,
+@click.option("--ferplus", type=_Named(path_type=Path), default=Config.ferplus,
               help="FER+ votes file fer2013new.csv(.gz)")
 @click.option("--limit", type=click.IntRange(1), default=Config.limit, help="Train on N images only, scored on N/4 of each test split (a quick check)")
-@click.option("--init", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=Config.init,
+@click.option("--init", type=_Named(path_type=Path, dir_okay=False, exists=True), default=Config.init,
               help="Start from this .keras model (a new learning-rate cycle) instead of random weights; "
                    "an int8 .onnx export (the shipped model) has its float weights rebuilt, with --arch its arch")
 @click.option("--teacher", "teachers", multiple=True, default=Config.teachers,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=_Named(path_type=Path, dir_okay=False, exists=True),
               help="Distil: blend the labels half and half with this .onnx/.keras model's mirror-averaged "
                    "probabilities; repeat it to average an ensemble")
 @click.option("--augment", type=click.Choice(["strong", "light"]), default=Config.augment, show_default=True,
@@ -527,9 +537,9 @@ def _run_folder(out):
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data", type=_Named(path_type=Path))
 @click.option("--model", "models", multiple=True, required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=_Named(path_type=Path, dir_okay=False, exists=True),
               help="A last cycle's .keras model (or an int8 .onnx export, rebuilt as in train --init); repeat it")
 @click.option("--arch", type=click.Choice(ARCHS), default="sticker-wide", show_default=True,
               help="The arch of any .onnx --model")
@@ -562,17 +572,17 @@ def soup(data, models, arch, out, int8, cards):
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path), required=False)
+@click.argument("data", type=_Named(path_type=Path), required=False)
 @click.option("--split", type=click.Choice(["PrivateTest", "PublicTest", "Training"]), default="PrivateTest",
               show_default=True, help="The FER2013 split to score (select on PublicTest, report PrivateTest)")
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="An .onnx or .keras model [default: the bundled one]")
+@click.option("--model", type=_Named(path_type=Path, dir_okay=False), help="An .onnx or .keras model [default: the bundled one]")
 @click.option("--labels", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True,
               help="Score against FER2013's labels or the FER+ majority (faces without one are skipped and counted)")
-@click.option("--ferplus", type=click.Path(path_type=Path), help="FER+ votes file [default: ferplus/fer2013new.csv.gz beside DATA's folder]")
+@click.option("--ferplus", type=_Named(path_type=Path), help="FER+ votes file [default: ferplus/fer2013new.csv.gz beside DATA's folder]")
 @click.option("--tta", is_flag=True, help="Score each face with its mirror image too, their probabilities averaged (the figures "
                    "are then TTA's; the model card's bar counts the plain pass)")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N faces of the split")
-@click.option("--against", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--against", type=_Named(path_type=Path, dir_okay=False),
               help="Also score this model on the same faces (or stickers) and say whether the gap is beyond noise")
 @click.option("--pipeline", is_flag=True,
               help="Put each face on a generated sticker card and run the scan's detect, crop and classify on it; "
@@ -582,12 +592,12 @@ def soup(data, models, arch, out, int8, cards):
                    "(the crop's FER_FRAMES; use --split Training)")
 @click.option("--detector", type=click.Choice(["blazeface", "haar"]), default="blazeface", show_default=True,
               help="With --calibrate: the detector to measure")
-@click.option("--stickers", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--stickers", type=_Named(path_type=Path, file_okay=False),
               help="Instead of FER2013: scan this folder as `scan` would and score it against DIR/labels.csv "
                    "(columns file,label; a label is an expression, noface, or ambiguous: counted for face found only)")
-@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--plot", type=_Named(path_type=Path, dir_okay=False),
               help="With --stickers: draw precision against coverage as the confidence threshold moves into this new PNG")
-@click.option("--figures", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--figures", type=_Named(path_type=Path, file_okay=False),
               help="Also draw the split's confusion.png (counts, row shares) and samples.png (faces, predicted "
                    "against true) into this folder, as train does (never over figures already there)")
 @click.option("--json", "as_json", is_flag=True, help="Everything as JSON (with --stickers, each file's result too)")
@@ -695,7 +705,7 @@ def _evaluate_stickers(folder, model, against, plot, as_json, quiet):
 
 @cli.command()
 @preview_options
-@click.option("--db", type=click.Path(path_type=Path), default=None,
+@click.option("--db", type=_Named(path_type=Path), default=None,
               help="A database from `scan`: show the library's stickers with the expression on screen")
 @click.option("--max-frames", type=click.IntRange(1), help="Stop after N frames")
 @model_options
@@ -783,7 +793,7 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 @click.argument("file", type=click.Path(readable=False))  # the record is read, not the file; a str: Path("") is "."
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record, its faces and links as JSON")
-@click.option("--image", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--image", type=_Named(path_type=Path, dir_okay=False),
               help="Also draw the sampled frames with each face's box and label into this new PNG (an existing name is refused)")
 def show(file, db, as_json, image):
     """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector

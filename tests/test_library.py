@@ -557,3 +557,17 @@ def test_files_of_the_same_content_are_read_once(cli, tmp_path):
     groups = json.loads(cli("dupes", "--db", db, "--json").stdout)
     assert sorted(len(g["files"]) for g in groups) == [3, 3]
     assert not any(f["path"].endswith(("late.png", "later.png")) for g in groups for f in g["files"])
+
+
+@pytest.mark.parametrize("args", [["evaluate", "--stickers", ""], ["evaluate", "DATA", "--figures", ""],
+                                  ["evaluate", ""], ["query", "--db", ""], ["label", "a.png", "happy", "--db", ""],
+                                  ["evaluate", "DATA", "--model", ""]])
+def test_an_empty_path_option_is_refused_not_taken_for_the_current_folder(cli, tmp_path, monkeypatch, args):
+    """Before: `evaluate --stickers ""` (a script's unset $DIR) scanned the current folder, and
+    `--figures ""` drew into it."""
+    hopper().save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    result = cli(*[str(tmp_path / "a.png") if a == "DATA" else a for a in args])
+    assert result.exit_code == 2 and "an empty name would mean the current folder" in result.output
+    assert len(result.output.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
