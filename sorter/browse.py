@@ -87,7 +87,7 @@ def serve(db, host, port, echo=print, stop=None):
     guard(app, host, server.port)
     if note := exposure_note(host, "the stickers and relabel them"):
         echo(note)
-    echo(f"library {db} at {server.url} (Ctrl-C stops)")
+    echo(f"library {db} at {server.where} (Ctrl-C stops)")
     server.start()
     stop = stop or threading.Event()
     try:

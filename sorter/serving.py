@@ -125,6 +125,11 @@ def guard(app, host, port):
     return app
 
 
+# Listening on every address, the page is browsed at one of them: 0.0.0.0 names no machine, and
+# browsers on some systems cannot reach it.
+EVERY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 def _shown(host):
     return f"[{host}]" if ":" in host else host
 
@@ -305,7 +310,9 @@ class Server:
         # A name that resolves to several addresses gets a socket on each (waitress' MultiSocketServer).
         listening = getattr(self.server, "effective_listen", None)
         self.host, self.port = host, int(listening[0][1] if listening else self.server.effective_port)
-        self.url = f"http://{_shown(host)}:{self.port}/"
+        self.url = f"http://{_shown(EVERY_ADDRESS.get(host, host))}:{self.port}/"
+        # What the user is told: where this machine browses it, and that others can.
+        self.where = self.url + (" (and at this machine's other addresses)" if host in EVERY_ADDRESS else "")
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="stickersort-server")
 
     def start(self):

@@ -81,7 +81,7 @@ def serve(live, host, port, matches=None, show=None, echo=print):
     guard(app, host, server.port)
     if note := exposure_note(host, "the camera and the stickers"):
         echo(note)
-    echo(f"live preview at {server.url} (Ctrl-C stops)")
+    echo(f"live preview at {server.where} (Ctrl-C stops)")
     server.start()
     try:
         return live.run(show)

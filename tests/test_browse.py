@@ -374,3 +374,14 @@ def test_a_correction_under_another_programs_lock_is_answered_soon_and_leaks_not
     finally:
         os.close(turn)
     assert sqlite3.connect(library["db"]).execute("select label from files where path = ?", [path]).fetchone()[0] == "noface"
+
+
+def test_served_on_every_address_it_names_a_url_a_browser_reaches(library):
+    """Before: `--host 0.0.0.0` printed http://0.0.0.0:PORT/, which names no machine."""
+    served = Served("browse", "--db", library["db"], "--host", "0.0.0.0", "--port", 0)
+    try:
+        said = next(line for line in served.stderr if "http://" in line)
+        assert served.url.startswith("http://127.0.0.1:") and "other addresses" in said
+        assert get_json(served.url + "/library.json")[0] == 200
+    finally:
+        served.stop()
