@@ -506,7 +506,7 @@ def train(data, out, resume, quiet, **knobs):
     epoch, and the same command with --resume goes on from there.
     """
     _need("stickersort train", *TRAINING)
-    from .interrupt import exit_status
+    from .interrupt import exit_status, terminated_as_interrupted
     from ..training.quiet import import_tensorflow
     import_tensorflow()
     from ..model.inference import ModelError
@@ -515,7 +515,8 @@ def train(data, out, resume, quiet, **knobs):
     from ..training.train import read_history, resume_hint, run
     out = _run_folder(out)
     try:
-        metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
+        with terminated_as_interrupted():
+            metrics = run(data, out, Config(**knobs), resume=resume, quiet=quiet)
     except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
     except KeyboardInterrupt as e:
@@ -561,9 +562,11 @@ def soup(data, models, arch, out, int8, cards):
     from ..model.inference import ModelError
     from ..training.data import DataError
     from ..training.soup import run
+    from .interrupt import terminated_as_interrupted
     out = _run_folder(out)
     try:
-        metrics = run(data, out, models, arch=arch, int8=int8, cards=cards, echo=click.echo)
+        with terminated_as_interrupted():
+            metrics = run(data, out, models, arch=arch, int8=int8, cards=cards, echo=click.echo)
     except (DataError, ValueError, ModelError) as e:
         raise Fail(str(e))
     click.echo(f"{len(metrics['soup'])} of {len(models)} models kept.  PublicTest {metrics['publictest_accuracy']:.4f}  "

@@ -38,6 +38,25 @@ def deferred(signals=(signal.SIGINT, signal.SIGTERM)):
             signal.signal(s, handler)
 
 
+@contextmanager
+def terminated_as_interrupted():
+    """Within the block, SIGTERM raises Signalled where it lands, as Ctrl-C raises KeyboardInterrupt:
+    work with no safe points of its own (train's reading and export, a soup) unwinds, its temporary
+    files removed, where SIGTERM's default ended the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raised(signum, frame):
+        raise Signalled(signum)
+
+    before = signal.signal(signal.SIGTERM, raised)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class Signalled(KeyboardInterrupt):
     """Work a signal ended at a point of its own choosing, not a Stop's (training, between two
     batches): `signum`, for the exit status."""

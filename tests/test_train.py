@@ -759,6 +759,37 @@ def test_ctrl_c_or_sigterm_in_train_stops_between_batches_and_resume_finishes_th
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))] == [0, 1, 2]
 
 
+# `stickersort ARGS` sending itself SIGTERM as the best model's ONNX export begins.
+_SIGTERM_AT_EXPORT = """
+import os, signal, sys
+import keras
+export = keras.Model.export
+def exporting(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return export(*args, **kwargs)
+keras.Model.export = exporting
+sys.argv = ["stickersort", *sys.argv[1:]]
+from stickersort.sorter.cli import main
+main()
+"""
+
+
+def test_sigterm_in_the_export_leaves_no_temporary_folder_and_resume_exports(cli, tmp_path):
+    """Before: SIGTERM outside fit's batches ended the process on the spot, without a word, the
+    export's temporary folder left in OUT."""
+    data = write_csv(tmp_path / "mini.csv")
+    out = tmp_path / "run"
+    args = ["train", data, "--arch", "sticker", "--epochs", "1", "--batch-size", "16", "--limit", "60", "--out", out]
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_AT_EXPORT, *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("stickersort: interrupted after 1 of 1 epochs; `")
+    assert sorted(p.name for p in out.iterdir()) == ["backup", "best.keras", "history.csv", "options.json"]
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "stickernet.onnx").exists() and not list(out.glob("tmp*"))
+
+
 def texts(fig):
     return [t.get_text() for ax in fig.axes for t in ax.texts]
 
