@@ -342,8 +342,10 @@ class Live:
         started = last = tick = time.perf_counter()
         try:
             while not self.stop.is_set() and self.stats.frames != self.max_frames:
-                if self.period:  # a frame period from the last read, its processing included
-                    time.sleep(max(0.0, tick + self.period - time.perf_counter()))
+                # A frame period from the last read, its processing included; the first frame at
+                # once, and a stop heard during the wait (a GIF frame may ask for minutes).
+                if self.period and self.stats.frames and self.stop.wait(tick + self.period - time.perf_counter()):
+                    break
                 tick = time.perf_counter()
                 bgr = self._read()
                 if bgr is None:

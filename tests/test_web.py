@@ -12,9 +12,10 @@ import urllib.error
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
-from conftest import wait_for
+from conftest import SAMPLES, wait_for
 from media_makers import blank, face_gif, hopper
 from webpages import HTTP, Served, chromium, get, get_json, raw
 
@@ -439,3 +440,19 @@ def test_a_thousand_idle_connections_only_delay_a_request(bare):
     started = time.monotonic()
     assert get(bare.url + "/state.json", timeout=10)[0] == 200 and time.monotonic() - started < 2
     assert _stream_opens(bare.url)
+
+
+def test_a_slow_gif_shows_its_first_frame_at_once_and_ctrl_c_ends_its_wait(tmp_path):
+    """A GIF whose frames ask for 10 minutes each. Before: the page waited a frame's delay for the
+    first frame, and Ctrl-C went unheard until the next one was due."""
+    face = Image.open(SAMPLES / "astronaut.jpg").convert("RGB")
+    slow = tmp_path / "slow.gif"
+    face.save(slow, save_all=True, append_images=[face.transpose(Image.FLIP_LEFT_RIGHT)], duration=600_000, loop=0)
+    served = Served("live", "--source", slow, "--web", "127.0.0.1:0")
+    try:
+        wait_for(lambda: get_json(served.url + "/state.json")[1]["faces"], "the first frame's face", 30)
+    finally:
+        started = time.monotonic()
+        assert served.stop(seconds=20) == 130
+    assert time.monotonic() - started < 10
+    assert served.stderr[-1].strip() == "stickersort: interrupted; 1 frames shown"
