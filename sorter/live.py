@@ -85,6 +85,10 @@ def _capture(source, target, stop, api=cv2.CAP_ANY):
         capture.release()
         what = f"no camera at index {target}" if isinstance(target, int) else "cannot open it as a video or stream"
         raise LiveError(f"--source {source}: {what}")
+    w, h = (int(capture.get(side) or 0) for side in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+    if w * h > media.MAX_PIXELS:  # as the scan refuses it, from the header, before a frame is decoded
+        capture.release()
+        raise LiveError(f"--source {source}: frames too large: {w}x{h} is over {media.MAX_PIXELS:,} pixels")
     return capture
 
 

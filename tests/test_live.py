@@ -166,6 +166,16 @@ def test_an_image_too_large_for_the_scan_is_refused_as_a_source(cli, tmp_path):
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "image too large" in result.output
 
 
+@pytest.mark.parametrize("name", ["huge.bin", "huge.mp4"])
+def test_frames_too_large_for_the_scan_are_refused_whatever_the_name(cli, tmp_path, name):
+    """The same PNG named as no sticker or as a video. Before: OpenCV's FFmpeg played it, 10,000 px
+    square (1.5 GB for a colour one), where the scan refuses such frames from the header."""
+    from media_makers import bomb_png
+    result = cli("live", "--source", str(bomb_png(tmp_path / name)), "--json")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "frames too large: 10000x10000 is over 40,000,000 pixels" in result.output
+
+
 def test_a_port_in_use_is_one_line(cli, tmp_path):
     import socket
     with socket.socket() as taken:
