@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FER2013
+from conftest import FER2013, wait_for
 
 OUTPUTS = {"best.keras", "stickernet.onnx", "history.csv", "curves.png", "confusion.png",
            "samples.png", "metrics.json"}
@@ -788,6 +789,59 @@ def test_sigterm_in_the_export_leaves_no_temporary_folder_and_resume_exports(cli
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert (out / "stickernet.onnx").exists() and not list(out.glob("tmp*"))
+
+
+# `stickersort ARGS` pausing itself (SIGSTOP) as it writes history.csv's header ("row"): its
+# options.json written, fit begun; or as it seeds its session ("seed"): its OUT checked, none written.
+_PAUSED_AT = """
+import csv, os, signal, sys
+from stickersort.training.quiet import import_tensorflow
+import_tensorflow()  # quiet, as train imports it
+import keras
+def pausing(call, calls=[]):
+    def paused(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # once
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return call(*args, **kwargs)
+    return paused
+if sys.argv[1] == "row":
+    csv.DictWriter.writerow = pausing(csv.DictWriter.writerow)
+else:
+    keras.utils.set_random_seed = pausing(keras.utils.set_random_seed)
+sys.argv = ["stickersort", *sys.argv[2:]]
+from stickersort.sorter.cli import main
+main()
+"""
+
+
+def _paused(where, args):
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_AT, where, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T", "the pause", 300)
+    return proc
+
+
+def test_a_run_being_written_is_not_written_by_a_second_train_at_once(cli, tmp_path):
+    """Two runs started at once into one new OUT both passed its check, and both trained into it;
+    two resumes of one run both trained. Now the second stops in one line, the first unharmed."""
+    data = write_csv(tmp_path / "mini.csv")
+    out = tmp_path / "run"
+    args = ["train", data, "--arch", "sticker", "--epochs", "1", "--batch-size", "16", "--limit", "60", "--out", out]
+    second = _paused("seed", args)  # checked OUT while it was new, then paused
+    first = _paused("row", args)  # wrote options.json, then paused in fit
+    try:
+        for proc in (second, subprocess.Popen([sys.executable, "-m", "stickersort.sorter", *map(str, args),
+                                               "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)):
+            proc.send_signal(signal.SIGCONT)
+            _, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 2 and stderr.count("\n") == 1, stderr
+            assert ("started since this one began" if proc is second else "another stickersort is writing") in stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
+        _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
 def texts(fig):

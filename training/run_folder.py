@@ -1,7 +1,9 @@
 """What makes a folder a run's OUT (train's or soup's), checked before any data is read: a new
 run never writes into another run's folder, and an OUT that cannot be made fails at once rather
 than after the work."""
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .data import DataError
@@ -40,3 +42,21 @@ def check_writable(out, named=None):
         near = near.parent
     if not near.is_dir() or not os.access(near, os.W_OK | os.X_OK):
         raise DataError(f"cannot write {named or out}: {near} is not a folder you can write to")
+
+
+@contextmanager
+def claimed(record, new=False):
+    """A run's own RECORD (options.json, soup.json) locked within the block, for one process to
+    write the run at a time: new, it must not exist yet (O_EXCL: of two runs started at once into
+    one OUT, both checked before either wrote, the second stops here); else no other process may
+    hold it."""
+    try:
+        held = open(record, "x" if new else "r")
+    except FileExistsError:
+        raise DataError(f"{record.parent} holds a run started since this one began; pass another --out") from None
+    with held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"another stickersort is writing the run in {record.parent}; let it end first") from None
+        yield

@@ -103,7 +103,8 @@ def run(data, out, models, arch="sticker-wide", int8=False, cards=0, echo=print)
     fer_data.require(data, splits)
     soup, chosen, tried = greedy(list(models), splits, arch, cards, echo)
     out.mkdir(parents=True, exist_ok=True)
-    soup.save(out / "best.keras")
-    (out / "soup.json").write_text(json.dumps({"chosen": chosen, "tried": tried}, indent=1) + "\n")
-    return report.write_all(out, splits, [], train_seconds=0.0, command=report.command_line(), labels=None,
-                            int8=int8, soup=chosen)
+    with run_folder.claimed(out / "soup.json", new=True):  # two soups started at once into one OUT
+        soup.save(out / "best.keras")
+        (out / "soup.json").write_text(json.dumps({"chosen": chosen, "tried": tried}, indent=1) + "\n")
+        return report.write_all(out, splits, [], train_seconds=0.0, command=report.command_line(), labels=None,
+                                int8=int8, soup=chosen)

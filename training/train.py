@@ -5,6 +5,7 @@ limit -> distil -> card views -> net -> fit -> report; the steps follow it. Ever
 of `Config` (training/config.py), declared there once with its default. An interrupted run
 (Ctrl-C, a kill) continues from OUT/backup with `--resume` (weights, optimizer, epoch, LR step).
 """
+import contextlib
 import csv
 import dataclasses
 import json
@@ -41,35 +42,40 @@ def run(data, out, config=Config(), resume=False, quiet=False):
     out = Path(out)
     command = report.command_line()
     record = check_run(out, config, resume, command, data)
-    splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus, quiet=quiet)
-    fer_data.require(data, splits)
-    if config.limit:
-        splits = fer_data.limit(splits, config.limit, config.seed)
-    done = len(read_history(out / "history.csv")) if resume else 0
-    if done >= config.epochs:  # a run stopped in its export, or exported again (--int8)
-        progress.say(f"{out} has trained its {done} epochs: only exporting (give --epochs more than {done} to "
-                     f"train on)", quiet)
-    # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
-    # not the random generators, which would deal epoch 0's masks and views again.
-    keras.utils.set_random_seed(session_seed(config, done))
-    # Before the teachers and cards (minutes): an --init of another arch is told first. Its batch
-    # norm is measured on Training's first faces, which the card views only follow.
-    net = start_net(config.init, config.arch, net_inputs(splits["Training"][0][:BN_FACES]))
-    if config.teachers:
-        progress.say(f"distilling from {len(config.teachers)} teacher(s)", quiet)
-        splits = distil(splits, config.teachers, config.teacher_weight)
-    if config.cards:
-        progress.say(f"adding {config.cards} card view(s) of each Training face", quiet)
-        splits = with_scanner_views(splits, config.cards, config.seed)
-    x = net_inputs(splits["Training"][0])  # once: 28,709 faces in float32 are 265 MB
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad data or a bad --init leaves no run folder
-    (out / "options.json").write_text(json.dumps(record, indent=1))
-    history = fit(x, splits, net, out, config, quiet, done)
-    # Summed per epoch rather than timed here: a resumed run's figure covers every session.
-    train_seconds = sum(float(r.get("seconds") or 0) for r in history)
-    progress.say("exporting and scoring the best epoch's model", quiet)
-    return report.write_all(out, splits, history, train_seconds=train_seconds, command=command,
-                            labels=config.labels, int8=config.int8, swa=config.swa)
+    with contextlib.ExitStack() as held:
+        if resume:  # from now: two resumes of one run would both train
+            held.enter_context(run_folder.claimed(out / "options.json"))
+        splits = fer_data.load(data, labels=config.labels, ferplus=config.ferplus, quiet=quiet)
+        fer_data.require(data, splits)
+        if config.limit:
+            splits = fer_data.limit(splits, config.limit, config.seed)
+        done = len(read_history(out / "history.csv")) if resume else 0
+        if done >= config.epochs:  # a run stopped in its export, or exported again (--int8)
+            progress.say(f"{out} has trained its {done} epochs: only exporting (give --epochs more than {done} to "
+                         f"train on)", quiet)
+        # A resumed session draws its dropout and augmentation afresh: a backup restores the weights,
+        # not the random generators, which would deal epoch 0's masks and views again.
+        keras.utils.set_random_seed(session_seed(config, done))
+        # Before the teachers and cards (minutes): an --init of another arch is told first. Its batch
+        # norm is measured on Training's first faces, which the card views only follow.
+        net = start_net(config.init, config.arch, net_inputs(splits["Training"][0][:BN_FACES]))
+        if config.teachers:
+            progress.say(f"distilling from {len(config.teachers)} teacher(s)", quiet)
+            splits = distil(splits, config.teachers, config.teacher_weight)
+        if config.cards:
+            progress.say(f"adding {config.cards} card view(s) of each Training face", quiet)
+            splits = with_scanner_views(splits, config.cards, config.seed)
+        x = net_inputs(splits["Training"][0])  # once: 28,709 faces in float32 are 265 MB
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad data or a bad --init leaves no run folder
+        if not resume:  # two runs started at once into one OUT: the second stops here
+            held.enter_context(run_folder.claimed(out / "options.json", new=True))
+        (out / "options.json").write_text(json.dumps(record, indent=1))
+        history = fit(x, splits, net, out, config, quiet, done)
+        # Summed per epoch rather than timed here: a resumed run's figure covers every session.
+        train_seconds = sum(float(r.get("seconds") or 0) for r in history)
+        progress.say("exporting and scoring the best epoch's model", quiet)
+        return report.write_all(out, splits, history, train_seconds=train_seconds, command=command,
+                                labels=config.labels, int8=config.int8, swa=config.swa)
 
 
 def check_run(out, config, resume, command, data):
