@@ -457,12 +457,8 @@ class Scanner:
             outcome = self._settle(outcome)
         file = outcome.file
         if outcome.vanished:
-            # Deleted between the walk and the read: not counted, and no record or link left.
-            summary.files -= 1
-            summary.vanished += 1
-            self.echo(f"{file.key}: vanished during the scan")
-            if self.store.get(file.key):
-                self.forget(file.key)
+            summary.files -= 1  # deleted or moved between the walk and the read: not counted
+            self._vanished(file.key, summary)
         elif outcome.error is not None:
             summary.errors += 1
             summary.error_files.append({"path": file.key, "error": outcome.error})  # said once, by the summary
@@ -510,9 +506,18 @@ class Scanner:
             except FileNotFoundError:
                 if os.path.lexists(file.path):
                     raise
-                summary.vanished += 1
-                self.echo(f"{file.key}: vanished during the scan")
-                self.forget(file.key)
+                self._vanished(file.key, summary)
+
+    def _vanished(self, key, summary):
+        """A file gone since the walk listed it leaves no record or link, unless the user labelled
+        it: moved, say, into a folder the walk had passed. That record stays for the next scan,
+        which walks the new name and hands it the label (_labels_of), or forgets it."""
+        summary.vanished += 1
+        old = self.store.get(key)
+        kept = bool(old and old["user_label"])
+        self.echo(f"{key}: vanished during the scan" + ("; its label is kept for where it turns up" if kept else ""))
+        if old and not kept:
+            self.forget(key)
 
     def _kept(self, path, key, st):
         """Whether a file needs nothing at all, told from what scan() read ahead: its size and

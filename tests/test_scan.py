@@ -291,6 +291,34 @@ def test_file_deleted_mid_scan(tmp_path):
     assert sorted(Path(r["path"]).name for r in rows(tmp_path)) == ["a.png", "c.png"]
 
 
+def test_a_labelled_file_moved_mid_scan_keeps_its_label(tmp_path):
+    """z/x.png, labelled, moved into a/ after the walk had listed a/. Before: the scan dropped its
+    record as vanished, and the next filed a/x.png by its reading, the user's label lost."""
+    from stickersort.sorter.library import label_file
+    from stickersort.sorter.scan import Options, Scanner
+    src, db, out = tmp_path / "memes", tmp_path / "s.db", tmp_path / "out"
+    (src / "a").mkdir(parents=True)
+    (src / "z").mkdir()
+    blank().save(src / "a" / "blank.png")
+    hopper().save(src / "z" / "x.png")
+    Scanner(Options(out=out, db=db)).scan(src)
+    label_file(db, src / "z" / "x.png", "sad")
+
+    def move_x_while_scanning(paths):
+        for path in paths:
+            if Path(path).name == "x.png":
+                os.rename(src / "z" / "x.png", src / "a" / "x.png")
+            yield path
+
+    summary = Scanner(Options(out=out, db=db, rescan=True)).scan(src, progress=move_x_while_scanning)
+    assert summary.vanished == 1
+    summary = Scanner(Options(out=out, db=db)).scan(src)
+    filed = {Path(r["path"]).name: (r["label"], r["user_label"]) for r in rows(tmp_path)}
+    assert filed == {"blank.png": ("noface", None), "x.png": ("sad", "sad")}
+    assert [r["path"] for r in rows(tmp_path) if r["user_label"]] == [str(src / "a" / "x.png")]
+    check_out(str(out), db)
+
+
 def _without_root_file_access():
     """In the child: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so even root obeys modes."""
     import ctypes
