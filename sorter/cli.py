@@ -841,7 +841,10 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
         echo(shown(f"left alone: {_count(files, 'recorded file')} under {folder}, which is gone or empty (a drive "
                    f"not mounted?); `stickersort forget {shlex.quote(key_path(folder))}` drops them"))
     if not done["files"]:
-        return None if done.get("away") else echo(shown(nothing))
+        if done.get("away"):
+            return None
+        with _failing(LibraryError):
+            return echo(shown(nothing() if callable(nothing) else nothing))
     verb = "would forget" if dry_run else "forgot"
     click.echo(f"{verb} {_count(len(done['files']), 'file')}, {'would remove' if dry_run else 'removed'} "
                f"{_count(done['links_removed'], 'link')}" + (f", kept {_count(done['kept'], 'last copy', 'last copies')}"
@@ -862,9 +865,12 @@ def forget(path, db, dry_run):
     scan of PATH records them again. A hard link or copy in OUT that is the last copy of a file
     now gone stays, as the user's."""
     from .library import forget as forget_files
-    nothing = f"no records at or under {path}"
-    if os.path.islink(path.rstrip(os.sep) or path):
-        nothing += f" (a link, which names itself: `stickersort forget {shlex.quote(os.path.realpath(path))}` forgets what it leads to)"
+
+    def nothing():
+        said, target = f"no records at or under {path}", os.path.realpath(path)
+        if os.path.islink(path.rstrip(os.sep) or path) and forget_files(db, target, dry_run=True)["files"]:
+            said += f" (a link, which names itself: `stickersort forget {shlex.quote(target)}` forgets what it leads to)"
+        return said
     _forgetting(forget_files, db, dry_run, nothing, path=path)
 
 

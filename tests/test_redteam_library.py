@@ -283,6 +283,10 @@ def test_forget_of_a_link_drops_the_links_records_not_its_targets(cli, tmp_path)
     shutil.copy2(SAMPLES / "rocket.png", other / "rocket.png")
     assert cli("scan", other, "--out", tmp_path / "out2", "--db", db, "-q").exit_code == 0  # the link passed over
     assert "(a link, which names itself" in cli("forget", other / "linked", "--db", db).output
+    (other / "elsewhere.png").symlink_to(tmp_path / "never-scanned.png")  # its hint would name no record
+    said = cli("forget", other / "elsewhere.png", "--db", db).output
+    assert said.startswith("no records at or under") and "names itself" not in said
+    (other / "elsewhere.png").unlink()
     assert cli("scan", other, "--follow-links", "--db", db, "-q").exit_code == 0
     result = cli("forget", other / "linked", "--db", db)
     assert result.exit_code == 0 and "forgot 3 files" in result.output, result.output  # alias.png too
