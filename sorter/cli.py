@@ -1,5 +1,6 @@
 """The `stickersort` command. Heavy imports (OpenCV, ONNX Runtime, TensorFlow) happen inside the
 commands that need them, so `query` and `stats` answer fast."""
+import errno
 import json
 import math
 import os
@@ -17,6 +18,8 @@ from . import __version__
 from .paths import default_db, inside, path_key, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+EXIT_FULL = 74  # sysexits' EX_IOERR: a disk full under what was written
+EXIT_PIPE = 128 + 13  # as a process SIGPIPE ended: what it printed was read no further
 
 
 class _Number(click.FloatRange):
@@ -105,6 +108,10 @@ class _Commands(click.Group):
             from .interrupt import exit_status
             click.echo("stickersort: interrupted", err=True)
             ctx.exit(exit_status(getattr(e, "signum", None)))
+        except BrokenPipeError:  # `| head`: the reader took what it wanted. Ended as by SIGPIPE,
+            # silently, with its status: click's is 1, which a scan means for unreadable files.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            ctx.exit(EXIT_PIPE)
 
 
 @contextmanager
@@ -285,7 +292,8 @@ def scan(directory, out, db, frames, min_confidence, link_mode, dry_run, rescan,
 
     Exit status: 0 all files filed; 1 done, but some files or folders could not be read (each
     listed, a file recorded with its error); 2 nothing done (bad arguments, unusable DB or OUT);
-    130 interrupted (143: SIGTERM), what was done kept; 70 an internal error.
+    130 interrupted (143: SIGTERM), what was done kept; 141 its output's reader gone (`| head`);
+    74 a disk full; 70 an internal error.
     """
     from .interrupt import deferred
     from .links import LinkError
@@ -929,6 +937,10 @@ def browse(db, host, port):
 
 
 def main():
+    if sys.stdout is None:  # started with fd 1 closed: all it prints would be lost, without a word
+        print("stickersort: error: standard output is closed; redirect it (to /dev/null to drop what is printed)",
+              file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     try:
         _main()
     except SystemExit as e:
@@ -970,5 +982,8 @@ def _main():
             click.echo(f"stickersort: error: {missing} is not in the base install: {_install(EXTRAS[missing])}",
                        err=True)
             sys.exit(EXIT_USAGE)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # no fault of ours
+            click.echo(f"stickersort: error: {e.strerror}" + (f": {e.filename}" if e.filename else ""), err=True)
+            sys.exit(EXIT_FULL)
         click.echo(f"stickersort: error: {type(e).__name__}: {e}", err=True)
         sys.exit(70)

@@ -3,8 +3,11 @@ tried on them: an OUT or a file swapped for a link, a lock file that is no file,
 link, hard links. Real scans of real files, real SQLite, the shipped model."""
 import json
 import os
+import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -313,3 +316,24 @@ def test_a_database_whose_folder_moved_and_was_linked_back_still_owns_its_out(cl
     os.link(db, tmp_path / "hard.db")  # another name is another WAL and lock: another database
     assert cli("label", src / "hopper.png", "happy", "--db", tmp_path / "hard.db").exit_code == 2
     assert json.loads(cli("show", src / "hopper.png", "--db", db, "--json").stdout)["user_label"] == "sad"
+
+
+def _stickersort(args, stdout):
+    return subprocess.Popen([sys.executable, "-m", "stickersort.sorter", *map(str, args)], stdout=stdout,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("command", [["query", "--json"], ["stats"]])
+def test_output_that_cannot_be_written_is_said_never_lost_in_silence(cli, tmp_path, command):
+    """Before: a reader gone (`| head`) gave click's 1, a scan's status for unreadable files; a full
+    disk, an internal error (70); a closed stdout, nothing printed and status 0."""
+    src, out, db = _small(cli, tmp_path)
+    gone = _stickersort([*command, "--db", db], subprocess.PIPE)
+    gone.stdout.close()  # before it writes: its first write fails
+    assert (gone.wait(timeout=60), gone.stderr.read()) == (141, "")
+    with open("/dev/full", "w") as full:
+        proc = _stickersort([*command, "--db", db], full)
+        assert (proc.wait(timeout=60), proc.stderr.read()) == (74, "stickersort: error: No space left on device\n")
+    line = shlex.join([sys.executable, "-m", "stickersort.sorter", *command, "--db", str(db)])
+    closed = subprocess.run(f"{line} >&-", shell=True, capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 2 and closed.stderr.startswith("stickersort: error: standard output is closed")
