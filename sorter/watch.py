@@ -226,13 +226,15 @@ class Watcher:
         observer.start()
         return observer
 
-    def _check_settings(self):
+    def _check_settings(self, each_file=False):
         """A scan of DIR, of a folder above it or of one under it given another --out, --link-mode
         or --min-confidence while the watch runs: filing on by its own, the watch would undo them
         file by file, so it stops (a WatchError) for the user to start it again. So it does when
-        DIR's records are forgotten: it would file only the files that change from then on."""
+        DIR's records are forgotten: it would file only the files that change from then on.
+        Looked at every SETTINGS_CHECK_S while idle, and before each file filed (each_file): a
+        second's worth of files filed by the old settings was dozens of them."""
         now = time.monotonic()
-        if now - self.settings_checked < SETTINGS_CHECK_S:
+        if now - self.settings_checked < SETTINGS_CHECK_S and not each_file:
             return
         self.settings_checked = now
         store, root = self.scanner.store, path_key(self.root)
@@ -402,13 +404,12 @@ class Watcher:
 
     def _deleted(self, path, is_directory):
         """A file, or a whole folder (removed, or moved out of DIR: then its files go unreported),
-        is gone."""
+        is gone. So is a link the scan followed (--follow-links) into a folder: its removal is
+        a file's event, its records those of a folder."""
         self.pending.pop(path, None)
         key = path_key(path)
-        if is_directory:
-            gone = list(self.scanner.store.signatures_under(key))
-        else:
-            gone = [key] if self.scanner.store.get(key) else []
+        store = self.scanner.store
+        gone = [key] if not is_directory and store.get(key) else list(store.signatures_under(key))
         for recorded in gone:
             self.gone.setdefault(recorded, time.monotonic())
 
@@ -494,6 +495,7 @@ class Watcher:
         old = self.scanner.store.get(key)
         if old and old["error"] and signature == (old["size"], old["mtime_ns"]) and not readable_again(old, path):
             return  # woken by its own reading's events: its error was said when it was read
+        self._check_settings(each_file=True)
         if self.gone and not old:
             self._adopt(path)
         existed = self.scanner.store.get(key) is not None

@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import SAMPLES, wait_for
 from invariants import check_out
+from procs import stickersort
 from stickersort.model.labels import EMOTIONS
 from stickersort.sorter.watch import describe
 from media_makers import blank, face_gif, hopper
@@ -441,6 +442,37 @@ def test_the_watched_folder_forgotten_stops_the_watch_in_one_line(watch, tmp_pat
     assert len(said) == 1 and "was forgotten" in said[0], watch.log
 
 
+def test_a_forget_amid_a_batch_of_new_files_stops_the_watch_before_the_next_file(tmp_path):
+    """Before: the watch looked for a forget once a second, and filed on meanwhile: dozens of the
+    forgotten folder's files recorded and linked again before it stopped."""
+    memes, db = tmp_path / "memes", tmp_path / "s.db"
+    memes.mkdir()
+    # Paused (SIGSTOP) as it comes to the 5th new file: between two files, holding no lock.
+    args = ["watch", memes, "--out", tmp_path / "out", "--db", db, "--settle", SETTLE]
+    proc = subprocess.Popen(stickersort(args, at_call=("SIGSTOP", "_classify", 5)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: os.path.exists(tmp_path / "out"), "the first scan", STARTUP_S)  # watching from before it
+        for i in range(40):  # settled together, filed one after another
+            shutil.copy(SAMPLES / "astronaut.jpg", memes / f"a{i:02}.jpg")
+            with open(memes / f"a{i:02}.jpg", "ab") as f:
+                f.write(b"%02d" % i)  # each its own content
+        wait_for(lambda: _state(proc) == "T", "the pause before the 5th file", 120)
+        forgot = subprocess.run([sys.executable, "-m", "stickersort.sorter", "forget", str(memes), "--db", str(db)],
+                                capture_output=True, text=True, timeout=60)
+        assert forgot.returncode == 0 and forgot.stdout.startswith("forgot 4 files"), forgot.stdout + forgot.stderr
+        proc.send_signal(signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2 and stderr.strip().splitlines()[-1].split(" was ")[1].startswith("forgotten"), stderr
+    assert sqlite3.connect(db).execute("select count(*) from files").fetchone()[0] == 0
+
+
+def _state(proc):
+    return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
 def test_a_scan_of_the_folder_above_does_not_stop_the_watch(watch, tmp_path):
     """Its settings row replaces the watched folder's, as forget's removal does not."""
     scanned = subprocess.run([sys.executable, "-m", "stickersort.sorter", "scan", str(tmp_path), "--db", str(watch.db),
@@ -730,6 +762,25 @@ def test_a_link_to_nothing_made_while_following_links_is_an_error_event(tmp_path
     finally:
         if w.proc.poll() is None:
             w.proc.kill()
+
+
+def test_a_followed_link_to_a_folder_removed_takes_its_files_records_and_links(tmp_path):
+    """Before: no event; the files' records stayed, their links dangling, until the next scan."""
+    (tmp_path / "memes").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    hopper().save(tmp_path / "elsewhere" / "hopper.png")
+    os.symlink("../elsewhere", tmp_path / "memes" / "linked")
+    w = Watch(tmp_path, "--json", "--follow-links")
+    try:
+        assert list(w.rows()) == ["linked/hopper.png"]
+        os.unlink(w.dir / "linked")
+        w.wait_line('"event": "removed"')
+        assert w.rows() == {} and not w.links()
+        assert w.stop() == 130
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+    assert (tmp_path / "elsewhere" / "hopper.png").exists()
 
 
 def test_a_video_that_cannot_be_read_is_one_error_event_and_no_ffmpeg_lines(tmp_path):
