@@ -484,7 +484,10 @@ def test_shipped_model_is_the_int8_file_its_card_describes(fer2013):
 
 @pytest.mark.parametrize("problem,message", [
     ("missing", "no such file"),
-    ("header", "expected the header"),
+    ("header", "expected the header 'emotion,pixels,Usage', got 'label,pixels,split'"),
+    # Kaggle's download as it comes. Before: its tar header block, kilobytes of NUL bytes, in the line.
+    ("archive", "fer2013.tar.gz: expected the header 'emotion,pixels,Usage', got binary data: an archive, say "
+                "(extract fer2013.csv from it)"),
     ("pixels", "2303 pixel values"),
     ("empty-class", "no Training examples of disgust"),
     ("csv-folder", "for a CSV, pass the file"),  # its folder given for the file in it
@@ -512,6 +515,12 @@ def test_bad_training_data_is_one_clear_line(cli, tmp_path, problem, message):
     path = tmp_path / "data.csv"
     if problem == "header":
         write_csv(path, header="label,pixels,split")
+    elif problem == "archive":
+        import tarfile
+        write_csv(path)
+        with tarfile.open(tmp_path / "fer2013.tar.gz", "w:gz") as archive:
+            archive.add(path, arcname="fer2013/fer2013.csv")
+        path = tmp_path / "fer2013.tar.gz"
     elif problem == "pixels":
         write_csv(path, pixels=2303)
     elif problem == "empty-class":

@@ -46,6 +46,15 @@ def _reading(path, what):
         raise DataError(f"{path}: cannot be read as {what} ({type(e).__name__})") from None
 
 
+def _shown_header(header):
+    """The first row read, within a line: an archive's header block (Kaggle's fer2013.tar.gz) is
+    kilobytes of NUL bytes."""
+    text = ",".join(header or ())
+    if "\0" in text:
+        return "binary data: an archive, say (extract fer2013.csv from it)"
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
 def one_hot(labels):
     return np.eye(len(EMOTIONS), dtype="float32")[np.asarray(labels, dtype=int)]
 
@@ -57,7 +66,7 @@ def load_csv(path, quiet=False):
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
-            raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {header!r}")
+            raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {_shown_header(header)}")
         for line, row in enumerate(progress.bar(reader, quiet, desc=f"reading {Path(path).name}", unit=" faces"),
                                    start=2):
             if len(row) < 3:
