@@ -46,7 +46,8 @@ def read_labels(folder):
     """{file name: (label, source)} from folder/labels.csv."""
     path = Path(folder) / "labels.csv"
     if not path.is_file():
-        what = "a folder, not a file" if path.is_dir() else "no such file"
+        what = ("a folder, not a file" if path.is_dir() else "not a regular file (a FIFO or socket)"
+                if path.exists() else "no such file")
         raise EvalError(f"{path}: {what} (a labels.csv with columns file,label is needed)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark

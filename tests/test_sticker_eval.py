@@ -2,6 +2,7 @@
 faces on generated cards through the scan's path) and the training views made the same way."""
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -109,6 +110,10 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
     (folder / "labels.csv").mkdir()
     result = cli("evaluate", "--stickers", folder, "-q")
     assert result.exit_code == 2 and "labels.csv: a folder, not a file" in result.output  # was "no such file"
+    (folder / "labels.csv").rmdir()
+    os.mkfifo(folder / "labels.csv")
+    result = cli("evaluate", "--stickers", folder, "-q")
+    assert result.exit_code == 2 and "labels.csv: not a regular file (a FIFO or socket)" in result.output  # the same
 
 
 def test_a_model_it_cannot_load_is_refused_before_any_scoring(cli, tmp_path):
