@@ -39,7 +39,8 @@ class _Named(click.Path):
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("an empty name would mean the current folder; name it (`.`) if that is meant", param, ctx)
+            self.fail("an empty name names no file" if self.file_okay else
+                      "an empty name would mean the current folder; name it (`.`) if that is meant", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -140,11 +141,15 @@ def cli():
 
 @contextmanager
 def _failing(*errors):
-    """Library errors, whose messages are one line for the user, become Fail (exit status 2)."""
+    """Library errors, whose messages are one line for the user, become Fail (exit status 2; 74
+    for a full disk under the database)."""
     try:
         yield
     except errors as e:
-        raise Fail(str(e))
+        fail = Fail(str(e))
+        if getattr(e, "disk_full", False):
+            fail.exit_code = EXIT_FULL
+        raise fail from None
 
 
 @contextmanager

@@ -129,7 +129,7 @@ def joined(address=None):
     and a Ray this process had joined before is left to whoever joined it."""
     joining = connect(address)
     if joining:
-        threading.excepthook = _quiet_once_ray_is_gone
+        threading.excepthook = _quiet_once_ray_is_gone(threading.excepthook)
     with contextlib.redirect_stdout(sys.stderr):
         yield
         if joining:
@@ -137,14 +137,17 @@ def joined(address=None):
             ray.shutdown()
 
 
-def _quiet_once_ray_is_gone(args, said=threading.excepthook):
-    """A job a stop left running is torn down by Ray's exit handler, under threads of its own that
-    go on calling Ray (Ray Data's metadata prefetch, say): each failed with a traceback on stderr,
-    after the scan's last line. A thread's failure while Ray is joined is said as before."""
+def _quiet_once_ray_is_gone(said):
+    """A threading.excepthook. A job a stop left running is torn down by Ray's exit handler, under
+    threads of its own that go on calling Ray (Ray Data's metadata prefetch, say): each failed with
+    a traceback on stderr, after the scan's last line. A thread's failure while Ray is joined is
+    said as before (`said`: the hook in place until then)."""
     import ray
 
-    if ray.is_initialized():
-        said(args)
+    def hook(args):
+        if ray.is_initialized() or not issubclass(args.exc_type, ray.exceptions.RayError):
+            said(args)
+    return hook
 
 
 def connect(address=None):

@@ -127,7 +127,7 @@ def guard(app, host, port):
 
 # Listening on every address, the page is browsed at one of them: 0.0.0.0 names no machine, and
 # browsers on some systems cannot reach it.
-EVERY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 
 
 def _shown(host):
@@ -310,9 +310,10 @@ class Server:
         # A name that resolves to several addresses gets a socket on each (waitress' MultiSocketServer).
         listening = getattr(self.server, "effective_listen", None)
         self.host, self.port = host, int(listening[0][1] if listening else self.server.effective_port)
-        self.url = f"http://{_shown(EVERY_ADDRESS.get(host, host))}:{self.port}/"
+        every = _ip(host) is not None and _ip(host).is_unspecified  # 0.0.0.0, ::, 0, ...
+        self.url = f"http://{_shown(LOOPBACK[_ip(host).version] if every else host)}:{self.port}/"
         # What the user is told: where this machine browses it, and that others can.
-        self.where = self.url + (" (and at this machine's other addresses)" if host in EVERY_ADDRESS else "")
+        self.where = self.url + (" (and at this machine's other addresses)" if every else "")
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="stickersort-server")
 
     def start(self):

@@ -143,7 +143,7 @@ SCHEMA_VERSION = len(UPGRADES)
 
 
 class StoreError(Exception):
-    pass
+    disk_full = False  # SQLite's SQLITE_FULL: the disk (or a quota) full under the database
 
 
 _EMPTY = "{path} is empty: no stickersort records in it (run `stickersort scan` first)"
@@ -420,7 +420,9 @@ class Store:
                     self.db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"cannot write database {self.path}: {e}") from None
+            error = StoreError(f"cannot write database {self.path}: {e}")
+            error.disk_full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            raise error from None
 
     def _begin(self):
         """BEGIN IMMEDIATE within the store's wait, saying so on stderr when another process holds

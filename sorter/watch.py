@@ -372,6 +372,8 @@ class Watcher:
         self.pending.pop(src, None)
         store = self.scanner.store
         if not self._wanted(dest):
+            if self.options.follow_links and os.path.isdir(dest):
+                return self._moved_link(old, dest)
             self._deleted(src, False)
             self._deleted(dest, False)  # a link renamed over a recorded sticker (ln -sf)
             return
@@ -384,6 +386,14 @@ class Watcher:
             self._move_record(old, dest)
         # Classified as usual once settled: unchanged, so only its link follows it.
         self.pending[dest] = None
+
+    def _moved_link(self, old, dest):
+        """A followed link to a folder renamed within DIR: its files' records, labels and all, go
+        with it, as a folder's do (watchdog reports no file inside it moved)."""
+        for key in list(self.scanner.store.signatures_under(old)):
+            path = dest + key[len(old):]
+            self._move_record(key, path)
+            self.pending[path] = None
 
     def _exchange(self, a, b):
         """Two stickers that traded names at once (renameat2's RENAME_EXCHANGE, `mv --exchange`),

@@ -853,6 +853,25 @@ def test_a_run_being_written_is_not_written_by_a_second_train_at_once(cli, tmp_p
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
 
+def test_a_run_stopped_before_writing_its_record_leaves_none_to_block_the_folder(tmp_path):
+    """soup.json is created empty as the soup claims OUT, then written after its model is saved,
+    seconds later. Before: a SIGTERM in between left the empty file, and OUT refused as a run."""
+    from stickersort.sorter.interrupt import Signalled
+    from stickersort.training.run_folder import check_new, claimed
+
+    out = tmp_path / "soup"
+    out.mkdir()
+    with pytest.raises(Signalled):
+        with claimed(out / "soup.json", new=True):
+            raise Signalled(signal.SIGTERM)  # as terminated_as_interrupted raises it, in the save
+    check_new(out)  # a folder for a new run still
+    with pytest.raises(Signalled):
+        with claimed(out / "soup.json", new=True):
+            (out / "soup.json").write_text("{}")
+            raise Signalled(signal.SIGTERM)
+    assert (out / "soup.json").read_text() == "{}"  # a record written stays
+
+
 def texts(fig):
     return [t.get_text() for ax in fig.axes for t in ax.texts]
 

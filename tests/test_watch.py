@@ -764,7 +764,7 @@ def test_a_link_to_nothing_made_while_following_links_is_an_error_event(tmp_path
             w.proc.kill()
 
 
-def test_a_followed_link_to_a_folder_removed_takes_its_files_records_and_links(tmp_path):
+def test_a_followed_link_to_a_folder_renamed_or_removed_takes_its_files_records_along(tmp_path):
     """Before: no event; the files' records stayed, their links dangling, until the next scan."""
     (tmp_path / "memes").mkdir()
     (tmp_path / "elsewhere").mkdir()
@@ -773,7 +773,14 @@ def test_a_followed_link_to_a_folder_removed_takes_its_files_records_and_links(t
     w = Watch(tmp_path, "--json", "--follow-links")
     try:
         assert list(w.rows()) == ["linked/hopper.png"]
-        os.unlink(w.dir / "linked")
+        labelled = subprocess.run([sys.executable, "-m", "stickersort.sorter", "label", w.dir / "linked" / "hopper.png",
+                                   "sad", "--db", w.db], capture_output=True, text=True)
+        assert labelled.returncode == 0, labelled.stderr
+        os.rename(w.dir / "linked", w.dir / "renamed")  # its label goes along, as a folder's files' do
+        w.wait_line('"event": "moved"')
+        wait_for(lambda: [(k, r["user_label"]) for k, r in w.rows().items()] == [("renamed/hopper.png", "sad")],
+                 "the record under the new name")
+        os.unlink(w.dir / "renamed")
         w.wait_line('"event": "removed"')
         assert w.rows() == {} and not w.links()
         assert w.stop() == 130

@@ -48,10 +48,10 @@ def check_writable(out, named=None):
 def claimed(record, new=False):
     """A run's own RECORD (options.json, soup.json) locked within the block, for one process to
     write the run at a time: new, it must not exist yet (O_EXCL: of two runs started at once into
-    one OUT, both checked before either wrote, the second stops here); else no other process may
-    hold it."""
+    one OUT, both checked before either wrote, the second stops here), and a run that stops before
+    writing it leaves none; else no other process may hold it."""
     try:
-        held = open(record, "x" if new else "r")
+        held = open(record, "x" if new else "r+")  # r+: NFS locks a file open for writing only
     except FileExistsError:
         raise DataError(f"{record.parent} holds a run started since this one began; pass another --out") from None
     with held:
@@ -59,4 +59,11 @@ def claimed(record, new=False):
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DataError(f"another stickersort is writing the run in {record.parent}; let it end first") from None
-        yield
+        except OSError:  # a file system without locks (ENOLCK): the guard is lost, not the run
+            pass
+        try:
+            yield
+        except BaseException:
+            if new and os.path.getsize(record) == 0:  # else it would pass for a run, to resume or not
+                os.unlink(record)
+            raise
