@@ -337,32 +337,3 @@ def test_output_that_cannot_be_written_is_said_never_lost_in_silence(cli, tmp_pa
     line = shlex.join([sys.executable, "-m", "stickersort.sorter", *command, "--db", str(db)])
     closed = subprocess.run(f"{line} >&-", shell=True, capture_output=True, text=True, timeout=60)
     assert closed.returncode == 2 and closed.stderr.startswith("stickersort: error: standard output is closed")
-
-
-# `stickersort ARGS` with every database it opens capped a few pages past its size: a disk full.
-_DISK_FULL = """
-import sqlite3, sys
-opened = sqlite3.connect
-def capped(*args, **kwargs):
-    conn = opened(*args, **kwargs)
-    conn.execute(f"pragma max_page_count = {conn.execute('pragma page_count').fetchone()[0] + 7}")
-    return conn
-sqlite3.connect = capped
-sys.argv = ["stickersort", *sys.argv[1:]]
-from stickersort.sorter.cli import main
-main()
-"""
-
-
-def test_a_full_disk_under_the_database_is_its_own_exit_status(tmp_path):
-    """Before: exit 2, which a scan means for nothing done, after dozens of files were filed."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(40):
-        shutil.copy2(SAMPLES / "hopper.png", src / f"h{i:02}.png")
-        with open(src / f"h{i:02}.png", "ab") as f:
-            f.write(b"%02d" % i)
-    proc = subprocess.run([sys.executable, "-c", _DISK_FULL, "scan", src, "--out", tmp_path / "out", "--db",
-                           tmp_path / "s.db", "-q"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 74, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith("database or disk is full")
