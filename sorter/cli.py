@@ -634,6 +634,10 @@ def evaluate(data, split, model, labels, ferplus, tta, limit, against, pipeline,
     for place, name, read in ((plot, "--plot", stickers), (figures, "--figures", data)):
         if place and read and os.path.isdir(read) and inside(place, read):  # read as faces next time
             raise Fail(f"{name} {place} is inside {read}, which is evaluated: choose a place outside it")
+    if figures and os.path.islink(figures) and not figures.exists():  # else found only once the work is done
+        raise Fail(f"--figures {figures} is a broken link; give a folder")
+    if tta and pipeline:  # the pipeline scores as the scan does: one pass, no mirror
+        raise Fail("--tta scores the faces directly; --pipeline scores them as a scan does, in one pass: give one")
     if figures:
         from ..training.evaluate import FIGURES
         taken = [name for name in FIGURES if os.path.lexists(figures / name)]

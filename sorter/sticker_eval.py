@@ -52,6 +52,8 @@ def read_labels(folder):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
+            if reader.fieldnames:  # as a person types them: "file, label"
+                reader.fieldnames = [name.strip() for name in reader.fieldnames]
             if not {"file", "label"} <= set(reader.fieldnames or ()):
                 raise EvalError(f"{path}: expected the columns file,label")
             rows = list(reader)
@@ -239,8 +241,11 @@ def plot_curve(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [p for p in report["curve"] if p["precision"] is not None]
+    # No precision where no file is given an emotion; no coverage where labels.csv names no emotion file.
+    points = [p for p in report["curve"] if p["precision"] is not None and p["coverage"] is not None]
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    if not points:
+        ax.text(0.5, 0.5, "no emotion files in labels.csv: no curve", ha="center", fontsize=8)
     ax.plot([p["coverage"] for p in points], [p["precision"] for p in points], marker="o")
     shown = set()
     for p in points[::2]:

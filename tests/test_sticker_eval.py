@@ -52,6 +52,15 @@ def test_a_labelled_folder_is_scored_through_the_scan_with_its_curve_and_plot(cl
     assert "threshold  given  precision  coverage" in text.stdout
 
 
+def test_a_folder_of_faceless_labels_alone_still_gets_its_plot(cli, tmp_path):
+    """A face labelled noface: given an emotion, yet no emotion file to cover. Before: the report,
+    then a TypeError from the plot, exit 70 and no PNG."""
+    folder = labelled_folder(tmp_path, {"hopper.png": "noface", "two_faces.jpg": "ambiguous"})
+    result = cli("evaluate", "--stickers", folder, "-q", "--plot", tmp_path / "curve.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_unsure_threshold_is_sought_in_steps_finer_than_the_curve_shown():
     from stickersort.sorter.sticker_eval import score
 
@@ -103,7 +112,7 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
     result = cli("evaluate", "--stickers", folder, "-q", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["noface_right"]["right"] == 1
     # Labels as a person types them (before: "unknown labels  Neutral, NoFace").
-    (folder / "labels.csv").write_text("file,label\nrocket.png,NoFace\nhopper.png, Neutral\n")
+    (folder / "labels.csv").write_text("file, label\nrocket.png,NoFace\nhopper.png, Neutral\n")  # header too
     result = cli("evaluate", "--stickers", folder, "-q", "--json")
     assert result.exit_code == 0 and sum(json.loads(result.stdout)["confusion"]["neutral"].values()) == 1, result.output
     (folder / "labels.csv").unlink()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FER2013, wait_for
+from conftest import FER2013, refused, wait_for
 
 OUTPUTS = {"best.keras", "stickernet.onnx", "history.csv", "curves.png", "confusion.png",
            "samples.png", "metrics.json"}
@@ -952,6 +952,14 @@ def test_evaluate_names_model_data_and_split_and_draws_its_figures(cli, tmp_path
     assert {p.name for p in (tmp_path / "fig").iterdir()} == {"confusion.png", "samples.png"}
     quiet = cli("evaluate", data, "-q", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["n"] == 14
+    with open(data, "a") as f:  # a blank last line, as an editor leaves it (before: "0 columns")
+        f.write("\n")
+    assert json.loads(cli("evaluate", data, "-q", "--json").stdout)["n"] == 14
+    # Refused before the work: a link to nowhere (before: "cannot write there" after it), and
+    # --tta, which --pipeline's one pass ignored.
+    (tmp_path / "nowhere").symlink_to(tmp_path / "gone" / "fig")
+    refused(cli("evaluate", data, "--figures", tmp_path / "nowhere"), "is a broken link")
+    refused(cli("evaluate", data, "--pipeline", "--tta"), "--tta scores the faces directly")
 
 
 def test_a_soup_of_card_trained_models_sets_batch_norm_on_faces_and_card_views(cli, fer2013, tmp_path):

@@ -69,6 +69,8 @@ def load_csv(path, quiet=False):
             raise DataError(f"{path}: expected the header 'emotion,pixels,Usage', got {_shown_header(header)}")
         for line, row in enumerate(progress.bar(reader, quiet, desc=f"reading {Path(path).name}", unit=" faces"),
                                    start=2):
+            if not row:  # a blank line (one at the end, as an editor leaves it)
+                continue
             if len(row) < 3:
                 raise DataError(f"{path}:{line}: {len(row)} columns, expected emotion,pixels,Usage")
             faces.append(_pixels(path, line, row[1]))
