@@ -241,6 +241,8 @@ def check_paths(path, labels="fer2013", ferplus=None):
     """The files a load needs, there: checked before the seconds of reading that would come first."""
     if not Path(path).exists():
         raise DataError(f"{path}: no such file or folder")
+    if not Path(path).is_dir() and not Path(path).is_file():  # /dev/zero: read whole, without end
+        raise DataError(f"{path}: not a regular file (a device, FIFO or socket); give the csv or the image folder")
     if labels in ("ferplus", "blend"):
         if Path(path).is_dir():  # its faces come in folder order, which says nothing of the csv's rows
             raise DataError(f"--labels {labels}: the FER+ votes follow the rows of FER2013's Kaggle csv, and "
