@@ -1,6 +1,5 @@
 """The `stickersort` command. Heavy imports (OpenCV, ONNX Runtime, TensorFlow) happen inside the
 commands that need them, so `query` and `stats` answer fast."""
-import errno
 import json
 import math
 import os
@@ -15,7 +14,7 @@ import click
 from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
 from ..training.config import ARCHS, Config  # the train knobs' defaults; no TensorFlow
 from . import __version__
-from .paths import default_db, inside, path_key, shown
+from .paths import default_db, disk_full, inside, path_key, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 EXIT_FULL = 74  # sysexits' EX_IOERR: a disk full under what was written
@@ -98,21 +97,28 @@ class _Commands(click.Group):
     A bad option or argument is one line too, not click's usage block."""
 
     def make_context(self, *args, **kwargs):
-        with _one_line_usage():
+        with _one_line_usage(), _read_no_further():  # --help, --version
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
-            with _one_line_usage():
+            with _one_line_usage(), _read_no_further():
                 return super().invoke(ctx)
         except KeyboardInterrupt as e:
             from .interrupt import exit_status
             click.echo("stickersort: interrupted", err=True)
             ctx.exit(exit_status(getattr(e, "signum", None)))
-        except BrokenPipeError:  # `| head`: the reader took what it wanted. Ended as by SIGPIPE,
-            # silently, with its status: click's is 1, which a scan means for unreadable files.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            ctx.exit(EXIT_PIPE)
+
+
+@contextmanager
+def _read_no_further():
+    """`| head`: the reader took what it wanted. Ended as by SIGPIPE, silently, with its status:
+    click's is 1, which a scan means for unreadable files."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise click.exceptions.Exit(EXIT_PIPE) from None
 
 
 @contextmanager
@@ -142,12 +148,12 @@ def cli():
 @contextmanager
 def _failing(*errors):
     """Library errors, whose messages are one line for the user, become Fail (exit status 2; 74
-    for a full disk under the database)."""
+    when the OS or SQLite error they were raised from says the disk is full)."""
     try:
         yield
     except errors as e:
         fail = Fail(str(e))
-        if getattr(e, "disk_full", False):
+        if disk_full(e.__context__):  # kept by `raise ... from None`, which only hides it
             fail.exit_code = EXIT_FULL
         raise fail from None
 
@@ -991,7 +997,7 @@ def _main():
             click.echo(f"stickersort: error: {missing} is not in the base install: {_install(EXTRAS[missing])}",
                        err=True)
             sys.exit(EXIT_USAGE)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # no fault of ours
+        if isinstance(e, OSError) and disk_full(e):  # no fault of ours
             click.echo(f"stickersort: error: {e.strerror}" + (f": {e.filename}" if e.filename else ""), err=True)
             sys.exit(EXIT_FULL)
         click.echo(f"stickersort: error: {type(e).__name__}: {e}", err=True)

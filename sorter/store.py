@@ -7,7 +7,6 @@ WAL mode, a busy timeout and write transactions that take the lock first let sca
 schema's version (PRAGMA user_version): another program's file, a damaged one or a newer schema is
 refused before anything is written.
 """
-import errno
 import functools
 import os
 import sqlite3
@@ -144,7 +143,7 @@ SCHEMA_VERSION = len(UPGRADES)
 
 
 class StoreError(Exception):
-    disk_full = False  # SQLite's SQLITE_FULL: the disk (or a quota) full under the database
+    pass
 
 
 _EMPTY = "{path} is empty: no stickersort records in it (run `stickersort scan` first)"
@@ -261,7 +260,7 @@ class Store:
         except BaseException as e:
             self.close()
             if isinstance(e, (sqlite3.Error, OSError)):
-                raise _error(_failure(self.path, e), e) from None
+                raise StoreError(_failure(self.path, e)) from None
             raise
 
     def close(self):
@@ -421,7 +420,7 @@ class Store:
                     self.db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise _error(f"cannot write database {self.path}: {e}", e) from None
+            raise StoreError(f"cannot write database {self.path}: {e}") from None
 
     def _begin(self):
         """BEGIN IMMEDIATE within the store's wait, saying so on stderr when another process holds
@@ -688,14 +687,6 @@ class Store:
 
 # Columns every stickersort database has had: with the three tables, what marks an unmarked one as ours.
 _OLD_COLUMNS = {"path", "root", "hash", "label", "confidence", "error"}
-
-
-def _error(message, e):
-    """StoreError(message) for an SQLite or OS error e, marked when the disk (or a quota) is full."""
-    error = StoreError(message)
-    error.disk_full = (getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                       or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT))
-    return error
 
 
 def _failure(path, e):

@@ -176,10 +176,16 @@ def _fill(folder, leave=0):
             pass
 
 
-def _full(result):
+def _full(result, said="database or disk is full"):
     """One line, with a full disk's own status (74): before, 2, which a scan means for nothing done."""
     assert result.exit_code == 74, (result.exit_code, result.output)
-    assert result.stderr.count("\n") == 1 and "database or disk is full" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
+
+
+def test_a_full_disk_under_out_is_its_own_status_too(cli, src, tmp_path, small_disk):
+    _fill(small_disk)
+    _full(cli("scan", src, "--out", small_disk / "out", "--db", tmp_path / "s.db", "--link-mode", "copy"),
+          "No space left on device")
 
 
 def test_a_full_disk_is_one_line_and_loses_nothing(cli, src, tmp_path, small_disk):

@@ -323,17 +323,18 @@ def _stickersort(args, stdout):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("command", [["query", "--json"], ["stats"]])
+@pytest.mark.parametrize("command", [["query", "--json"], ["stats"], ["--help"]])
 def test_output_that_cannot_be_written_is_said_never_lost_in_silence(cli, tmp_path, command):
     """Before: a reader gone (`| head`) gave click's 1, a scan's status for unreadable files; a full
     disk, an internal error (70); a closed stdout, nothing printed and status 0."""
     src, out, db = _small(cli, tmp_path)
-    gone = _stickersort([*command, "--db", db], subprocess.PIPE)
+    command = command if command == ["--help"] else [*command, "--db", str(db)]  # --help: the group's own
+    gone = _stickersort(command, subprocess.PIPE)
     gone.stdout.close()  # before it writes: its first write fails
     assert (gone.wait(timeout=60), gone.stderr.read()) == (141, "")
     with open("/dev/full", "w") as full:
-        proc = _stickersort([*command, "--db", db], full)
+        proc = _stickersort(command, full)
         assert (proc.wait(timeout=60), proc.stderr.read()) == (74, "stickersort: error: No space left on device\n")
-    line = shlex.join([sys.executable, "-m", "stickersort.sorter", *command, "--db", str(db)])
+    line = shlex.join([sys.executable, "-m", "stickersort.sorter", *command])
     closed = subprocess.run(f"{line} >&-", shell=True, capture_output=True, text=True, timeout=60)
     assert closed.returncode == 2 and closed.stderr.startswith("stickersort: error: standard output is closed")
