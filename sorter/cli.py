@@ -1,5 +1,6 @@
 """The `stickersort` command. Heavy imports (OpenCV, ONNX Runtime, TensorFlow) happen inside the
 commands that need them, so `query` and `stats` answer fast."""
+import errno
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import click
 from ..model.labels import DEFAULT_MIN_CONFIDENCE, EMOTIONS, NOFACE, UNSURE
 from ..training.config import ARCHS, Config  # the train knobs' defaults; no TensorFlow
 from . import __version__
-from .paths import default_db, disk_full, inside, path_key, shown
+from .paths import default_db, inside, path_key, shown
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 EXIT_FULL = 74  # sysexits' EX_IOERR: a disk full under what was written
@@ -153,9 +154,15 @@ def _failing(*errors):
         yield
     except errors as e:
         fail = Fail(str(e))
-        if disk_full(e.__context__):  # kept by `raise ... from None`, which only hides it
+        if _disk_full(e.__context__):  # kept by `raise ... from None`, which only hides it
             fail.exit_code = EXIT_FULL
         raise fail from None
+
+
+def _disk_full(e):
+    """Whether an OS or SQLite error says the disk (or a quota) is full: exit status 74, not 2."""
+    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or \
+        getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 @contextmanager
@@ -997,7 +1004,7 @@ def _main():
             click.echo(f"stickersort: error: {missing} is not in the base install: {_install(EXTRAS[missing])}",
                        err=True)
             sys.exit(EXIT_USAGE)
-        if isinstance(e, OSError) and disk_full(e):  # no fault of ours
+        if isinstance(e, OSError) and _disk_full(e):  # no fault of ours
             click.echo(f"stickersort: error: {e.strerror}" + (f": {e.filename}" if e.filename else ""), err=True)
             sys.exit(EXIT_FULL)
         click.echo(f"stickersort: error: {type(e).__name__}: {e}", err=True)

@@ -1,5 +1,4 @@
 """Where things go when the user does not say: discoverable in --help and printed by scan."""
-import errno
 import os
 import re
 import stat
@@ -184,10 +183,3 @@ def out_owner(out):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PathError(f"{Path(out) / OWNER_FILE} is not stickersort's marker; remove it")
         return os.fsdecode(f.read(4096).rstrip(b"\n"))
-
-
-def disk_full(e):
-    """Whether an OS or SQLite error says the disk (or a quota) is full: exit status 74, not 2."""
-    import sqlite3
-    return getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or \
-        getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
