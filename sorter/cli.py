@@ -831,11 +831,14 @@ def watch(directory, out, db, frames, min_confidence, link_mode, rescan, detecto
 def show(file, db, as_json, image):
     """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector
     score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
-    from .library import LibraryError, describe, show_file
+    from .library import LibraryError, describe, scanned_folder, show_file
     if image and not os.path.lexists(image) and image.suffix.lower() != ".png":  # an existing name: refused below
         raise Fail(f"--image {image}: the picture is a PNG; give a new name ending in .png")
     with _failing(LibraryError):
         info = show_file(db, file)
+        if image and not os.path.lexists(image) and (folder := scanned_folder(db, image.parent)):  # as --plot
+            raise Fail(f"--image {image} is inside {folder}, which is scanned: its next scan would file the "
+                       f"picture; choose a place outside")
         if image:
             from .contact_sheet import draw
             draw(info, image)

@@ -197,6 +197,14 @@ def show_file(db_path, file_path):
         "note": row["note"]}
 
 
+def scanned_folder(db_path, path):
+    """The scanned folder that path lies in, if any: its next scan would file what is put there."""
+    store = open_store(db_path, readonly=True)
+    with _read(store):
+        settings = store.settings_for(path_key(os.path.realpath(path)))
+    return settings and settings["path"]
+
+
 def _face(row):
     return {"frame": row["frame"], "time": row["time"], "box": [row["x"], row["y"], row["w"], row["h"]],
             "detector_score": row["detector_score"], "label": row["label"],

@@ -57,8 +57,10 @@ def read_labels(folder):
             if not {"file", "label"} <= set(reader.fieldnames or ()):
                 raise EvalError(f"{path}: expected the columns file,label")
             rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError as e:
         raise EvalError(f"{path}: not a UTF-8 csv ({type(e).__name__})") from None
+    except csv.Error as e:  # a cell past csv's field limit, say
+        raise EvalError(f"{path}: not a csv that can be read ({e})") from None
     if not rows:
         raise EvalError(f"{path}: no rows after the header")
     short = next((i for i, r in enumerate(rows, start=2) if not (r["file"] or "").strip()

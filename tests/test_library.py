@@ -121,6 +121,10 @@ def test_show_draws_only_a_png(cli, lib, tmp_path):
     result = cli("show", src / "two_faces.jpg", "--db", db, "--image", tmp_path / "frames.jpg")
     assert result.exit_code == 2 and "give a new name ending in .png" in result.output, result.output
     assert not (tmp_path / "frames.jpg").exists()  # before: PNG bytes under a .jpg name
+    # Nor into a scanned folder, whose next scan would file the picture (before: written there).
+    result = cli("show", src / "two_faces.jpg", "--db", db, "--image", src / "why.png")
+    assert result.exit_code == 2 and "which is scanned" in result.output, result.output
+    assert not (src / "why.png").exists()
 
 
 def test_show_refuses_what_it_does_not_know(cli, lib, tmp_path):

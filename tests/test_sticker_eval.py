@@ -96,6 +96,8 @@ def test_a_labels_csv_it_cannot_score_as_given_is_refused(cli, tmp_path):
              b"file,label\nrocket.png,noface\n,happy\n": "labels.csv:3: expected",  # before: "missing, e.g. "
              b"file,label\nrocket.png,\n": "labels.csv:2: expected",  # before: "unknown labels ;"
              "file,label\nrocket.png,noface\ncafé.png,happy\n".encode("latin-1"): "not a UTF-8 csv",
+             # A long notes cell: valid UTF-8, past csv's field limit (before: "not a UTF-8 csv").
+             b"file,label,notes\nrocket.png,noface," + b"x" * 140_000 + b"\n": "field larger than field limit",
              b"file,label\n": "no rows",
              b"file,label\n../labelled/rocket.png,noface\n": "not a file name",
              b"file,label\nrocket.png,noface\nrocket.png,sad\n": "more than once",
