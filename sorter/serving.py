@@ -310,8 +310,9 @@ class Server:
         # A name that resolves to several addresses gets a socket on each (waitress' MultiSocketServer).
         listening = getattr(self.server, "effective_listen", None)
         self.host, self.port = host, int(listening[0][1] if listening else self.server.effective_port)
-        every = _ip(host) is not None and _ip(host).is_unspecified  # 0.0.0.0, ::, 0, ...
-        self.url = f"http://{_shown(LOOPBACK[_ip(host).version] if every else host)}:{self.port}/"
+        ip = _ip(host)
+        every = ip is not None and ip.is_unspecified  # 0.0.0.0, ::, ::0
+        self.url = f"http://{_shown(LOOPBACK[ip.version] if every else host)}:{self.port}/"
         # What the user is told: where this machine browses it, and that others can.
         self.where = self.url + (" (and at this machine's other addresses)" if every else "")
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="stickersort-server")
