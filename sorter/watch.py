@@ -391,7 +391,7 @@ class Watcher:
         """A followed link to a folder renamed within DIR: its files' records, labels and all, go
         with it, as a folder's do (watchdog reports no file inside it moved)."""
         for key in list(self.scanner.store.signatures_under(old)):
-            path = dest + key[len(old):]
+            path = dest + key_path(key)[len(key_path(old)):]  # as paths: a key escapes undecodable bytes
             self._move_record(key, path)
             self.pending[path] = None
 
