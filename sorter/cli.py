@@ -832,11 +832,12 @@ def show(file, db, as_json, image):
     """Why FILE got its label: the vote and runner-up, each sampled frame's faces (box, detector
     score, label, probabilities), whose label it is, and where its link is. FILE may be its link in OUT."""
     from .library import LibraryError, describe, scanned_folder, show_file
-    if image and not os.path.lexists(image) and image.suffix.lower() != ".png":  # an existing name: refused below
+    new_image = image and not os.path.lexists(image)  # an existing name: refused by draw
+    if new_image and image.suffix.lower() != ".png":
         raise Fail(f"--image {image}: the picture is a PNG; give a new name ending in .png")
     with _failing(LibraryError):
         info = show_file(db, file)
-        if image and not os.path.lexists(image) and (folder := scanned_folder(db, image.parent)):  # as --plot
+        if new_image and (folder := scanned_folder(db, image.parent)):  # as evaluate --plot refuses its folder
             raise Fail(f"--image {image} is inside {folder}, which is scanned: its next scan would file the "
                        f"picture; choose a place outside")
         if image:
@@ -863,7 +864,8 @@ def label(file, emotion, db):
 
 
 def _forgetting(forget_files, db, dry_run, nothing, **args):
-    """forget's and prune's run and report: a line per step, then what was done (or `nothing`)."""
+    """forget's and prune's run and report: a line per step, then what was done (or what `nothing()`
+    says, asked only then)."""
     from .library import LibraryError
     from .paths import key_path
     echo = _echo(False)
@@ -877,7 +879,7 @@ def _forgetting(forget_files, db, dry_run, nothing, **args):
         if done.get("away"):
             return None
         with _failing(LibraryError):
-            return echo(shown(nothing() if callable(nothing) else nothing))
+            return echo(shown(nothing()))
     verb = "would forget" if dry_run else "forgot"
     click.echo(f"{verb} {_count(len(done['files']), 'file')}, {'would remove' if dry_run else 'removed'} "
                f"{_count(done['links_removed'], 'link')}" + (f", kept {_count(done['kept'], 'last copy', 'last copies')}"
@@ -916,7 +918,7 @@ def prune(db, dry_run):
     and named (`forget` drops it). A hard link or copy in OUT that is the last copy of a file now
     gone stays, as the user's."""
     from .library import prune as prune_files
-    _forgetting(prune_files, db, dry_run, "every recorded file still exists: nothing to prune")
+    _forgetting(prune_files, db, dry_run, lambda: "every recorded file still exists: nothing to prune")
 
 
 @cli.command()

@@ -1,5 +1,6 @@
-"""Ctrl-C and SIGTERM for the commands that run until stopped or keep scratch files (scan, watch,
-live, evaluate --stickers).
+"""Ctrl-C and SIGTERM: for the commands that run until stopped or keep scratch files (scan, watch,
+live, evaluate --stickers), a stop at a safe point (deferred); for work with no safe points of its
+own (train's reading and export, a soup), SIGTERM raised as Ctrl-C is (terminated_as_interrupted).
 
 The first signal only asks the work to end at its next safe point (between two files, between two
 frames), so the database and OUT are left as a finished step leaves them; a second Ctrl-C stops at
